@@ -1,0 +1,57 @@
+"""Token amounts: exact decimal on the wire, integer micro-tokens everywhere else.
+
+On the wire an amount is a JSON string or number of tokens with at most 6 decimal places. msgspec
+decodes either form into ``decimal.Decimal`` from the text itself, so ``0.1`` stays exactly 0.1.
+No float ever holds money.
+"""
+
+from decimal import Decimal
+from typing import Final
+
+from protocols.errors import ErrorCode
+
+MICRO_PER_TOKEN: Final = 1_000_000
+DECIMALS_MAX: Final = 6
+# One trillion tokens: far above any real balance, and small enough that sums stay cheap ints.
+AMOUNT_TOKENS_MAX: Final = 10**12
+
+
+def to_micro(tokens: Decimal) -> int | ErrorCode:
+    """Converts a wire amount to micro-tokens, or says which rule it breaks.
+
+    Returns ``amount_not_finite`` for NaN and infinities, ``too_many_decimals`` beyond 6 places,
+    ``amount_too_large`` above ``AMOUNT_TOKENS_MAX``. The sign is left to the caller.
+    """
+    if not tokens.is_finite():
+        return ErrorCode.amount_not_finite
+    exponent = tokens.as_tuple().exponent
+    assert isinstance(exponent, int)
+    if exponent < -DECIMALS_MAX and tokens != tokens.quantize(Decimal(1).scaleb(-DECIMALS_MAX)):
+        return ErrorCode.too_many_decimals
+    if abs(tokens) > AMOUNT_TOKENS_MAX:
+        return ErrorCode.amount_too_large
+    return int(tokens.scaleb(DECIMALS_MAX))
+
+
+def positive_micro(tokens: Decimal) -> int | ErrorCode:
+    """Like ``to_micro`` but zero and negatives are ``amount_must_be_positive``."""
+    micro = to_micro(tokens)
+    if isinstance(micro, ErrorCode):
+        return micro
+    if micro <= 0:
+        return ErrorCode.amount_must_be_positive
+    return micro
+
+
+def format_micro(micro: int) -> str:
+    """Formats micro-tokens as the shortest exact decimal string: 237600000 -> "237.6"."""
+    sign = "-" if micro < 0 else ""
+    whole, frac = divmod(abs(micro), MICRO_PER_TOKEN)
+    if frac == 0:
+        return f"{sign}{whole}"
+    return f"{sign}{whole}.{frac:06d}".rstrip("0")
+
+
+def tokens_of(micro: int) -> Decimal:
+    """The exact Decimal number of tokens for a micro-token integer."""
+    return Decimal(micro).scaleb(-DECIMALS_MAX)

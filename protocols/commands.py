@@ -1,0 +1,151 @@
+"""Commands: requests that change the exchange's state, on ``exchange.cmd.<sender>.<verb>``.
+
+The sender is never a field: it is the subject's ``<sender>`` token, which the NATS server lets a
+client publish only under its own id. Every command carries ``request_id`` (idempotency).
+
+Commands that move money forbid unknown fields, so a misspelt field is refused rather than
+silently ignored. The others skip unknown fields for forward compatibility. Amount fields are
+``Decimal`` tokens (JSON string or number, at most 6 decimals); the ledger converts them to
+integer micro-tokens and refuses what does not fit.
+"""
+
+from decimal import Decimal
+from typing import Annotated
+
+import msgspec
+
+from protocols.ids import AgentRef, Name, RequestId, Text, Token
+
+InferenceTokens = Annotated[int, msgspec.Meta(gt=0, le=100_000_000)]
+InferenceTokensOrZero = Annotated[int, msgspec.Meta(ge=0, le=100_000_000)]
+TimeoutSeconds = Annotated[int, msgspec.Meta(gt=0, le=7 * 86_400)]
+
+
+class Command(msgspec.Struct, frozen=True, kw_only=True):
+    request_id: RequestId
+
+
+class StrictCommand(Command, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A command that moves money: unknown fields are refused."""
+
+
+class LimitsSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Per-agent rate limits in tokens; a missing field keeps the configured default."""
+
+    burst: Decimal | None = None
+    reserve: Decimal | None = None
+    hourly: Decimal | None = None
+    daily: Decimal | None = None
+
+
+class RegisterAgent(StrictCommand, frozen=True, kw_only=True):
+    """Adds an agent and mints its opening balance. Sent by ``admin``."""
+
+    agent: AgentRef
+    base_rate: Decimal
+    primary_llm: Token
+    level: Annotated[str, msgspec.Meta(max_length=8)] = "L5"
+    preferences: dict[Token, Token] = {}
+    role: Token | None = None
+    capabilities: list[Token] = []
+    limits: LimitsSpec | None = None
+
+
+class Transfer(StrictCommand, frozen=True, kw_only=True):
+    to: AgentRef
+    amount: Decimal
+    memo: Text = ""
+
+
+class Award(StrictCommand, frozen=True, kw_only=True):
+    """Mints tokens to an agent for work done elsewhere. Sent by ``admin``."""
+
+    agent: AgentRef
+    amount: Decimal
+    source: Name
+    description: Text = ""
+
+
+class Commit(StrictCommand, frozen=True, kw_only=True):
+    """Rewards a git commit. ``author`` is an email (its local part is the agent) or an agent id."""
+
+    author: Annotated[str, msgspec.Meta(min_length=1, max_length=320)]
+    project: Name
+    message: Text
+    sha: Annotated[str, msgspec.Meta(min_length=4, max_length=64)] | None = None
+
+
+class IssueClose(StrictCommand, frozen=True, kw_only=True):
+    """Rewards a closed issue, once per ``issue_id``. Priority ``P1``..``P5``."""
+
+    issue_id: Name
+    agent: AgentRef
+    priority: Annotated[str, msgspec.Meta(max_length=8)]
+    issue_type: Annotated[str, msgspec.Meta(max_length=32)]
+
+
+class LlmRequest(StrictCommand, frozen=True, kw_only=True):
+    """Pays for inference in one step: ``tokens`` inference tokens at the model's price."""
+
+    task_type: Token
+    tokens: InferenceTokens
+    model: Token | None = None
+
+
+class LlmAuthorize(StrictCommand, frozen=True, kw_only=True):
+    """Holds the estimated cost of inference; settle or let it expire after ``timeout_s``."""
+
+    task_type: Token
+    tokens: InferenceTokens
+    model: Token | None = None
+    timeout_s: TimeoutSeconds = 300
+
+
+class LlmSettle(StrictCommand, frozen=True, kw_only=True):
+    """Posts the actual cost of an authorization (``tokens`` actually used) and frees the rest."""
+
+    authorization_id: Name
+    tokens: InferenceTokensOrZero
+
+
+class SetLimits(StrictCommand, frozen=True, kw_only=True):
+    """Changes an agent's rate limits. Sent by ``admin`` (or applied by an approved vote)."""
+
+    agent: AgentRef
+    limits: LimitsSpec
+
+
+class PoolCreate(StrictCommand, frozen=True, kw_only=True):
+    """Opens a team pool; the sender is its creator and first member."""
+
+    name: Name
+    min_contribution: Decimal
+    target: Decimal | None = None
+
+
+class PoolJoin(Command, frozen=True, kw_only=True):
+    pool_id: Name
+
+
+class PoolContribute(StrictCommand, frozen=True, kw_only=True):
+    pool_id: Name
+    amount: Decimal
+
+
+class PoolSpend(StrictCommand, frozen=True, kw_only=True):
+    """Pays for inference from the pool; contributors are credited pro rata."""
+
+    pool_id: Name
+    model: Token
+    tokens: InferenceTokens
+    description: Text = ""
+
+
+class PoolClose(StrictCommand, frozen=True, kw_only=True):
+    """Closes the pool and refunds what is left to contributors pro rata."""
+
+    pool_id: Name
+
+
+class Tick(Command, frozen=True, kw_only=True):
+    """Lets the exchange clock fire due timers. Sent only by the exchange itself."""

@@ -1,0 +1,65 @@
+"""Stable refusal codes. A shipped code is never renamed and never given a new meaning.
+
+Codes are listed roughly in order of precedence: wire-level problems first, then identity, then
+amounts, then business rules.
+"""
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    # Wire and routing.
+    invalid_message = "invalid_message"
+    unknown_verb = "unknown_verb"
+    message_too_large = "message_too_large"
+    overloaded = "overloaded"
+    # Identity and permission.
+    not_authorized = "not_authorized"
+    invalid_agent_id = "invalid_agent_id"
+    unknown_agent = "unknown_agent"
+    agent_exists = "agent_exists"
+    unknown_model = "unknown_model"
+    # Amounts.
+    amount_must_be_positive = "amount_must_be_positive"
+    too_many_decimals = "too_many_decimals"
+    amount_not_finite = "amount_not_finite"
+    amount_too_large = "amount_too_large"
+    # Idempotency.
+    request_id_reused = "request_id_reused"
+    # Balances and limits (in the order limits are checked).
+    burst_limit_exceeded = "burst_limit_exceeded"
+    reserve_would_be_breached = "reserve_would_be_breached"
+    hourly_limit_exceeded = "hourly_limit_exceeded"
+    daily_limit_exceeded = "daily_limit_exceeded"
+    insufficient_funds = "insufficient_funds"
+    # Rewards.
+    contract_budget_exhausted = "contract_budget_exhausted"
+    already_rewarded = "already_rewarded"
+    unknown_priority = "unknown_priority"
+    unknown_issue_type = "unknown_issue_type"
+    # Inference authorizations.
+    unknown_authorization = "unknown_authorization"
+    authorization_closed = "authorization_closed"
+    # Pools.
+    unknown_pool = "unknown_pool"
+    pool_closed = "pool_closed"
+    below_min_contribution = "below_min_contribution"
+    not_pool_member = "not_pool_member"
+    already_pool_member = "already_pool_member"
+    pool_empty = "pool_empty"
+    # Market (Contract Net, escrow, votes).
+    unknown_task = "unknown_task"
+    task_closed = "task_closed"
+    bid_window_closed = "bid_window_closed"
+    bid_exceeds_max_cost = "bid_exceeds_max_cost"
+    bid_exceeds_deadline = "bid_exceeds_deadline"
+    duplicate_bid = "duplicate_bid"
+    not_task_executor = "not_task_executor"
+    unknown_escrow = "unknown_escrow"
+    escrow_not_locked = "escrow_not_locked"
+    escrow_not_disputed = "escrow_not_disputed"
+    unknown_proposal = "unknown_proposal"
+    proposal_closed = "proposal_closed"
+    already_voted = "already_voted"
+    not_eligible = "not_eligible"
+    invalid_ballot = "invalid_ballot"

@@ -1,0 +1,181 @@
+"""Replies: the result envelope and the result object of every command and query.
+
+Every request gets exactly one reply: ``{"ok": true, "result": {...}}`` or
+``{"ok": false, "error": {"code": ..., "message": ..., ...details}}``. Amounts are decimal
+strings of tokens. Result Structs skip unknown fields when decoded (tolerant readers).
+"""
+
+from typing import Any
+
+import msgspec
+
+
+class Result(msgspec.Struct, frozen=True, kw_only=True):
+    pass
+
+
+class ErrorBody(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A refusal. ``code`` is stable; ``message`` says what was expected, what came, what to do."""
+
+    code: str
+    message: str
+    path: str | None = None
+    limit: str | None = None
+    used: str | None = None
+    requested: str | None = None
+    available: str | None = None
+    retry_after_s: int | None = None
+
+
+class Envelope(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    ok: bool
+    result: Any = None
+    error: ErrorBody | None = None
+
+
+class BalanceResult(Result, frozen=True, kw_only=True):
+    agent: str
+    balance: str
+    earned: str
+    spent: str
+    held: str
+
+
+class TransferResult(Result, frozen=True, kw_only=True):
+    sender: str
+    recipient: str
+    amount: str
+    balance: str
+
+
+class AwardResult(Result, frozen=True, kw_only=True):
+    agent: str
+    amount: str
+    source: str
+    balance: str
+
+
+class CommitResult(Result, frozen=True, kw_only=True):
+    agent: str
+    reward: str
+    contract: str
+    project_multiplier: str
+    commit_bonus: str
+    budget_exhausted: bool
+    budget_remaining: str
+    balance: str
+
+
+class IssueResult(Result, frozen=True, kw_only=True):
+    agent: str
+    issue_id: str
+    reward: str
+    priority: str
+    issue_type: str
+    balance: str
+
+
+class LlmResult(Result, frozen=True, kw_only=True):
+    agent: str
+    model: str
+    tokens: int
+    cost: str
+    balance: str
+
+
+class AuthorizationResult(Result, frozen=True, kw_only=True):
+    authorization_id: str
+    agent: str
+    model: str
+    tokens: int
+    held: str
+    expires_at_ns: int
+
+
+class SettlementResult(Result, frozen=True, kw_only=True):
+    authorization_id: str
+    agent: str
+    model: str
+    tokens: int
+    cost: str
+    released: str
+    balance: str
+
+
+class LimitsResult(Result, frozen=True, kw_only=True):
+    agent: str
+    burst: str
+    reserve: str
+    hourly: str
+    daily: str
+    hourly_used: str
+    daily_used: str
+    hourly_remaining: str
+    daily_remaining: str
+
+
+class AgentInfo(Result, frozen=True, kw_only=True):
+    agent: str
+    level: str
+    base_rate: str
+    primary_llm: str
+    preferences: dict[str, str]
+    role: str | None
+    capabilities: list[str]
+    balance: str
+    performance: str
+
+
+class AgentsResult(Result, frozen=True, kw_only=True):
+    agents: list[AgentInfo]
+
+
+class RegisterResult(Result, frozen=True, kw_only=True):
+    agent: str
+    balance: str
+
+
+class HistoryEntry(Result, frozen=True, kw_only=True):
+    seq: int
+    at_ns: int
+    kind: str
+    counterparty: str
+    amount: str
+    balance: str
+    memo: str
+
+
+class HistoryResult(Result, frozen=True, kw_only=True):
+    agent: str
+    entries: list[HistoryEntry]
+
+
+class PoolResult(Result, frozen=True, kw_only=True):
+    pool_id: str
+    name: str
+    creator: str
+    min_contribution: str
+    target: str | None
+    funded: bool
+    closed: bool
+    balance: str
+    contributed: str
+    spent: str
+    members: list[str]
+    contributions: dict[str, str]
+    credits: dict[str, str]
+    refunds: dict[str, str] = {}
+
+
+class PoolsResult(Result, frozen=True, kw_only=True):
+    pools: list[PoolResult]
+
+
+class StatusResult(Result, frozen=True, kw_only=True):
+    commands_applied: int
+    now_ns: int
+    digest: str
+    agents: int
+    accounts: int
+    supply: str
+    open_holds: int
