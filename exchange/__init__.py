@@ -1,0 +1,1 @@
+"""Agent Exchange: the exchange daemon, its pure ledger core, journal and CLI."""

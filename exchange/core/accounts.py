@@ -1,0 +1,101 @@
+"""The book: account balances and double-entry postings. Every movement debits one account and
+credits another by the same positive amount, so the sum of all balances is always exactly zero.
+
+System accounts start with ``@``; agent accounts are bare agent ids and may never go negative.
+"""
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Final
+
+MINT: Final = "@mint"
+ESCROW: Final = "@escrow"
+FEES: Final = "@fees"
+ROUNDING: Final = "@rounding"
+history_per_agent_max: Final = 1000
+
+
+def llm_account(model: str) -> str:
+    return f"@llm.{model}"
+
+
+def pool_account(pool_id: str) -> str:
+    return f"@pool.{pool_id}"
+
+
+def is_system(account: str) -> bool:
+    return account.startswith("@")
+
+
+# Only the source of minted tokens and the rounding account may be negative; every other account
+# (agents, pools, escrow, fees, model sinks) holds real tokens.
+MAY_GO_NEGATIVE: Final = frozenset({MINT, ROUNDING})
+
+
+@dataclass(frozen=True, slots=True)
+class Posting:
+    debit: str
+    credit: str
+    amount_micro: int
+    kind: str
+    memo: str = ""
+
+
+# (seq, at_ns, kind, counterparty, signed amount, balance after, memo) — tuples, not Structs,
+# because one is made for each side of every posting on the hot path.
+HistoryRow = tuple[int, int, str, str, int, int, str]
+
+
+@dataclass(slots=True)
+class Book:
+    balances: dict[str, int] = field(default_factory=dict)
+    histories: dict[str, deque[HistoryRow]] = field(default_factory=dict)
+    # Postings of the command being applied; the ledger hands them out with its outcome.
+    pending: list[Posting] = field(default_factory=list)
+    seq: int = 0
+    now_ns: int = 0
+
+    def open(self, account: str) -> None:
+        self.balances.setdefault(account, 0)
+        if not is_system(account):
+            self.histories.setdefault(account, deque(maxlen=history_per_agent_max))
+
+    def balance(self, account: str) -> int:
+        return self.balances.get(account, 0)
+
+    def post(self, debit: str, credit: str, amount_micro: int, kind: str, memo: str = "") -> None:
+        """Moves ``amount_micro`` from ``debit`` to ``credit``. The caller has checked funds."""
+        assert amount_micro > 0, "a posting moves a positive amount"
+        assert debit != credit, "a posting moves money between two accounts"
+        balances = self.balances
+        debit_after = balances.get(debit, 0) - amount_micro
+        credit_after = balances.get(credit, 0) + amount_micro
+        assert debit_after >= 0 or debit in MAY_GO_NEGATIVE, f"{debit} would go negative"
+        balances[debit] = debit_after
+        balances[credit] = credit_after
+        self.pending.append(Posting(debit, credit, amount_micro, kind, memo))
+        histories = self.histories
+        if debit in histories:
+            histories[debit].append(
+                (self.seq, self.now_ns, kind, credit, -amount_micro, debit_after, memo)
+            )
+        if credit in histories:
+            histories[credit].append(
+                (self.seq, self.now_ns, kind, debit, amount_micro, credit_after, memo)
+            )
+
+    def take_postings(self) -> tuple[Posting, ...]:
+        postings = tuple(self.pending)
+        self.pending.clear()
+        return postings
+
+    def supply_micro(self) -> int:
+        """What has been minted and not yet spent: minus the balance of ``@mint``."""
+        return -self.balances.get(MINT, 0)
+
+    def assert_conserved(self) -> None:
+        """O(accounts): the full conservation check, run by tests, doctor and snapshots."""
+        total = sum(self.balances.values())
+        assert total == 0, f"balances sum to {total} micro-tokens, not 0"
+        negative = sorted(a for a, b in self.balances.items() if b < 0 and a not in MAY_GO_NEGATIVE)
+        assert not negative, f"negative balances: {negative}"

@@ -1,0 +1,236 @@
+"""The economy's numbers: every default of ECONOMY.md, overridable from a TOML file.
+
+Nothing economic is hard-coded in the rules; they read it from an ``EconomyConfig``. Parsing a
+TOML string is pure (``parse_config``); reading the file is the shell's job.
+"""
+
+import tomllib
+from decimal import Decimal
+
+import msgspec
+
+
+class AgentSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    id: str
+    level: str
+    base_rate: Decimal
+    primary_llm: str
+    preferences: dict[str, str] = {}
+    role: str | None = None
+    capabilities: list[str] = []
+
+
+class Contract(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Project contract: the first whose ``pattern`` fully matches the project name wins."""
+
+    name: str
+    pattern: str
+    multiplier: Decimal
+    budget: Decimal
+
+
+class BonusTier(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    multiplier: Decimal
+    keywords: list[str]
+
+
+class LimitsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    burst: Decimal = Decimal(500)
+    reserve: Decimal = Decimal(500)
+    hourly: Decimal = Decimal(1000)
+    daily: Decimal = Decimal(10_000)
+    hourly_window_s: int = 3600
+    daily_window_s: int = 86_400
+
+
+class EscrowConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    fee_rate: Decimal = Decimal("0.01")
+    referral_share: Decimal = Decimal("0.15")
+    release_threshold: Decimal = Decimal("0.7")
+    dispute_timeout_s: int = 3600
+    result_grace_s: int = 60
+    performance_step: Decimal = Decimal("0.05")
+
+
+class AuctionConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    cost_weight: Decimal = Decimal("0.4")
+    time_weight: Decimal = Decimal("0.3")
+    confidence_weight: Decimal = Decimal("0.3")
+    bid_window_ms: int = 2000
+
+
+class StigmergyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    strength_max: Decimal = Decimal(10)
+    evaporation: Decimal = Decimal("0.95")
+    cycle_s: int = 300
+    drop_below: Decimal = Decimal("0.01")
+
+
+def _default_agents() -> list[AgentSpec]:
+    return [
+        AgentSpec(id="claude", level="L7", base_rate=Decimal(150), primary_llm="claude-opus"),
+        AgentSpec(
+            id="builder",
+            level="L6",
+            base_rate=Decimal(120),
+            primary_llm="qwen2.5-coder",
+            preferences={"planning": "claude-sonnet"},
+        ),
+        AgentSpec(id="lambda", level="L6", base_rate=Decimal(110), primary_llm="claude-opus"),
+        AgentSpec(
+            id="spark",
+            level="L6",
+            base_rate=Decimal(115),
+            primary_llm="claude-sonnet",
+            preferences={"chat": "llama3.2"},
+        ),
+        AgentSpec(id="observer", level="L5", base_rate=Decimal(100), primary_llm="gemini-pro"),
+        AgentSpec(id="zero", level="L5", base_rate=Decimal(90), primary_llm="llama3.2"),
+    ]
+
+
+def _default_models() -> dict[str, Decimal]:
+    """Price in tokens per 1,000 inference tokens."""
+    return {
+        "claude-opus": Decimal(15),
+        "claude-sonnet": Decimal(3),
+        "gemini-pro": Decimal(2),
+        "llama3.2": Decimal("0.1"),
+        "qwen2.5-coder": Decimal("0.1"),
+    }
+
+
+def _default_contracts() -> list[Contract]:
+    return [
+        Contract(
+            name="nexushive-setup",
+            pattern="nexushive-setup",
+            multiplier=Decimal("2.0"),
+            budget=Decimal(50_000),
+        ),
+        Contract(
+            name="claude-monitor",
+            pattern="claude-monitor",
+            multiplier=Decimal("1.5"),
+            budget=Decimal(30_000),
+        ),
+        Contract(
+            name="scheme-*", pattern="scheme-.*", multiplier=Decimal("1.8"), budget=Decimal(40_000)
+        ),
+        Contract(name="default", pattern=".*", multiplier=Decimal("1.0"), budget=Decimal(10_000)),
+    ]
+
+
+def _default_bonuses() -> list[BonusTier]:
+    return [
+        BonusTier(multiplier=Decimal("2.0"), keywords=["hotfix", "critical", "urgent", "security"]),
+        BonusTier(multiplier=Decimal("1.5"), keywords=["fix", "bug", "patch", "resolve"]),
+        BonusTier(multiplier=Decimal("1.3"), keywords=["test", "spec", "coverage"]),
+        BonusTier(multiplier=Decimal("1.2"), keywords=["refactor", "cleanup", "optimize"]),
+        BonusTier(multiplier=Decimal("1.1"), keywords=["docs", "readme", "documentation"]),
+    ]
+
+
+def _default_priorities() -> dict[str, Decimal]:
+    return {
+        "P1": Decimal(500),
+        "P2": Decimal(300),
+        "P3": Decimal(150),
+        "P4": Decimal(75),
+        "P5": Decimal(50),
+    }
+
+
+def _default_issue_types() -> dict[str, Decimal]:
+    return {
+        "security": Decimal("2.0"),
+        "bug": Decimal("1.5"),
+        "feature": Decimal("1.0"),
+        "task": Decimal("0.8"),
+        "docs": Decimal("0.6"),
+        "chore": Decimal("0.5"),
+    }
+
+
+class EconomyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    opening_balance: Decimal = Decimal(10_000)
+    agents: list[AgentSpec] = msgspec.field(default_factory=_default_agents)
+    models: dict[str, Decimal] = msgspec.field(default_factory=_default_models)
+    contracts: list[Contract] = msgspec.field(default_factory=_default_contracts)
+    commit_bonuses: list[BonusTier] = msgspec.field(default_factory=_default_bonuses)
+    issue_priorities: dict[str, Decimal] = msgspec.field(default_factory=_default_priorities)
+    issue_types: dict[str, Decimal] = msgspec.field(default_factory=_default_issue_types)
+    limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
+    escrow: EscrowConfig = msgspec.field(default_factory=EscrowConfig)
+    auction: AuctionConfig = msgspec.field(default_factory=AuctionConfig)
+    stigmergy: StigmergyConfig = msgspec.field(default_factory=StigmergyConfig)
+
+
+class ConfigError(ValueError):
+    """The TOML text is not a valid economy configuration; the message names the bad field."""
+
+
+def parse_config(toml_text: str) -> EconomyConfig:
+    """Parses TOML (floats read exactly as Decimal) into a config; absent keys keep defaults.
+
+    Raises ``ConfigError`` naming the bad field.
+    """
+    try:
+        raw = tomllib.loads(toml_text, parse_float=Decimal)
+        return msgspec.convert(raw, EconomyConfig)
+    except (tomllib.TOMLDecodeError, msgspec.ValidationError) as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def default_toml() -> str:
+    """The default configuration as TOML, for users to copy and change."""
+    return _to_toml(msgspec.to_builtins(EconomyConfig()))
+
+
+def _to_toml(data: dict[str, object]) -> str:
+    lines: list[str] = []
+    tables: list[tuple[str, dict[str, object]]] = []
+    arrays: list[tuple[str, list[dict[str, object]]]] = []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            tables.append((key, value))
+        elif isinstance(value, list) and value and isinstance(value[0], dict):
+            arrays.append((key, value))
+        else:
+            lines.append(f"{key} = {_toml_value(value)}")
+    for key, table in tables:
+        lines.append(f"\n[{key}]")
+        lines.extend(
+            f"{_toml_key(k)} = {_toml_value(v)}" for k, v in table.items() if v is not None
+        )
+    for key, items in arrays:
+        for item in items:
+            lines.append(f"\n[[{key}]]")
+            # TOML has no null: an absent key keeps the default (None).
+            lines.extend(
+                f"{_toml_key(k)} = {_toml_value(v)}" for k, v in item.items() if v is not None
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _toml_key(key: str) -> str:
+    return key if key.replace("_", "").replace("-", "").isalnum() else f'"{key}"'
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, str):
+        # Decimals arrive from to_builtins as strings; write them as TOML numbers.
+        try:
+            Decimal(value)
+        except ArithmeticError:
+            return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return (
+            "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
+        )
+    return str(value)

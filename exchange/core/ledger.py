@@ -1,0 +1,722 @@
+"""The ledger: a deterministic state machine that applies commands to the book.
+
+``Ledger.apply(sender, command, now_ns=...) -> Outcome`` is the only way state changes. It fires
+the timers due by ``now_ns``, then answers a repeated (sender, request_id) from its record, or
+runs the command's handler. A handler checks first and changes nothing until every check passed,
+so a refusal is a value that changes nothing. No I/O, no clock, no randomness here: time arrives as
+``now_ns`` and ids are counters.
+"""
+
+import hashlib
+import heapq
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Final
+
+import msgspec
+
+from exchange.core import accounts as acc
+from exchange.core.accounts import Book, Posting
+from exchange.core.config import EconomyConfig, LimitsConfig
+from exchange.core.limits import (
+    NS_PER_S,
+    LimitBreach,
+    Limits,
+    SpendEntry,
+    SpendWindows,
+    check_reserve,
+    check_spend,
+)
+from exchange.core.money import micro_of, round_half_even
+from exchange.core.rewards import RewardRules, agent_of_author, normalise_priority
+from protocols import commands as c
+from protocols import results as r
+from protocols.amounts import format_micro, positive_micro
+from protocols.errors import ErrorCode
+from protocols.ids import ADMIN, EXCHANGE, SYSTEM_SENDERS, is_agent_id
+from protocols.registry import VERB_OF
+
+# Successful (sender, request_id) records kept for idempotent replies; the oldest is forgotten
+# past this bound, so a retry more than this many commands later counts as a new command.
+idempotency_keys_max: Final = 1_000_000
+
+_encoder: Final = msgspec.json.Encoder()
+
+
+@dataclass(frozen=True, slots=True)
+class Publication:
+    """A message the shell publishes after the command is durable."""
+
+    subject: str
+    payload: msgspec.Struct
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    ok: bool
+    reply: bytes
+    postings: tuple[Posting, ...] = ()
+    publications: tuple[Publication, ...] = ()
+    duplicate: bool = False
+    code: str | None = None
+
+
+class Refusal(msgspec.Struct, frozen=True, kw_only=True):
+    """What a handler returns instead of a result when a rule says no."""
+
+    body: r.ErrorBody
+
+
+def refuse(code: ErrorCode, message: str, **details: Any) -> Refusal:
+    return Refusal(body=r.ErrorBody(code=code.value, message=message, **details))
+
+
+def refusal_reply(body: r.ErrorBody) -> bytes:
+    return _encoder.encode(r.Envelope(ok=False, error=body))
+
+
+def result_reply(result: msgspec.Struct) -> bytes:
+    return b'{"ok":true,"result":' + _encoder.encode(result) + b"}"
+
+
+@dataclass(slots=True)
+class Agent:
+    id: str
+    level: str
+    base_rate_micro: int
+    primary_llm: str
+    preferences: dict[str, str]
+    role: str | None
+    capabilities: tuple[str, ...]
+    limits: Limits
+    windows: SpendWindows
+    earned_micro: int = 0
+    spent_micro: int = 0
+    # Performance score (1.0 to start), moved by task outcomes; the weight of the agent's votes.
+    performance: Decimal = Decimal(1)
+
+
+@dataclass(slots=True)
+class Hold:
+    """Funds moved from an account to ``@escrow`` until posted (to a payee) or voided (back)."""
+
+    id: str
+    account: str
+    amount_micro: int
+    kind: str
+    expires_at_ns: int | None
+    state: str = "open"
+    model: str = ""
+    tokens: int = 0
+    spend: SpendEntry | None = None
+
+
+Handler = Callable[[str, Any], "msgspec.Struct | Refusal"]
+
+
+class Ledger:
+    """The whole state of one exchange and the rules that change it."""
+
+    def __init__(self, config: EconomyConfig) -> None:
+        self.config = config
+        self.rules = RewardRules(config)
+        self.prices_micro: dict[str, Decimal] = {
+            m: Decimal(micro_of(p)) for m, p in config.models.items()
+        }
+        self.book = Book()
+        self.agents: dict[str, Agent] = {}
+        self.holds: dict[str, Hold] = {}
+        self.rewarded_shas: set[str] = set()
+        self.rewarded_issues: set[str] = set()
+        self.contract_minted_micro: dict[str, int] = {}
+        self.counters: dict[str, int] = {}
+        # (deadline_ns, tie-break seq, kind, ref): fired in order when time passes them.
+        self.timers: list[tuple[int, int, str, str]] = []
+        self._done: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+        self._done_order: deque[tuple[str, str]] = deque()
+        self._publications: list[Publication] = []
+        self._timer_kinds: dict[str, Callable[[str], None]] = {"hold_expiry": self._expire_hold}
+        self._handlers: dict[type, Handler] = {
+            c.RegisterAgent: self._register,
+            c.Transfer: self._transfer,
+            c.Award: self._award,
+            c.Commit: self._commit,
+            c.IssueClose: self._issue_close,
+            c.LlmRequest: self._llm,
+            c.LlmAuthorize: self._llm_authorize,
+            c.LlmSettle: self._llm_settle,
+            c.SetLimits: self._set_limits,
+            c.Tick: self._tick,
+        }
+
+    # ----------------------------------------------------------------------------- the one door
+
+    def apply(self, sender: str, command: c.Command, *, now_ns: int) -> Outcome:
+        """Applies one command from ``sender`` at exchange time ``now_ns``."""
+        book = self.book
+        assert now_ns >= book.now_ns, "the exchange clock went backwards"
+        book.now_ns = now_ns
+        book.seq += 1
+        timer_postings: tuple[Posting, ...] = ()
+        if self.timers and self.timers[0][0] <= now_ns:
+            self._fire_timers(now_ns)
+            timer_postings = book.take_postings()
+        key = (sender, command.request_id)
+        done = self._done.get(key)
+        if done is not None:
+            return self._finish(self._repeat(command, done), timer_postings)
+        handler = self._handlers.get(type(command))
+        assert handler is not None, f"no handler for {type(command).__name__}"
+        value = handler(sender, command)
+        if isinstance(value, Refusal):
+            assert not book.pending, "a refusal must change nothing"
+            refused = Outcome(ok=False, reply=refusal_reply(value.body), code=value.body.code)
+            return self._finish(refused, timer_postings)
+        reply = result_reply(value)
+        self.remember(key, self._fingerprint(command), reply)
+        return self._finish(Outcome(ok=True, reply=reply), timer_postings + book.take_postings())
+
+    def _finish(self, outcome: Outcome, postings: tuple[Posting, ...]) -> Outcome:
+        """Attaches the postings and publications made while applying (timers included)."""
+        publications = tuple(self._publications)
+        self._publications.clear()
+        if not postings and not publications:
+            return outcome
+        return Outcome(
+            ok=outcome.ok,
+            reply=outcome.reply,
+            postings=postings,
+            publications=publications,
+            duplicate=outcome.duplicate,
+            code=outcome.code,
+        )
+
+    def _repeat(self, command: c.Command, done: tuple[bytes, bytes]) -> Outcome:
+        fingerprint, reply = done
+        if fingerprint == self._fingerprint(command):
+            return Outcome(ok=True, reply=reply, duplicate=True)
+        body = r.ErrorBody(
+            code=ErrorCode.request_id_reused.value,
+            message=(
+                f"request_id {command.request_id!r} was already used by this sender for a "
+                "different command; use a new request_id for a new command, or resend the "
+                "original body unchanged to get its reply again"
+            ),
+        )
+        return Outcome(ok=False, reply=refusal_reply(body), code=body.code)
+
+    @staticmethod
+    def _fingerprint(command: c.Command) -> bytes:
+        verb = VERB_OF[type(command)].encode()
+        return hashlib.blake2b(verb + b" " + _encoder.encode(command), digest_size=16).digest()
+
+    def done_records(self) -> list[tuple[tuple[str, str], tuple[bytes, bytes]]]:
+        """The remembered successful commands, oldest first (for snapshots)."""
+        return list(self._done.items())
+
+    def remember(self, key: tuple[str, str], fingerprint: bytes, reply: bytes) -> None:
+        self._done[key] = (fingerprint, reply)
+        self._done_order.append(key)
+        if len(self._done_order) > idempotency_keys_max:
+            del self._done[self._done_order.popleft()]
+
+    # ----------------------------------------------------------------------------- timers
+
+    def add_timer(self, deadline_ns: int, kind: str, ref: str) -> None:
+        assert kind in self._timer_kinds, f"unknown timer kind {kind}"
+        heapq.heappush(self.timers, (deadline_ns, self._next("timer"), kind, ref))
+
+    def next_timer_ns(self) -> int | None:
+        """When the shell should next feed a ``Tick`` so that due timers fire."""
+        return self.timers[0][0] if self.timers else None
+
+    def _fire_timers(self, now_ns: int) -> None:
+        while self.timers and self.timers[0][0] <= now_ns:
+            _, _, kind, ref = heapq.heappop(self.timers)
+            self._timer_kinds[kind](ref)
+        # Timer effects belong to no command: they are journaled with the command that fired them
+        # and reach the outcome through the book's pending postings.
+
+    def register_timer_kind(self, kind: str, fire: Callable[[str], None]) -> None:
+        self._timer_kinds[kind] = fire
+
+    def register_handler(self, command_type: type, handler: Handler) -> None:
+        assert command_type not in self._handlers
+        self._handlers[command_type] = handler
+
+    def publish(self, subject: str, payload: msgspec.Struct) -> None:
+        self._publications.append(Publication(subject, payload))
+
+    def _next(self, counter: str) -> int:
+        value = self.counters.get(counter, 0) + 1
+        self.counters[counter] = value
+        return value
+
+    def new_id(self, prefix: str) -> str:
+        return f"{prefix}-{self._next(prefix)}"
+
+    # ----------------------------------------------------------------------------- lookups
+
+    def agent(self, agent_id: str) -> Agent | Refusal:
+        agent = self.agents.get(agent_id)
+        if agent is not None:
+            return agent
+        hint = (
+            "" if is_agent_id(agent_id) else " (agent ids are 1-64 characters of a-z, 0-9, - and _)"
+        )
+        return refuse(
+            ErrorCode.unknown_agent,
+            f"no agent {agent_id!r} is registered{hint}; list agents with `exchange agents` "
+            "or register it with agent.register",
+        )
+
+    def acting_agent(self, sender: str) -> Agent | Refusal:
+        """The agent a command acts for: the subject's sender, which must be a registered agent."""
+        if sender in SYSTEM_SENDERS:
+            return refuse(
+                ErrorCode.not_authorized,
+                f"{sender!r} holds no balance; publish on exchange.cmd.<agent>.<verb> to act for "
+                "an agent",
+            )
+        return self.agent(sender)
+
+    def require_admin(self, sender: str, verb: str) -> Refusal | None:
+        if sender in SYSTEM_SENDERS:
+            return None
+        return refuse(
+            ErrorCode.not_authorized,
+            f"{verb} mints or configures and is for the operator only: publish it on "
+            f"exchange.cmd.admin.{verb} with admin credentials",
+        )
+
+    def model_for(self, agent: Agent, task_type: str, model: str | None) -> str | Refusal:
+        chosen = model or agent.preferences.get(task_type) or agent.primary_llm
+        return self.known_model(chosen)
+
+    def known_model(self, model: str) -> str | Refusal:
+        if model in self.prices_micro:
+            return model
+        known = ", ".join(sorted(self.prices_micro))
+        return refuse(
+            ErrorCode.unknown_model,
+            f"model {model!r} has no price; use one of {known} (or add it to the config)",
+        )
+
+    def cost_micro(self, model: str, tokens: int) -> int:
+        """price × tokens / 1000, exact, rounded half-even to the micro-token."""
+        return round_half_even(self.prices_micro[model] * tokens / 1000)
+
+    def amount(self, value: Decimal, field: str) -> int | Refusal:
+        micro = positive_micro(value)
+        if isinstance(micro, int):
+            return micro
+        messages = {
+            ErrorCode.amount_must_be_positive: f"{field} must be more than 0, got {value}",
+            ErrorCode.too_many_decimals: f"{field} has at most 6 decimal places, got {value}",
+            ErrorCode.amount_not_finite: f"{field} must be a finite number of tokens, got {value}",
+            ErrorCode.amount_too_large: f"{field} is at most 10^12 tokens, got {value}",
+        }
+        return refuse(
+            micro, messages[micro] + '; send tokens as a string like "12.5"', path=f"$.{field}"
+        )
+
+    # ----------------------------------------------------------------------------- money primitives
+
+    def mint(self, agent: Agent, amount_micro: int, kind: str, memo: str) -> None:
+        self.book.post(acc.MINT, agent.id, amount_micro, kind, memo)
+        agent.earned_micro += amount_micro
+
+    def hold(
+        self,
+        account: str,
+        amount_micro: int,
+        kind: str,
+        *,
+        expires_at_ns: int | None,
+        prefix: str = "hold",
+    ) -> Hold:
+        hold = Hold(self.new_id(prefix), account, amount_micro, kind, expires_at_ns)
+        self.book.post(account, acc.ESCROW, amount_micro, f"hold.{kind}", hold.id)
+        self.holds[hold.id] = hold
+        if expires_at_ns is not None:
+            self.add_timer(expires_at_ns, "hold_expiry", hold.id)
+        return hold
+
+    def post_hold(self, hold: Hold, payee: str, amount_micro: int, kind: str) -> None:
+        """Pays at most the held amount to ``payee``; the rest goes back to the holder."""
+        assert hold.state == "open"
+        assert 0 <= amount_micro <= hold.amount_micro
+        if amount_micro:
+            self.book.post(acc.ESCROW, payee, amount_micro, kind, hold.id)
+        rest = hold.amount_micro - amount_micro
+        if rest:
+            self.book.post(acc.ESCROW, hold.account, rest, f"release.{hold.kind}", hold.id)
+        hold.state = "posted"
+
+    def void_hold(self, hold: Hold) -> None:
+        assert hold.state == "open"
+        self.book.post(acc.ESCROW, hold.account, hold.amount_micro, f"void.{hold.kind}", hold.id)
+        hold.state = "voided"
+        if hold.spend is not None:
+            self.agents[hold.account].windows.adjust(hold.spend, 0)
+
+    def _expire_hold(self, hold_id: str) -> None:
+        hold = self.holds.get(hold_id)
+        if hold is not None and hold.state == "open":
+            self.void_hold(hold)
+
+    def check_debit(self, agent: Agent, amount_micro: int) -> Refusal | None:
+        """Reserve (and funds) for a debit the agent initiates that is not inference."""
+        breach = check_reserve(agent.limits, self.book.balance(agent.id), amount_micro)
+        return None if breach is None else self.limit_refusal(agent, breach)
+
+    def limit_refusal(self, agent: Agent, breach: LimitBreach) -> Refusal:
+        limit, used, asked = (
+            format_micro(breach.limit_micro),
+            format_micro(breach.used_micro),
+            format_micro(breach.requested_micro),
+        )
+        texts = {
+            ErrorCode.burst_limit_exceeded: f"one spend is at most {limit} tokens for {agent.id}; "
+            f"asked {asked}. Split the request or use a cheaper model",
+            ErrorCode.reserve_would_be_breached: f"{agent.id} must keep {limit} tokens in reserve; "
+            f"balance {used}, asked {asked}. Earn or receive tokens first",
+            ErrorCode.insufficient_funds: f"{agent.id} has {used} tokens, asked {asked}",
+            ErrorCode.hourly_limit_exceeded: f"{agent.id} spent {used} of {limit} tokens in the "
+            f"last hour and asked {asked}",
+            ErrorCode.daily_limit_exceeded: f"{agent.id} spent {used} of {limit} tokens in the "
+            f"last day and asked {asked}",
+        }
+        message = texts[breach.code]
+        if breach.retry_after_s is not None:
+            message += f"; retry in {breach.retry_after_s} s"
+        return refuse(
+            breach.code,
+            message,
+            limit=limit,
+            used=used,
+            requested=asked,
+            retry_after_s=breach.retry_after_s,
+        )
+
+    def limits_of(self, spec: LimitsConfig | c.LimitsSpec | None, base: Limits) -> Limits | Refusal:
+        if spec is None:
+            return base
+        values = {}
+        for name in ("burst", "reserve", "hourly", "daily"):
+            raw = getattr(spec, name)
+            if raw is None:
+                values[name] = getattr(base, f"{name}_micro")
+                continue
+            micro = self.amount(raw, f"limits.{name}")
+            if isinstance(micro, Refusal):
+                return micro
+            values[name] = micro
+        return Limits(values["burst"], values["reserve"], values["hourly"], values["daily"])
+
+    def default_limits(self) -> Limits:
+        lc = self.config.limits
+        return Limits(
+            micro_of(lc.burst), micro_of(lc.reserve), micro_of(lc.hourly), micro_of(lc.daily)
+        )
+
+    # ----------------------------------------------------------------------------- seed 1 handlers
+
+    def _register(self, sender: str, cmd: c.RegisterAgent) -> msgspec.Struct | Refusal:
+        if (denied := self.require_admin(sender, "agent.register")) is not None:
+            return denied
+        if not is_agent_id(cmd.agent):
+            return refuse(
+                ErrorCode.invalid_agent_id,
+                f"agent id {cmd.agent!r} is not 1-64 characters of a-z, 0-9, - and _ (it appears "
+                "in NATS subjects, so no dots, spaces or wildcards)",
+                path="$.agent",
+            )
+        if cmd.agent in self.agents:
+            return refuse(ErrorCode.agent_exists, f"agent {cmd.agent!r} is already registered")
+        for model in (cmd.primary_llm, *cmd.preferences.values()):
+            if isinstance(unknown := self.known_model(model), Refusal):
+                return unknown
+        base_rate = self.amount(cmd.base_rate, "base_rate")
+        if isinstance(base_rate, Refusal):
+            return base_rate
+        limits = self.limits_of(cmd.limits, self.default_limits())
+        if isinstance(limits, Refusal):
+            return limits
+        lc = self.config.limits
+        agent = Agent(
+            id=cmd.agent,
+            level=cmd.level,
+            base_rate_micro=base_rate,
+            primary_llm=cmd.primary_llm,
+            preferences=dict(cmd.preferences),
+            role=cmd.role,
+            capabilities=tuple(cmd.capabilities),
+            limits=limits,
+            windows=SpendWindows.new(lc.hourly_window_s, lc.daily_window_s),
+        )
+        self.agents[agent.id] = agent
+        self.book.open(agent.id)
+        opening = micro_of(self.config.opening_balance)
+        if opening:
+            self.book.post(acc.MINT, agent.id, opening, "opening", "opening balance")
+        return r.RegisterResult(agent=agent.id, balance=format_micro(self.book.balance(agent.id)))
+
+    def _transfer(self, sender: str, cmd: c.Transfer) -> msgspec.Struct | Refusal:
+        source = self.acting_agent(sender)
+        if isinstance(source, Refusal):
+            return source
+        target = self.agent(cmd.to)
+        if isinstance(target, Refusal):
+            return target
+        if target is source:
+            return refuse(ErrorCode.not_authorized, "a transfer needs two different agents")
+        amount = self.amount(cmd.amount, "amount")
+        if isinstance(amount, Refusal):
+            return amount
+        if (denied := self.check_debit(source, amount)) is not None:
+            return denied
+        self.book.post(source.id, target.id, amount, "transfer", cmd.memo)
+        return r.TransferResult(
+            sender=source.id,
+            recipient=target.id,
+            amount=format_micro(amount),
+            balance=format_micro(self.book.balances[source.id]),
+        )
+
+    def _award(self, sender: str, cmd: c.Award) -> msgspec.Struct | Refusal:
+        if (denied := self.require_admin(sender, "award")) is not None:
+            return denied
+        agent = self.agent(cmd.agent)
+        if isinstance(agent, Refusal):
+            return agent
+        amount = self.amount(cmd.amount, "amount")
+        if isinstance(amount, Refusal):
+            return amount
+        self.mint(agent, amount, "award", f"{cmd.source}: {cmd.description}")
+        return r.AwardResult(
+            agent=agent.id,
+            amount=format_micro(amount),
+            source=cmd.source,
+            balance=format_micro(self.book.balances[agent.id]),
+        )
+
+    def _commit(self, sender: str, cmd: c.Commit) -> msgspec.Struct | Refusal:
+        if (denied := self.require_admin(sender, "commit")) is not None:
+            return denied
+        agent = self.agent(agent_of_author(cmd.author))
+        if isinstance(agent, Refusal):
+            return agent
+        if cmd.sha is not None and cmd.sha in self.rewarded_shas:
+            return refuse(ErrorCode.already_rewarded, f"commit {cmd.sha} was already rewarded")
+        quote = self.rules.quote_commit(agent.base_rate_micro, cmd.project, cmd.message)
+        if quote is None:
+            return refuse(
+                ErrorCode.contract_budget_exhausted,
+                f"no contract matches project {cmd.project!r}; add a contract (or a default)",
+            )
+        minted = self.contract_minted_micro.get(quote.contract, 0)
+        remaining = quote.budget_micro - minted
+        if remaining <= 0:
+            return refuse(
+                ErrorCode.contract_budget_exhausted,
+                f"contract {quote.contract!r} has minted its whole budget of "
+                f"{format_micro(quote.budget_micro)} tokens; raise the budget to reward more work",
+            )
+        reward = min(quote.reward_micro, remaining)
+        if cmd.sha is not None:
+            self.rewarded_shas.add(cmd.sha)
+        self.contract_minted_micro[quote.contract] = minted + reward
+        self.mint(agent, reward, "reward.commit", f"{cmd.project}: {cmd.message[:120]}")
+        return r.CommitResult(
+            agent=agent.id,
+            reward=format_micro(reward),
+            contract=quote.contract,
+            project_multiplier=str(quote.project_multiplier),
+            commit_bonus=str(quote.commit_bonus),
+            budget_exhausted=quote.reward_micro > remaining,
+            budget_remaining=format_micro(remaining - reward),
+            balance=format_micro(self.book.balances[agent.id]),
+        )
+
+    def _issue_close(self, sender: str, cmd: c.IssueClose) -> msgspec.Struct | Refusal:
+        if (denied := self.require_admin(sender, "issue.close")) is not None:
+            return denied
+        agent = self.agent(cmd.agent)
+        if isinstance(agent, Refusal):
+            return agent
+        if cmd.issue_id in self.rewarded_issues:
+            return refuse(
+                ErrorCode.already_rewarded, f"issue {cmd.issue_id!r} was already rewarded"
+            )
+        if self.rules.priority_micro(cmd.priority) is None:
+            return refuse(
+                ErrorCode.unknown_priority,
+                f"priority {cmd.priority!r} is not one of {', '.join(self.rules.priorities)} "
+                "(or beads' 0-4)",
+                path="$.priority",
+            )
+        reward = self.rules.quote_issue(cmd.priority, cmd.issue_type)
+        if reward is None:
+            return refuse(
+                ErrorCode.unknown_issue_type,
+                f"issue type {cmd.issue_type!r} is not one of {', '.join(self.rules.issue_types)}",
+                path="$.issue_type",
+            )
+        self.rewarded_issues.add(cmd.issue_id)
+        self.mint(agent, reward, "reward.issue", cmd.issue_id)
+        return r.IssueResult(
+            agent=agent.id,
+            issue_id=cmd.issue_id,
+            reward=format_micro(reward),
+            priority=normalise_priority(cmd.priority),
+            issue_type=cmd.issue_type.lower(),
+            balance=format_micro(self.book.balances[agent.id]),
+        )
+
+    def _check_inference(
+        self, sender: str, task_type: str, tokens: int, model: str | None
+    ) -> tuple[Agent, str, int] | Refusal:
+        agent = self.acting_agent(sender)
+        if isinstance(agent, Refusal):
+            return agent
+        chosen = self.model_for(agent, task_type, model)
+        if isinstance(chosen, Refusal):
+            return chosen
+        cost = self.cost_micro(chosen, tokens)
+        agent.windows.advance(self.book.now_ns)
+        breach = check_spend(
+            agent.limits, agent.windows, self.book.balance(agent.id), cost, self.book.now_ns
+        )
+        if breach is not None:
+            return self.limit_refusal(agent, breach)
+        return agent, chosen, cost
+
+    def _llm(self, sender: str, cmd: c.LlmRequest) -> msgspec.Struct | Refusal:
+        checked = self._check_inference(sender, cmd.task_type, cmd.tokens, cmd.model)
+        if isinstance(checked, Refusal):
+            return checked
+        agent, model, cost = checked
+        if cost:
+            self.book.post(agent.id, acc.llm_account(model), cost, "llm", cmd.task_type)
+            agent.windows.record(self.book.now_ns, cost)
+            agent.spent_micro += cost
+        return r.LlmResult(
+            agent=agent.id,
+            model=model,
+            tokens=cmd.tokens,
+            cost=format_micro(cost),
+            balance=format_micro(self.book.balances[agent.id]),
+        )
+
+    def _llm_authorize(self, sender: str, cmd: c.LlmAuthorize) -> msgspec.Struct | Refusal:
+        checked = self._check_inference(sender, cmd.task_type, cmd.tokens, cmd.model)
+        if isinstance(checked, Refusal):
+            return checked
+        agent, model, cost = checked
+        if cost == 0:
+            return refuse(ErrorCode.amount_must_be_positive, f"{model} is free: nothing to hold")
+        expires_at_ns = self.book.now_ns + cmd.timeout_s * NS_PER_S
+        hold = self.hold(agent.id, cost, "llm", expires_at_ns=expires_at_ns, prefix="auth")
+        hold.model, hold.tokens = model, cmd.tokens
+        hold.spend = agent.windows.record(self.book.now_ns, cost)
+        return r.AuthorizationResult(
+            authorization_id=hold.id,
+            agent=agent.id,
+            model=model,
+            tokens=cmd.tokens,
+            held=format_micro(cost),
+            expires_at_ns=expires_at_ns,
+        )
+
+    def _llm_settle(self, sender: str, cmd: c.LlmSettle) -> msgspec.Struct | Refusal:
+        hold = self.holds.get(cmd.authorization_id)
+        if hold is None or hold.kind != "llm" or (hold.account != sender and sender != ADMIN):
+            return refuse(
+                ErrorCode.unknown_authorization,
+                f"{sender!r} has no authorization {cmd.authorization_id!r}; use the id that "
+                "llm.authorize returned",
+            )
+        if hold.state != "open":
+            return refuse(
+                ErrorCode.authorization_closed,
+                f"authorization {hold.id} is already {hold.state}; authorize again",
+            )
+        agent = self.agents[hold.account]
+        cost = self.cost_micro(hold.model, cmd.tokens)
+        extra = cost - hold.amount_micro
+        if extra > 0:
+            agent.windows.advance(self.book.now_ns)
+            if cost > agent.limits.burst_micro:
+                breach: LimitBreach | None = LimitBreach(
+                    ErrorCode.burst_limit_exceeded, agent.limits.burst_micro, 0, cost
+                )
+            else:
+                breach = check_spend(
+                    agent.limits,
+                    agent.windows,
+                    self.book.balance(agent.id),
+                    extra,
+                    self.book.now_ns,
+                )
+            if breach is not None:
+                return self.limit_refusal(agent, breach)
+        sink = acc.llm_account(hold.model)
+        self.post_hold(hold, sink, min(cost, hold.amount_micro), "llm")
+        if extra > 0:
+            self.book.post(agent.id, sink, extra, "llm", f"{hold.id} above hold")
+        assert hold.spend is not None
+        agent.windows.adjust(hold.spend, cost)
+        agent.spent_micro += cost
+        return r.SettlementResult(
+            authorization_id=hold.id,
+            agent=agent.id,
+            model=hold.model,
+            tokens=cmd.tokens,
+            cost=format_micro(cost),
+            released=format_micro(max(0, -extra)),
+            balance=format_micro(self.book.balances[agent.id]),
+        )
+
+    def _set_limits(self, sender: str, cmd: c.SetLimits) -> msgspec.Struct | Refusal:
+        if (denied := self.require_admin(sender, "limits.set")) is not None:
+            return denied
+        agent = self.agent(cmd.agent)
+        if isinstance(agent, Refusal):
+            return agent
+        limits = self.limits_of(cmd.limits, agent.limits)
+        if isinstance(limits, Refusal):
+            return limits
+        agent.limits = limits
+        return self.limits_result(agent)
+
+    def _tick(self, sender: str, cmd: c.Tick) -> msgspec.Struct | Refusal:
+        if sender != EXCHANGE:
+            return refuse(ErrorCode.not_authorized, "tick is sent by the exchange itself")
+        return r.StatusResult(
+            commands_applied=self.book.seq,
+            now_ns=self.book.now_ns,
+            digest="",
+            agents=len(self.agents),
+            accounts=len(self.book.balances),
+            supply=format_micro(self.book.supply_micro()),
+            open_holds=sum(1 for h in self.holds.values() if h.state == "open"),
+        )
+
+    def limits_result(self, agent: Agent) -> r.LimitsResult:
+        agent.windows.advance(self.book.now_ns)
+        lim = agent.limits
+        hour, day = agent.windows.hour.sum_micro, agent.windows.day.sum_micro
+        return r.LimitsResult(
+            agent=agent.id,
+            burst=format_micro(lim.burst_micro),
+            reserve=format_micro(lim.reserve_micro),
+            hourly=format_micro(lim.hourly_micro),
+            daily=format_micro(lim.daily_micro),
+            hourly_used=format_micro(hour),
+            daily_used=format_micro(day),
+            hourly_remaining=format_micro(max(0, lim.hourly_micro - hour)),
+            daily_remaining=format_micro(max(0, lim.daily_micro - day)),
+        )

@@ -1,0 +1,340 @@
+"""The exchange's state machine: the ledger with every rule module installed, its queries, its
+snapshot and its digest. This is the object the daemon, the simulator and the tests drive.
+
+Pure like the rest of the core: ``apply`` and ``query`` take time as an argument and do no I/O.
+"""
+
+import hashlib
+from collections import deque
+from decimal import Decimal
+from typing import Any, Final
+
+import msgspec
+
+from exchange.core.accounts import Book
+from exchange.core.config import EconomyConfig
+from exchange.core.ledger import Agent, Hold, Ledger, Outcome, Refusal, refusal_reply, result_reply
+from exchange.core.limits import Limits, SpendEntry, SpendWindows, Window
+from exchange.core.pools import Pool, Pools
+from protocols import commands as c
+from protocols import queries as q
+from protocols import results as r
+from protocols.amounts import format_micro
+from protocols.ids import ADMIN
+
+SNAPSHOT_VERSION: Final = 1
+_snapshot_encoder: Final = msgspec.msgpack.Encoder()
+_snapshot_decoder: Final = msgspec.msgpack.Decoder()
+
+
+class Exchange:
+    """One exchange: apply commands, answer queries, snapshot, digest."""
+
+    def __init__(self, config: EconomyConfig) -> None:
+        self.config = config
+        self.ledger = Ledger(config)
+        self.pools = Pools(self.ledger)
+        self._queries: dict[type, Any] = {
+            q.BalanceQuery: self._balance,
+            q.HistoryQuery: self._history,
+            q.LimitsQuery: self._limits,
+            q.AgentsQuery: self._agents,
+            q.PoolQuery: self._pool,
+            q.PoolsQuery: self._pools,
+            q.StatusQuery: self._status,
+        }
+
+    # ---------------------------------------------------------------------------- commands
+
+    def apply(self, sender: str, command: c.Command, *, now_ns: int) -> Outcome:
+        return self.ledger.apply(sender, command, now_ns=now_ns)
+
+    def genesis(self, *, now_ns: int) -> list[Outcome]:
+        """Registers the configured roster: the first commands of a new exchange."""
+        return [
+            self.apply(ADMIN, command, now_ns=now_ns) for command in genesis_commands(self.config)
+        ]
+
+    @property
+    def now_ns(self) -> int:
+        return self.ledger.book.now_ns
+
+    @property
+    def seq(self) -> int:
+        return self.ledger.book.seq
+
+    def next_timer_ns(self) -> int | None:
+        return self.ledger.next_timer_ns()
+
+    # ---------------------------------------------------------------------------- queries
+
+    def query(self, query: q.Query) -> bytes:
+        """Answers a read-only query with an encoded envelope. Changes nothing observable."""
+        value = self._queries[type(query)](query)
+        if isinstance(value, Refusal):
+            return refusal_reply(value.body)
+        return result_reply(value)
+
+    def balance_result(self, agent: Agent) -> r.BalanceResult:
+        book = self.ledger.book
+        held = sum(
+            h.amount_micro
+            for h in self.ledger.holds.values()
+            if h.state == "open" and h.account == agent.id
+        )
+        return r.BalanceResult(
+            agent=agent.id,
+            balance=format_micro(book.balance(agent.id)),
+            earned=format_micro(agent.earned_micro),
+            spent=format_micro(agent.spent_micro),
+            held=format_micro(held),
+        )
+
+    def _balance(self, query: q.BalanceQuery) -> msgspec.Struct | Refusal:
+        agent = self.ledger.agent(query.agent)
+        return agent if isinstance(agent, Refusal) else self.balance_result(agent)
+
+    def _history(self, query: q.HistoryQuery) -> msgspec.Struct | Refusal:
+        agent = self.ledger.agent(query.agent)
+        if isinstance(agent, Refusal):
+            return agent
+        rows = list(self.ledger.book.histories.get(agent.id, ()))[-query.limit :]
+        return r.HistoryResult(
+            agent=agent.id,
+            entries=[
+                r.HistoryEntry(
+                    seq=seq,
+                    at_ns=at_ns,
+                    kind=kind,
+                    counterparty=other,
+                    amount=format_micro(amount),
+                    balance=format_micro(balance),
+                    memo=memo,
+                )
+                for seq, at_ns, kind, other, amount, balance, memo in rows
+            ],
+        )
+
+    def _limits(self, query: q.LimitsQuery) -> msgspec.Struct | Refusal:
+        agent = self.ledger.agent(query.agent)
+        return agent if isinstance(agent, Refusal) else self.ledger.limits_result(agent)
+
+    def agent_info(self, agent: Agent) -> r.AgentInfo:
+        return r.AgentInfo(
+            agent=agent.id,
+            level=agent.level,
+            base_rate=format_micro(agent.base_rate_micro),
+            primary_llm=agent.primary_llm,
+            preferences=dict(agent.preferences),
+            role=agent.role,
+            capabilities=list(agent.capabilities),
+            balance=format_micro(self.ledger.book.balance(agent.id)),
+            performance=str(agent.performance),
+        )
+
+    def _agents(self, query: q.AgentsQuery) -> msgspec.Struct:
+        agents = [
+            self.agent_info(a)
+            for a in self.ledger.agents.values()
+            if query.role is None or a.role == query.role
+        ]
+        return r.AgentsResult(agents=agents)
+
+    def _pool(self, query: q.PoolQuery) -> msgspec.Struct | Refusal:
+        pool = self.pools.find(query.pool_id, open_only=False)
+        return pool if isinstance(pool, Refusal) else self.pools.result(pool)
+
+    def _pools(self, query: q.PoolsQuery) -> msgspec.Struct:
+        return r.PoolsResult(pools=[self.pools.result(p) for p in self.pools.pools.values()])
+
+    def _status(self, query: q.StatusQuery) -> msgspec.Struct:
+        ledger = self.ledger
+        return r.StatusResult(
+            commands_applied=ledger.book.seq,
+            now_ns=ledger.book.now_ns,
+            digest=self.digest(),
+            agents=len(ledger.agents),
+            accounts=len(ledger.book.balances),
+            supply=format_micro(ledger.book.supply_micro()),
+            open_holds=sum(1 for h in ledger.holds.values() if h.state == "open"),
+        )
+
+    # ---------------------------------------------------------------------------- invariants
+
+    def check_invariants(self) -> None:
+        """Every invariant, in full (O(state)): conservation, no negative balances, holds."""
+        ledger = self.ledger
+        ledger.book.assert_conserved()
+        open_held = sum(h.amount_micro for h in ledger.holds.values() if h.state == "open")
+        escrow = ledger.book.balance("@escrow")
+        assert escrow == open_held, f"@escrow holds {escrow} but open holds sum to {open_held}"
+        for pool in self.pools.pools.values():
+            if pool.closed:
+                assert ledger.book.balance(f"@pool.{pool.id}") == 0, f"closed {pool.id} not empty"
+
+    # ---------------------------------------------------------------------------- snapshot
+
+    def state(self) -> dict[str, Any]:
+        """The whole state as plain data, in a deterministic order."""
+        ledger = self.ledger
+        book = ledger.book
+        for agent in ledger.agents.values():
+            # Lazy eviction is invisible to the rules; doing it here makes the state canonical.
+            agent.windows.advance(book.now_ns)
+        spend_refs: dict[int, tuple[str, int]] = {}
+        agents = []
+        for agent in ledger.agents.values():
+            day = agent.windows.day.entries
+            for index, entry in enumerate(day):
+                spend_refs[id(entry)] = (agent.id, index)
+            agents.append(
+                {
+                    "id": agent.id,
+                    "level": agent.level,
+                    "base_rate": agent.base_rate_micro,
+                    "primary_llm": agent.primary_llm,
+                    "preferences": agent.preferences,
+                    "role": agent.role,
+                    "capabilities": list(agent.capabilities),
+                    "limits": [
+                        agent.limits.burst_micro,
+                        agent.limits.reserve_micro,
+                        agent.limits.hourly_micro,
+                        agent.limits.daily_micro,
+                    ],
+                    "spends": [[e.at_ns, e.amount_micro, e.in_hour] for e in day],
+                    "earned": agent.earned_micro,
+                    "spent": agent.spent_micro,
+                    "performance": str(agent.performance),
+                }
+            )
+        holds = [
+            {
+                "id": h.id,
+                "account": h.account,
+                "amount": h.amount_micro,
+                "kind": h.kind,
+                "expires_at_ns": h.expires_at_ns,
+                "state": h.state,
+                "model": h.model,
+                "tokens": h.tokens,
+                "spend": None if h.spend is None else spend_refs.get(id(h.spend)),
+            }
+            for h in ledger.holds.values()
+        ]
+        return {
+            "version": SNAPSHOT_VERSION,
+            "seq": book.seq,
+            "now_ns": book.now_ns,
+            "balances": book.balances,
+            "histories": {k: list(v) for k, v in book.histories.items()},
+            "agents": agents,
+            "holds": holds,
+            "rewarded_shas": sorted(ledger.rewarded_shas),
+            "rewarded_issues": sorted(ledger.rewarded_issues),
+            "contract_minted": ledger.contract_minted_micro,
+            "counters": ledger.counters,
+            "timers": sorted(ledger.timers),
+            "done": [[k[0], k[1], fp, reply] for k, (fp, reply) in ledger.done_records()],
+            "pools": [msgspec.to_builtins(p) for p in self.pools.pools.values()],
+        }
+
+    def snapshot(self) -> bytes:
+        return _snapshot_encoder.encode(self.state())
+
+    def digest(self) -> str:
+        """A hash of the logical state. The command counter and the clock are left out, so a
+        refused command (which changes nothing) leaves the digest as it was."""
+        state = self.state()
+        del state["seq"], state["now_ns"]
+        return hashlib.sha256(_snapshot_encoder.encode(state)).hexdigest()
+
+    @classmethod
+    def restore(cls, config: EconomyConfig, snapshot: bytes) -> "Exchange":
+        """Rebuilds an exchange from ``snapshot()`` bytes. Raises ValueError on a bad snapshot."""
+        data = _snapshot_decoder.decode(snapshot)
+        if data.get("version") != SNAPSHOT_VERSION:
+            raise ValueError(f"snapshot version {data.get('version')} is not {SNAPSHOT_VERSION}")
+        exchange = cls(config)
+        ledger = exchange.ledger
+        book = ledger.book
+        book.seq, book.now_ns = data["seq"], data["now_ns"]
+        book.balances.update(data["balances"])
+        for agent_id, rows in data["histories"].items():
+            book.open(agent_id)
+            book.histories[agent_id].extend(tuple(row) for row in rows)
+        lc = config.limits
+        entries_of: dict[str, list[SpendEntry]] = {}
+        for a in data["agents"]:
+            windows = SpendWindows.new(lc.hourly_window_s, lc.daily_window_s)
+            entries = [SpendEntry(at, amount, in_hour) for at, amount, in_hour in a["spends"]]
+            entries_of[a["id"]] = entries
+            _fill(windows.day, entries)
+            _fill(windows.hour, [e for e in entries if e.in_hour])
+            ledger.agents[a["id"]] = Agent(
+                id=a["id"],
+                level=a["level"],
+                base_rate_micro=a["base_rate"],
+                primary_llm=a["primary_llm"],
+                preferences=a["preferences"],
+                role=a["role"],
+                capabilities=tuple(a["capabilities"]),
+                limits=Limits(*a["limits"]),
+                windows=windows,
+                earned_micro=a["earned"],
+                spent_micro=a["spent"],
+                performance=Decimal(a["performance"]),
+            )
+        for h in data["holds"]:
+            spend = None
+            if h["spend"] is not None:
+                owner, index = h["spend"]
+                spend = entries_of[owner][index]
+            elif h["kind"] == "llm":
+                # Its spend left both windows before the snapshot: adjusting it changes no sum.
+                spend = SpendEntry(0, h["amount"], in_hour=False, in_day=False)
+            ledger.holds[h["id"]] = Hold(
+                h["id"],
+                h["account"],
+                h["amount"],
+                h["kind"],
+                h["expires_at_ns"],
+                h["state"],
+                h["model"],
+                h["tokens"],
+                spend,
+            )
+        ledger.rewarded_shas.update(data["rewarded_shas"])
+        ledger.rewarded_issues.update(data["rewarded_issues"])
+        ledger.contract_minted_micro.update(data["contract_minted"])
+        ledger.counters.update(data["counters"])
+        ledger.timers.extend(tuple(t) for t in data["timers"])
+        for sender, request_id, fingerprint, reply in data["done"]:
+            ledger.remember((sender, request_id), fingerprint, reply)
+        for p in data["pools"]:
+            exchange.pools.pools[p["id"]] = msgspec.convert(p, Pool)
+        return exchange
+
+
+def _fill(window: Window, entries: list[SpendEntry]) -> None:
+    window.entries = deque(entries)
+    window.sum_micro = sum(e.amount_micro for e in entries)
+
+
+def genesis_commands(config: EconomyConfig) -> list[c.RegisterAgent]:
+    return [
+        c.RegisterAgent(
+            request_id=f"genesis-{spec.id}",
+            agent=spec.id,
+            level=spec.level,
+            base_rate=spec.base_rate,
+            primary_llm=spec.primary_llm,
+            preferences=dict(spec.preferences),
+            role=spec.role,
+            capabilities=list(spec.capabilities),
+        )
+        for spec in config.agents
+    ]
+
+
+__all__ = ["Book", "Exchange", "Outcome", "genesis_commands"]

@@ -1,0 +1,203 @@
+"""Team pools (seed 1): agents put tokens together to pay for expensive inference.
+
+A pool's tokens sit in ``@pool.<id>``. Each pool spend credits the contributors in proportion to
+what they had put in at that moment; closing refunds the rest pro rata, with the rounding
+remainder posted to ``@rounding``.
+"""
+
+from dataclasses import dataclass, field
+
+import msgspec
+
+from exchange.core import accounts as acc
+from exchange.core.ledger import Ledger, Refusal, refuse
+from exchange.core.money import split_pro_rata
+from protocols import commands as c
+from protocols import results as r
+from protocols.amounts import format_micro
+from protocols.errors import ErrorCode
+from protocols.ids import SYSTEM_SENDERS
+
+
+@dataclass(slots=True)
+class Pool:
+    id: str
+    name: str
+    creator: str
+    min_contribution_micro: int
+    target_micro: int | None
+    members: list[str]
+    contributions: dict[str, int] = field(default_factory=dict)
+    credits: dict[str, int] = field(default_factory=dict)
+    refunds: dict[str, int] = field(default_factory=dict)
+    contributed_micro: int = 0
+    spent_micro: int = 0
+    closed: bool = False
+
+
+class Pools:
+    """The pool rules, installed into a ledger as handlers for the pool.* commands."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self.pools: dict[str, Pool] = {}
+        ledger.register_handler(c.PoolCreate, self.create)
+        ledger.register_handler(c.PoolJoin, self.join)
+        ledger.register_handler(c.PoolContribute, self.contribute)
+        ledger.register_handler(c.PoolSpend, self.spend)
+        ledger.register_handler(c.PoolClose, self.close)
+
+    def find(self, pool_id: str, *, open_only: bool = True) -> Pool | Refusal:
+        pool = self.pools.get(pool_id)
+        if pool is None:
+            return refuse(
+                ErrorCode.unknown_pool, f"no pool {pool_id!r}; list pools with `exchange pool list`"
+            )
+        if open_only and pool.closed:
+            return refuse(ErrorCode.pool_closed, f"pool {pool_id} is closed; create a new pool")
+        return pool
+
+    def create(self, sender: str, cmd: c.PoolCreate) -> msgspec.Struct | Refusal:
+        ledger = self.ledger
+        creator = ledger.acting_agent(sender)
+        if isinstance(creator, Refusal):
+            return creator
+        minimum = ledger.amount(cmd.min_contribution, "min_contribution")
+        if isinstance(minimum, Refusal):
+            return minimum
+        target: int | None = None
+        if cmd.target is not None:
+            checked_target = ledger.amount(cmd.target, "target")
+            if isinstance(checked_target, Refusal):
+                return checked_target
+            target = checked_target
+        pool = Pool(ledger.new_id("pool"), cmd.name, creator.id, minimum, target, [creator.id])
+        self.pools[pool.id] = pool
+        ledger.book.open(acc.pool_account(pool.id))
+        return self.result(pool)
+
+    def join(self, sender: str, cmd: c.PoolJoin) -> msgspec.Struct | Refusal:
+        agent = self.ledger.acting_agent(sender)
+        if isinstance(agent, Refusal):
+            return agent
+        pool = self.find(cmd.pool_id)
+        if isinstance(pool, Refusal):
+            return pool
+        if agent.id in pool.members:
+            return refuse(ErrorCode.already_pool_member, f"{agent.id} is already in {pool.id}")
+        pool.members.append(agent.id)
+        return self.result(pool)
+
+    def contribute(self, sender: str, cmd: c.PoolContribute) -> msgspec.Struct | Refusal:
+        ledger = self.ledger
+        agent = ledger.acting_agent(sender)
+        if isinstance(agent, Refusal):
+            return agent
+        pool = self.find(cmd.pool_id)
+        if isinstance(pool, Refusal):
+            return pool
+        if agent.id not in pool.members:
+            return refuse(
+                ErrorCode.not_pool_member, f"{agent.id} is not in {pool.id}; join it first"
+            )
+        amount = ledger.amount(cmd.amount, "amount")
+        if isinstance(amount, Refusal):
+            return amount
+        if amount < pool.min_contribution_micro:
+            return refuse(
+                ErrorCode.below_min_contribution,
+                f"{pool.id} takes at least {format_micro(pool.min_contribution_micro)} tokens a "
+                f"contribution; got {format_micro(amount)}",
+                limit=format_micro(pool.min_contribution_micro),
+                requested=format_micro(amount),
+            )
+        if (denied := ledger.check_debit(agent, amount)) is not None:
+            return denied
+        ledger.book.post(agent.id, acc.pool_account(pool.id), amount, "pool.contribute", pool.id)
+        pool.contributions[agent.id] = pool.contributions.get(agent.id, 0) + amount
+        pool.contributed_micro += amount
+        return self.result(pool)
+
+    def spend(self, sender: str, cmd: c.PoolSpend) -> msgspec.Struct | Refusal:
+        ledger = self.ledger
+        pool = self.find(cmd.pool_id)
+        if isinstance(pool, Refusal):
+            return pool
+        if sender not in SYSTEM_SENDERS and sender not in pool.members:
+            return refuse(ErrorCode.not_pool_member, f"{sender} is not in {pool.id}")
+        if isinstance(unknown := ledger.known_model(cmd.model), Refusal):
+            return unknown
+        cost = ledger.cost_micro(cmd.model, cmd.tokens)
+        account = acc.pool_account(pool.id)
+        balance = ledger.book.balance(account)
+        if cost > balance:
+            return refuse(
+                ErrorCode.insufficient_funds,
+                f"{pool.id} holds {format_micro(balance)} tokens and this costs "
+                f"{format_micro(cost)}; contribute more or use fewer tokens",
+                available=format_micro(balance),
+                requested=format_micro(cost),
+            )
+        if cost:
+            ledger.book.post(
+                account, acc.llm_account(cmd.model), cost, "pool.spend", cmd.description
+            )
+            pool.spent_micro += cost
+            self._credit(pool, cost)
+        return self.result(pool)
+
+    def _credit(self, pool: Pool, cost_micro: int) -> None:
+        """Credit for the work, pro rata to contributions now. Credit is a tally, not money: the
+        rounding remainder goes to the largest contributor (the earliest among equals)."""
+        names = list(pool.contributions)
+        shares, remainder = split_pro_rata(cost_micro, [pool.contributions[n] for n in names])
+        for name, share in zip(names, shares, strict=True):
+            pool.credits[name] = pool.credits.get(name, 0) + share
+        if remainder:
+            largest = max(names, key=lambda n: pool.contributions[n])
+            pool.credits[largest] += remainder
+
+    def close(self, sender: str, cmd: c.PoolClose) -> msgspec.Struct | Refusal:
+        ledger = self.ledger
+        pool = self.find(cmd.pool_id)
+        if isinstance(pool, Refusal):
+            return pool
+        if sender not in SYSTEM_SENDERS and sender != pool.creator:
+            return refuse(
+                ErrorCode.not_authorized, f"only {pool.creator} or admin may close {pool.id}"
+            )
+        account = acc.pool_account(pool.id)
+        left = ledger.book.balance(account)
+        if left and pool.contributions:
+            names = list(pool.contributions)
+            shares, remainder = split_pro_rata(left, [pool.contributions[n] for n in names])
+            if remainder < 0:
+                ledger.book.post(acc.ROUNDING, account, -remainder, "rounding", pool.id)
+            for name, share in zip(names, shares, strict=True):
+                if share:
+                    ledger.book.post(account, name, share, "pool.refund", pool.id)
+                    pool.refunds[name] = share
+            if remainder > 0:
+                ledger.book.post(account, acc.ROUNDING, remainder, "rounding", pool.id)
+        assert ledger.book.balance(account) == 0 or not pool.contributions
+        pool.closed = True
+        return self.result(pool)
+
+    def result(self, pool: Pool) -> r.PoolResult:
+        balance = self.ledger.book.balance(acc.pool_account(pool.id))
+        return r.PoolResult(
+            pool_id=pool.id,
+            name=pool.name,
+            creator=pool.creator,
+            min_contribution=format_micro(pool.min_contribution_micro),
+            target=None if pool.target_micro is None else format_micro(pool.target_micro),
+            funded=pool.target_micro is not None and pool.contributed_micro >= pool.target_micro,
+            closed=pool.closed,
+            balance=format_micro(balance),
+            contributed=format_micro(pool.contributed_micro),
+            spent=format_micro(pool.spent_micro),
+            members=list(pool.members),
+            contributions={k: format_micro(v) for k, v in pool.contributions.items()},
+            credits={k: format_micro(v) for k, v in pool.credits.items()},
+            refunds={k: format_micro(v) for k, v in pool.refunds.items()},
+        )
