@@ -10,7 +10,7 @@ integer micro-tokens and refuses what does not fit.
 """
 
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 import msgspec
 
@@ -22,6 +22,9 @@ TimeoutSeconds = Annotated[int, msgspec.Meta(gt=0, le=7 * 86_400)]
 
 
 class Command(msgspec.Struct, frozen=True, kw_only=True):
+    # Whether the ledger records a success under (sender, request_id) to answer a retry with the
+    # same reply. Commands the exchange makes itself (ticks, observed signals) are never retried.
+    remembered: ClassVar[bool] = True
     request_id: RequestId
 
 
@@ -149,3 +152,5 @@ class PoolClose(StrictCommand, frozen=True, kw_only=True):
 
 class Tick(Command, frozen=True, kw_only=True):
     """Lets the exchange clock fire due timers. Sent only by the exchange itself."""
+
+    remembered: ClassVar[bool] = False

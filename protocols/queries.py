@@ -43,3 +43,33 @@ class PoolsQuery(Query, frozen=True, kw_only=True):
 
 class StatusQuery(Query, frozen=True, kw_only=True):
     pass
+
+
+class SignalsQuery(Query, frozen=True, kw_only=True):
+    signal_type: Token | None = None
+    limit: HistoryLimit = 20
+
+
+class PheromonesQuery(Query, frozen=True, kw_only=True):
+    limit: HistoryLimit = 10
+
+
+class TaskQuery(Query, frozen=True, kw_only=True):
+    task_id: Name
+
+
+class TasksQuery(Query, frozen=True, kw_only=True):
+    state: Token | None = None
+    limit: HistoryLimit = 50
+
+
+class EscrowQuery(Query, frozen=True, kw_only=True):
+    escrow_id: Name
+
+
+class ProposalQuery(Query, frozen=True, kw_only=True):
+    proposal_id: Name
+
+
+class MetricsQuery(Query, frozen=True, kw_only=True):
+    pass

@@ -6,6 +6,7 @@ import msgspec
 
 from protocols import commands as c
 from protocols import queries as q
+from protocols import swarm as s
 
 COMMANDS: Final[dict[str, type[c.Command]]] = {
     "agent.register": c.RegisterAgent,
@@ -23,6 +24,21 @@ COMMANDS: Final[dict[str, type[c.Command]]] = {
     "pool.spend": c.PoolSpend,
     "pool.close": c.PoolClose,
     "tick": c.Tick,
+    "task.announce": s.AnnounceTask,
+    "task.verify": s.VerifyTask,
+    "task.cancel": s.CancelTask,
+    "escrow.lock": s.LockEscrow,
+    "escrow.release": s.ReleaseEscrow,
+    "escrow.dispute": s.DisputeEscrow,
+    "escrow.resolve": s.ResolveEscrow,
+    "vote.propose": s.ProposeVote,
+    # Made by the exchange from what agents publish on swarm.* subjects (see protocols.routes);
+    # listed here so that the journal can replay them.
+    "task.propose": s.SubmitBid,
+    "task.refuse": s.SubmitRefusal,
+    "task.report": s.SubmitResult,
+    "vote.cast": s.CastVote,
+    "signal.observe": s.ObserveSignal,
 }
 
 QUERIES: Final[dict[str, type[q.Query]]] = {
@@ -33,6 +49,13 @@ QUERIES: Final[dict[str, type[q.Query]]] = {
     "pool": q.PoolQuery,
     "pools": q.PoolsQuery,
     "status": q.StatusQuery,
+    "signals": q.SignalsQuery,
+    "pheromones": q.PheromonesQuery,
+    "task": q.TaskQuery,
+    "tasks": q.TasksQuery,
+    "escrow": q.EscrowQuery,
+    "proposal": q.ProposalQuery,
+    "metrics": q.MetricsQuery,
 }
 
 VERB_OF: Final[dict[type[c.Command], str]] = {t: v for v, t in COMMANDS.items()}

@@ -164,8 +164,8 @@ class Ledger:
             self._fire_timers(now_ns)
             timer_postings = book.take_postings()
         key = (sender, command.request_id)
-        done = self._done.get(key)
-        if done is not None:
+        remembered = command.remembered
+        if remembered and (done := self._done.get(key)) is not None:
             return self._finish(self._repeat(command, done), timer_postings)
         handler = self._handlers.get(type(command))
         assert handler is not None, f"no handler for {type(command).__name__}"
@@ -175,7 +175,8 @@ class Ledger:
             refused = Outcome(ok=False, reply=refusal_reply(value.body), code=value.body.code)
             return self._finish(refused, timer_postings)
         reply = result_reply(value)
-        self.remember(key, self._fingerprint(command), reply)
+        if remembered:
+            self.remember(key, self._fingerprint(command), reply)
         return self._finish(Outcome(ok=True, reply=reply), timer_postings + book.take_postings())
 
     def _finish(self, outcome: Outcome, postings: tuple[Posting, ...]) -> Outcome:
@@ -346,14 +347,30 @@ class Ledger:
 
     def post_hold(self, hold: Hold, payee: str, amount_micro: int, kind: str) -> None:
         """Pays at most the held amount to ``payee``; the rest goes back to the holder."""
+        self.pay_out(hold, [(payee, amount_micro, kind)] if amount_micro else [])
+
+    def pay_out(self, hold: Hold, payments: list[tuple[str, int, str]]) -> None:
+        """Pays from a hold to several accounts; what is left returns to the holder."""
         assert hold.state == "open"
-        assert 0 <= amount_micro <= hold.amount_micro
-        if amount_micro:
-            self.book.post(acc.ESCROW, payee, amount_micro, kind, hold.id)
-        rest = hold.amount_micro - amount_micro
+        paid = 0
+        for account, amount_micro, kind in payments:
+            assert amount_micro > 0
+            self.book.post(acc.ESCROW, account, amount_micro, kind, hold.id)
+            paid += amount_micro
+        assert paid <= hold.amount_micro, "a hold pays out at most what it holds"
+        rest = hold.amount_micro - paid
         if rest:
             self.book.post(acc.ESCROW, hold.account, rest, f"release.{hold.kind}", hold.id)
         hold.state = "posted"
+
+    def shrink_hold(self, hold: Hold, amount_micro: int) -> None:
+        """Returns the part of an open hold above ``amount_micro`` to the holder."""
+        assert hold.state == "open"
+        assert 0 < amount_micro <= hold.amount_micro
+        rest = hold.amount_micro - amount_micro
+        if rest:
+            self.book.post(acc.ESCROW, hold.account, rest, f"release.{hold.kind}", hold.id)
+        hold.amount_micro = amount_micro
 
     def void_hold(self, hold: Hold) -> None:
         assert hold.state == "open"

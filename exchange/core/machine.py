@@ -13,13 +13,26 @@ import msgspec
 
 from exchange.core.accounts import Book
 from exchange.core.config import EconomyConfig
-from exchange.core.ledger import Agent, Hold, Ledger, Outcome, Refusal, refusal_reply, result_reply
+from exchange.core.ledger import (
+    Agent,
+    Hold,
+    Ledger,
+    Outcome,
+    Refusal,
+    refusal_reply,
+    refuse,
+    result_reply,
+)
 from exchange.core.limits import Limits, SpendEntry, SpendWindows, Window
+from exchange.core.market import Escrow, Market, Task, TasksResult
 from exchange.core.pools import Pool, Pools
+from exchange.core.stigmergy import SignalsRules, Stigmergy
+from exchange.core.votes import Proposal, Votes
 from protocols import commands as c
 from protocols import queries as q
 from protocols import results as r
 from protocols.amounts import format_micro
+from protocols.errors import ErrorCode
 from protocols.ids import ADMIN
 
 SNAPSHOT_VERSION: Final = 1
@@ -34,7 +47,16 @@ class Exchange:
         self.config = config
         self.ledger = Ledger(config)
         self.pools = Pools(self.ledger)
+        self.signals = SignalsRules(self.ledger, config.stigmergy)
+        self.market = Market(self.ledger, config)
+        self.votes = Votes(self.ledger)
         self._queries: dict[type, Any] = {
+            q.SignalsQuery: lambda x: self.signals.signals_result(x.signal_type, x.limit),
+            q.PheromonesQuery: lambda x: self.signals.pheromones_result(x.limit),
+            q.TaskQuery: self._task,
+            q.TasksQuery: self._tasks,
+            q.EscrowQuery: self._escrow,
+            q.ProposalQuery: self._proposal,
             q.BalanceQuery: self._balance,
             q.HistoryQuery: self._history,
             q.LimitsQuery: self._limits,
@@ -147,6 +169,26 @@ class Exchange:
     def _pools(self, query: q.PoolsQuery) -> msgspec.Struct:
         return r.PoolsResult(pools=[self.pools.result(p) for p in self.pools.pools.values()])
 
+    def _task(self, query: q.TaskQuery) -> msgspec.Struct | Refusal:
+        task = self.market.find_task(query.task_id)
+        return task if isinstance(task, Refusal) else self.market.task_view(task)
+
+    def _tasks(self, query: q.TasksQuery) -> msgspec.Struct:
+        tasks = [
+            t for t in self.market.tasks.values() if query.state is None or t.state == query.state
+        ]
+        return TasksResult(tasks=[self.market.task_view(t) for t in tasks[-query.limit :]])
+
+    def _escrow(self, query: q.EscrowQuery) -> msgspec.Struct | Refusal:
+        escrow = self.market.find_escrow(query.escrow_id)
+        return escrow if isinstance(escrow, Refusal) else self.market.escrow_view(escrow)
+
+    def _proposal(self, query: q.ProposalQuery) -> msgspec.Struct | Refusal:
+        proposal = self.votes.proposals.get(query.proposal_id)
+        if proposal is None:
+            return refuse(ErrorCode.unknown_proposal, f"no proposal {query.proposal_id!r}")
+        return self.votes.view(proposal)
+
     def _status(self, query: q.StatusQuery) -> msgspec.Struct:
         ledger = self.ledger
         return r.StatusResult(
@@ -237,6 +279,13 @@ class Exchange:
             "timers": sorted(ledger.timers),
             "done": [[k[0], k[1], fp, reply] for k, (fp, reply) in ledger.done_records()],
             "pools": [msgspec.to_builtins(p) for p in self.pools.pools.values()],
+            "prices": {m: str(p) for m, p in ledger.prices_micro.items()},
+            "amendments": ledger.rules.amendments,
+            "tasks": [msgspec.to_builtins(t) for t in self.market.tasks.values()],
+            "escrows": [msgspec.to_builtins(e) for e in self.market.escrows.values()],
+            "settlements": [self.market.settlements, self.market.disputes],
+            "proposals": [msgspec.to_builtins(p) for p in self.votes.proposals.values()],
+            "stigmergy": msgspec.to_builtins(self.signals.state),
         }
 
     def snapshot(self) -> bytes:
@@ -313,6 +362,18 @@ class Exchange:
             ledger.remember((sender, request_id), fingerprint, reply)
         for p in data["pools"]:
             exchange.pools.pools[p["id"]] = msgspec.convert(p, Pool)
+        ledger.prices_micro = {m: Decimal(p) for m, p in data["prices"].items()}
+        for name, (multiplier, budget_micro) in data["amendments"].items():
+            ledger.rules.amend_contract(name, Decimal(multiplier), int(budget_micro))
+        market = exchange.market
+        for t in data["tasks"]:
+            market.tasks[t["id"]] = msgspec.convert(t, Task)
+        for e in data["escrows"]:
+            market.escrows[e["id"]] = msgspec.convert(e, Escrow)
+        market.settlements, market.disputes = data["settlements"]
+        for p in data["proposals"]:
+            exchange.votes.proposals[p["id"]] = msgspec.convert(p, Proposal)
+        exchange.signals.state = msgspec.convert(data["stigmergy"], Stigmergy)
         return exchange
 
 

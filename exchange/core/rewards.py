@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal
 
+import msgspec
+
 from exchange.core.config import Contract, EconomyConfig
 from exchange.core.money import micro_of, scale
 
@@ -55,6 +57,27 @@ class RewardRules:
         ]
         self._priorities = {p.upper(): micro_of(v) for p, v in config.issue_priorities.items()}
         self._issue_types = dict(config.issue_types)
+        # Contract changes made by votes since the configuration was loaded (snapshotted).
+        self.amendments: dict[str, list[str | int]] = {}
+
+    def amend_contract(
+        self, name: str, multiplier: Decimal | None, budget_micro: int | None
+    ) -> bool:
+        """Changes a contract's multiplier or budget (an approved vote); False if unknown."""
+        for index, compiled in enumerate(self._contracts):
+            if compiled.contract.name != name:
+                continue
+            contract = compiled.contract
+            if multiplier is not None:
+                contract = msgspec.structs.replace(contract, multiplier=multiplier)
+            self._contracts[index] = _CompiledContract(
+                contract,
+                compiled.pattern,
+                compiled.budget_micro if budget_micro is None else budget_micro,
+            )
+            self.amendments[name] = [str(contract.multiplier), self._contracts[index].budget_micro]
+            return True
+        return False
 
     def commit_bonus(self, message: str) -> Decimal:
         for tier in self._tiers:

@@ -1,0 +1,680 @@
+"""Contract Net auctions and escrow (seed 2), as ledger rules on the exchange clock.
+
+A task's life: ``open`` (max cost held from the manager, bids taken) → ``awarded`` (the hold shrunk
+to the winning cost and turned into an escrow) or ``unawarded`` (no bid: hold voided) → the
+executor reports ``informed`` or ``failed`` → the manager verifies: ``completed`` (released, fee
+taken) or ``disputed`` → an arbiter resolves to ``completed`` or ``refunded``. Deadlines refund, so
+no escrow stays locked: an unreported result after ``deadline + grace`` is refunded; an unresolved
+dispute after ``dispute_timeout_s`` is refunded; an informed task the manager never verifies is
+released after ``dispute_timeout_s`` (silence accepts delivered work).
+
+Every escrow is a hold in ``@escrow``; releasing pays the payee 1 - fee, ``@fees`` the fee less the
+referral, the referrer its share.
+"""
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any, Final
+
+import msgspec
+
+from exchange.core import accounts as acc
+from exchange.core.config import EconomyConfig
+from exchange.core.ledger import Agent, Hold, Ledger, Refusal, refuse
+from exchange.core.limits import NS_PER_S
+from exchange.core.money import scale
+from protocols import results as r
+from protocols import subjects
+from protocols import swarm as s
+from protocols.amounts import format_micro
+from protocols.errors import ErrorCode
+from protocols.ids import SYSTEM_SENDERS
+
+NS_PER_MS: Final = 1_000_000
+bids_per_task_max: Final = 1000
+# Performance scores stay within these bounds, so one agent's vote weight cannot run away.
+performance_min: Final = Decimal(0)
+performance_max: Final = Decimal(5)
+
+
+@dataclass(slots=True)
+class Escrow:
+    id: str
+    payer: str
+    payee: str
+    amount_micro: int
+    referrer: str | None
+    state: str
+    task_id: str | None
+    memo: str = ""
+    fee_micro: int = 0
+    deadline_ns: int | None = None
+
+
+@dataclass(slots=True)
+class BidRecord:
+    bidder: str
+    cost_micro: int
+    time_ms: int
+    confidence: float
+    proof: str
+    seq: int
+    score: str = ""
+
+
+@dataclass(slots=True)
+class Task:
+    id: str
+    manager: str
+    task_type: str
+    asset: str
+    deadline_ms: int
+    max_cost_micro: int
+    payload: dict[str, Any]
+    weights: list[str]
+    referrer: str | None
+    eligible: list[str]
+    closes_at_ns: int
+    hold_id: str
+    state: str = "open"
+    bids: list[BidRecord] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+    winner: str | None = None
+    escrow_id: str | None = None
+    result_due_at_ns: int | None = None
+    output: dict[str, Any] = field(default_factory=dict)
+    reason: str = ""
+
+
+class TaskView(r.Result, frozen=True, kw_only=True):
+    task_id: str
+    manager: str
+    task_type: str
+    asset: str
+    state: str
+    max_cost: str
+    deadline_ms: int
+    closes_at_ns: int
+    eligible: list[str]
+    bids: list[s.BidScore]
+    refused: list[str]
+    winner: str | None
+    escrow_id: str | None
+    escrow_state: str | None
+    output: dict[str, Any]
+    reason: str
+
+
+class EscrowView(r.Result, frozen=True, kw_only=True):
+    escrow_id: str
+    payer: str
+    payee: str
+    amount: str
+    referrer: str | None
+    state: str
+    task_id: str | None
+    fee: str
+
+
+class TasksResult(r.Result, frozen=True, kw_only=True):
+    tasks: list[TaskView]
+
+
+class AnnounceResult(r.Result, frozen=True, kw_only=True):
+    task_id: str
+    held: str
+    closes_at_ns: int
+    eligible: list[str]
+
+
+class Market:
+    """Contract Net and escrow rules, installed into a ledger."""
+
+    def __init__(self, ledger: Ledger, config: EconomyConfig) -> None:
+        self.ledger = ledger
+        self.escrow_config = config.escrow
+        self.auction_config = config.auction
+        self.tasks: dict[str, Task] = {}
+        self.escrows: dict[str, Escrow] = {}
+        # Counters for the swarm metrics.
+        self.settlements = 0
+        self.disputes = 0
+        for command_type, handler in (
+            (s.AnnounceTask, self.announce),
+            (s.SubmitBid, self.propose),
+            (s.SubmitRefusal, self.refuse_task),
+            (s.SubmitResult, self.report),
+            (s.VerifyTask, self.verify),
+            (s.CancelTask, self.cancel),
+            (s.LockEscrow, self.lock),
+            (s.ReleaseEscrow, self.release_cmd),
+            (s.DisputeEscrow, self.dispute_cmd),
+            (s.ResolveEscrow, self.resolve_cmd),
+        ):
+            ledger.register_handler(command_type, handler)
+        ledger.register_timer_kind("auction_close", self._on_auction_close)
+        ledger.register_timer_kind("task_result_due", self._on_result_due)
+        ledger.register_timer_kind("escrow_deadline", self._on_escrow_deadline)
+
+    # ------------------------------------------------------------------------ escrow primitives
+
+    def open_escrow(
+        self, hold: Hold, payee: str, referrer: str | None, task_id: str | None, memo: str
+    ) -> Escrow:
+        escrow = Escrow(
+            id=hold.id,
+            payer=hold.account,
+            payee=payee,
+            amount_micro=hold.amount_micro,
+            referrer=referrer,
+            state="locked",
+            task_id=task_id,
+            memo=memo,
+        )
+        self.escrows[escrow.id] = escrow
+        return escrow
+
+    def set_deadline(self, escrow: Escrow, deadline_ns: int) -> None:
+        """Sets (or moves) the escrow's deadline. Timers cannot be cancelled, so each carries its
+        deadline and a superseded one does nothing when it fires."""
+        escrow.deadline_ns = deadline_ns
+        self.ledger.add_timer(deadline_ns, "escrow_deadline", f"{escrow.id}@{deadline_ns}")
+
+    def release(self, escrow: Escrow) -> None:
+        """Pays the payee, less the fee; 15% of the fee to the referrer when there is one."""
+        ledger = self.ledger
+        hold = ledger.holds[escrow.id]
+        fee = scale(escrow.amount_micro, self.escrow_config.fee_rate)
+        referral = scale(fee, self.escrow_config.referral_share) if escrow.referrer else 0
+        payments = [(escrow.payee, escrow.amount_micro - fee, "escrow.release")]
+        if fee - referral:
+            payments.append((acc.FEES, fee - referral, "fee"))
+        if referral:
+            assert escrow.referrer is not None
+            payments.append((escrow.referrer, referral, "referral"))
+        ledger.pay_out(hold, payments)
+        escrow.state, escrow.fee_micro = "released", fee
+        self.settlements += 1
+        payee = ledger.agents.get(escrow.payee)
+        if payee is not None:
+            payee.earned_micro += escrow.amount_micro - fee
+        if escrow.referrer and (referrer := ledger.agents.get(escrow.referrer)) is not None:
+            referrer.earned_micro += referral
+
+    def refund(self, escrow: Escrow) -> None:
+        self.ledger.void_hold(self.ledger.holds[escrow.id])
+        escrow.state = "refunded"
+        self.settlements += 1
+
+    def dispute(self, escrow: Escrow) -> None:
+        escrow.state = "disputed"
+        self.disputes += 1
+        self.set_deadline(
+            escrow, self.ledger.book.now_ns + self.escrow_config.dispute_timeout_s * NS_PER_S
+        )
+
+    def find_escrow(self, escrow_id: str) -> Escrow | Refusal:
+        escrow = self.escrows.get(escrow_id)
+        if escrow is None:
+            return refuse(ErrorCode.unknown_escrow, f"no escrow {escrow_id!r}")
+        return escrow
+
+    def _on_escrow_deadline(self, ref: str) -> None:
+        escrow_id, _, deadline = ref.rpartition("@")
+        escrow = self.escrows[escrow_id]
+        if escrow.deadline_ns != int(deadline):
+            return
+        task = self.tasks.get(escrow.task_id) if escrow.task_id else None
+        if escrow.state == "disputed":
+            self.refund(escrow)
+            if task is not None:
+                self._close_task(task, "refunded", "dispute unresolved by its deadline")
+        elif escrow.state == "locked":
+            if task is not None and task.state == "informed":
+                self.release(escrow)
+                self._performance(task.winner, +1)
+                self._close_task(task, "completed", "the manager did not verify in time")
+            else:
+                self.refund(escrow)
+                if task is not None:
+                    self._close_task(task, "refunded", "escrow deadline passed")
+
+    # ------------------------------------------------------------------------ escrow commands
+
+    def lock(self, sender: str, cmd: s.LockEscrow) -> msgspec.Struct | Refusal:
+        ledger = self.ledger
+        payer = ledger.acting_agent(sender)
+        if isinstance(payer, Refusal):
+            return payer
+        payee = ledger.agent(cmd.payee)
+        if isinstance(payee, Refusal):
+            return payee
+        if cmd.referrer is not None and isinstance(referrer := ledger.agent(cmd.referrer), Refusal):
+            return referrer
+        amount = ledger.amount(cmd.amount, "amount")
+        if isinstance(amount, Refusal):
+            return amount
+        if (denied := ledger.check_debit(payer, amount)) is not None:
+            return denied
+        hold = ledger.hold(payer.id, amount, "escrow", expires_at_ns=None, prefix="escrow")
+        escrow = self.open_escrow(hold, payee.id, cmd.referrer, None, cmd.memo)
+        self.set_deadline(escrow, ledger.book.now_ns + cmd.timeout_s * NS_PER_S)
+        return self.escrow_view(escrow)
+
+    def release_cmd(self, sender: str, cmd: s.ReleaseEscrow) -> msgspec.Struct | Refusal:
+        escrow = self.find_escrow(cmd.escrow_id)
+        if isinstance(escrow, Refusal):
+            return escrow
+        if sender != escrow.payer and sender not in SYSTEM_SENDERS:
+            return refuse(ErrorCode.not_authorized, f"only {escrow.payer} may release {escrow.id}")
+        if escrow.state != "locked":
+            return refuse(ErrorCode.escrow_not_locked, f"{escrow.id} is {escrow.state}")
+        if Decimal(str(cmd.score)) >= self.escrow_config.release_threshold:
+            self.release(escrow)
+        else:
+            self.dispute(escrow)
+        return self.escrow_view(escrow)
+
+    def dispute_cmd(self, sender: str, cmd: s.DisputeEscrow) -> msgspec.Struct | Refusal:
+        escrow = self.find_escrow(cmd.escrow_id)
+        if isinstance(escrow, Refusal):
+            return escrow
+        if sender not in (escrow.payer, escrow.payee) and sender not in SYSTEM_SENDERS:
+            return refuse(ErrorCode.not_authorized, f"only a party may dispute {escrow.id}")
+        if escrow.state != "locked":
+            return refuse(ErrorCode.escrow_not_locked, f"{escrow.id} is {escrow.state}")
+        self.dispute(escrow)
+        return self.escrow_view(escrow)
+
+    def resolve_cmd(self, sender: str, cmd: s.ResolveEscrow) -> msgspec.Struct | Refusal:
+        escrow = self.find_escrow(cmd.escrow_id)
+        if isinstance(escrow, Refusal):
+            return escrow
+        if not self._is_arbiter(sender, escrow):
+            return refuse(
+                ErrorCode.not_authorized,
+                f"{sender} may not arbitrate {escrow.id}: arbiters are admin or a treasury agent "
+                "that is not a party",
+            )
+        if escrow.state != "disputed":
+            return refuse(ErrorCode.escrow_not_disputed, f"{escrow.id} is {escrow.state}")
+        self.resolve(escrow, cmd.outcome)
+        return self.escrow_view(escrow)
+
+    def resolve(self, escrow: Escrow, outcome: str) -> None:
+        task = self.tasks.get(escrow.task_id) if escrow.task_id else None
+        if outcome == "release":
+            self.release(escrow)
+            if task is not None:
+                self._performance(task.winner, +1)
+                self._close_task(task, "completed", "released by arbitration")
+        else:
+            self.refund(escrow)
+            if task is not None:
+                self._performance(task.winner, -1)
+                self._close_task(task, "refunded", "refunded by arbitration")
+
+    def _is_arbiter(self, sender: str, escrow: Escrow) -> bool:
+        if sender in SYSTEM_SENDERS:
+            return True
+        agent = self.ledger.agents.get(sender)
+        return (
+            agent is not None
+            and agent.role == "treasury"
+            and sender not in (escrow.payer, escrow.payee)
+        )
+
+    # ------------------------------------------------------------------------ Contract Net
+
+    def announce(self, sender: str, cmd: s.AnnounceTask) -> msgspec.Struct | Refusal:
+        ledger = self.ledger
+        manager = ledger.acting_agent(sender)
+        if isinstance(manager, Refusal):
+            return manager
+        max_cost = ledger.amount(cmd.max_cost, "max_cost")
+        if isinstance(max_cost, Refusal):
+            return max_cost
+        weights = cmd.weights or s.Weights(
+            cost=self.auction_config.cost_weight,
+            time=self.auction_config.time_weight,
+            confidence=self.auction_config.confidence_weight,
+        )
+        if (
+            weights.cost + weights.time + weights.confidence != 1
+            or min(weights.cost, weights.time, weights.confidence) < 0
+        ):
+            return refuse(
+                ErrorCode.invalid_message,
+                "weights must be non-negative and sum to 1 (default 0.4 / 0.3 / 0.3)",
+                path="$.weights",
+            )
+        if cmd.referrer is not None and isinstance(referrer := ledger.agent(cmd.referrer), Refusal):
+            return referrer
+        if (denied := ledger.check_debit(manager, max_cost)) is not None:
+            return denied
+        now_ns = ledger.book.now_ns
+        window_ms = cmd.bid_window_ms or self.auction_config.bid_window_ms
+        hold = ledger.hold(manager.id, max_cost, "task", expires_at_ns=None, prefix="escrow")
+        eligible = sorted(
+            a.id
+            for a in ledger.agents.values()
+            if cmd.task_type in a.capabilities and a.id != manager.id
+        )
+        task = Task(
+            id=ledger.new_id("task"),
+            manager=manager.id,
+            task_type=cmd.task_type,
+            asset=cmd.asset,
+            deadline_ms=cmd.deadline_ms,
+            max_cost_micro=max_cost,
+            payload=dict(cmd.payload),
+            weights=[str(weights.cost), str(weights.time), str(weights.confidence)],
+            referrer=cmd.referrer,
+            eligible=eligible,
+            closes_at_ns=now_ns + window_ms * NS_PER_MS,
+            hold_id=hold.id,
+        )
+        self.tasks[task.id] = task
+        ledger.add_timer(task.closes_at_ns, "auction_close", task.id)
+        ledger.publish(
+            subjects.task_cfp(task.task_type),
+            s.CallForProposals(
+                task_id=task.id,
+                manager=task.manager,
+                task_type=task.task_type,
+                asset=task.asset,
+                deadline_ms=task.deadline_ms,
+                max_cost=format_micro(max_cost),
+                payload=task.payload,
+                weights=weights,
+                closes_at_ns=task.closes_at_ns,
+                eligible=eligible,
+            ),
+        )
+        return AnnounceResult(
+            task_id=task.id,
+            held=format_micro(max_cost),
+            closes_at_ns=task.closes_at_ns,
+            eligible=eligible,
+        )
+
+    def find_task(self, task_id: str) -> Task | Refusal:
+        task = self.tasks.get(task_id)
+        if task is None:
+            return refuse(ErrorCode.unknown_task, f"no task {task_id!r}; see `exchange tasks`")
+        return task
+
+    def _open_for_answers(self, sender: str, task_id: str) -> tuple[Agent, Task] | Refusal:
+        ledger = self.ledger
+        bidder = ledger.acting_agent(sender)
+        if isinstance(bidder, Refusal):
+            return bidder
+        task = self.find_task(task_id)
+        if isinstance(task, Refusal):
+            return task
+        if task.state != "open" or ledger.book.now_ns >= task.closes_at_ns:
+            return refuse(
+                ErrorCode.bid_window_closed,
+                f"the bid window of {task.id} is closed ({task.state}); watch swarm.task.cfp.* "
+                "for the next task",
+            )
+        if bidder.id == task.manager:
+            return refuse(ErrorCode.not_eligible, f"{bidder.id} manages {task.id}")
+        if bidder.id in task.refused or any(b.bidder == bidder.id for b in task.bids):
+            return refuse(ErrorCode.duplicate_bid, f"{bidder.id} already answered {task.id}")
+        if len(task.bids) >= bids_per_task_max:
+            return refuse(ErrorCode.overloaded, f"{task.id} has its maximum of bids")
+        return bidder, task
+
+    def propose(self, sender: str, cmd: s.SubmitBid) -> msgspec.Struct | Refusal:
+        checked = self._open_for_answers(sender, cmd.task_id)
+        if isinstance(checked, Refusal):
+            return checked
+        bidder, task = checked
+        cost = self.ledger.amount(cmd.bid.cost, "cost")
+        if isinstance(cost, Refusal):
+            return cost
+        if cost > task.max_cost_micro:
+            return refuse(
+                ErrorCode.bid_exceeds_max_cost,
+                f"{task.id} pays at most {format_micro(task.max_cost_micro)}; bid "
+                f"{format_micro(cost)}",
+                limit=format_micro(task.max_cost_micro),
+                requested=format_micro(cost),
+            )
+        if cmd.bid.time_ms > task.deadline_ms:
+            return refuse(
+                ErrorCode.bid_exceeds_deadline,
+                f"{task.id} must be done within {task.deadline_ms} ms; bid {cmd.bid.time_ms} ms",
+            )
+        record = BidRecord(
+            bidder=bidder.id,
+            cost_micro=cost,
+            time_ms=cmd.bid.time_ms,
+            confidence=cmd.bid.confidence,
+            proof=cmd.bid.capability_proof,
+            seq=self.ledger.book.seq,
+        )
+        record.score = _decimal_text(self.score(task, record))
+        task.bids.append(record)
+        self._close_if_all_answered(task)
+        return r.Result()
+
+    def refuse_task(self, sender: str, cmd: s.SubmitRefusal) -> msgspec.Struct | Refusal:
+        checked = self._open_for_answers(sender, cmd.task_id)
+        if isinstance(checked, Refusal):
+            return checked
+        bidder, task = checked
+        task.refused.append(bidder.id)
+        self._close_if_all_answered(task)
+        return r.Result()
+
+    def score(self, task: Task, bid: BidRecord) -> Fraction:
+        """0.4 × (1 − cost/max) + 0.3 × (1 − time/deadline) + 0.3 × confidence, exactly."""
+        w_cost, w_time, w_conf = (Fraction(Decimal(w)) for w in task.weights)
+        return (
+            w_cost * (1 - Fraction(bid.cost_micro, task.max_cost_micro))
+            + w_time * (1 - Fraction(bid.time_ms, task.deadline_ms))
+            + w_conf * Fraction(bid.confidence)
+        )
+
+    def _close_if_all_answered(self, task: Task) -> None:
+        answered = {b.bidder for b in task.bids} | set(task.refused)
+        if task.eligible and answered.issuperset(task.eligible):
+            self._award(task)
+
+    def _on_auction_close(self, task_id: str) -> None:
+        task = self.tasks[task_id]
+        if task.state == "open":
+            self._award(task)
+
+    def _award(self, task: Task) -> None:
+        ledger = self.ledger
+        hold = ledger.holds[task.hold_id]
+        if not task.bids:
+            ledger.void_hold(hold)
+            task.state = "unawarded"
+            self._publish_award(task, None)
+            self._close_task(task, "unawarded", "no bids")
+            return
+        # Highest score wins; among equal scores the earlier bid (lower seq).
+        winner = max(task.bids, key=lambda b: (self.score(task, b), -b.seq))
+        ledger.shrink_hold(hold, winner.cost_micro)
+        escrow = self.open_escrow(hold, winner.bidder, task.referrer, task.id, task.task_type)
+        now_ns = ledger.book.now_ns
+        task.state, task.winner, task.escrow_id = "awarded", winner.bidder, escrow.id
+        task.result_due_at_ns = (
+            now_ns + task.deadline_ms * NS_PER_MS + self.escrow_config.result_grace_s * NS_PER_S
+        )
+        ledger.add_timer(task.result_due_at_ns, "task_result_due", task.id)
+        self._publish_award(task, winner)
+
+    def _publish_award(self, task: Task, winner: BidRecord | None) -> None:
+        self.ledger.publish(
+            subjects.task_award(task.id),
+            s.TaskAward(
+                task_id=task.id,
+                manager=task.manager,
+                winner=None if winner is None else winner.bidder,
+                cost=None if winner is None else format_micro(winner.cost_micro),
+                escrow_id=task.escrow_id,
+                result_due_at_ns=task.result_due_at_ns,
+                bids=self.bid_scores(task),
+            ),
+        )
+
+    def bid_scores(self, task: Task) -> list[s.BidScore]:
+        return [
+            s.BidScore(
+                bidder=b.bidder,
+                cost=format_micro(b.cost_micro),
+                time_ms=b.time_ms,
+                confidence=b.confidence,
+                score=b.score,
+                accepted=b.bidder == task.winner,
+            )
+            for b in task.bids
+        ]
+
+    def report(self, sender: str, cmd: s.SubmitResult) -> msgspec.Struct | Refusal:
+        task = self.find_task(cmd.task_id)
+        if isinstance(task, Refusal):
+            return task
+        if sender != task.winner:
+            return refuse(ErrorCode.not_task_executor, f"{sender} was not awarded {task.id}")
+        if task.state != "awarded":
+            return refuse(
+                ErrorCode.task_closed, f"{task.id} is {task.state}, not awaiting a result"
+            )
+        task.output, task.reason = dict(cmd.output), cmd.reason
+        escrow = self.escrows[task.escrow_id or ""]
+        if cmd.success:
+            task.state = "informed"
+            # The manager now has until the dispute timeout to verify; silence releases.
+            self.set_deadline(
+                escrow,
+                self.ledger.book.now_ns + self.escrow_config.dispute_timeout_s * NS_PER_S,
+            )
+        else:
+            self.refund(escrow)
+            self._performance(task.winner, -1)
+            self._close_task(task, "failed", cmd.reason or "the executor reported failure")
+        return r.Result()
+
+    def verify(self, sender: str, cmd: s.VerifyTask) -> msgspec.Struct | Refusal:
+        task = self.find_task(cmd.task_id)
+        if isinstance(task, Refusal):
+            return task
+        if sender != task.manager and sender not in SYSTEM_SENDERS:
+            return refuse(ErrorCode.not_authorized, f"only {task.manager} verifies {task.id}")
+        if task.state != "informed":
+            return refuse(
+                ErrorCode.task_closed,
+                f"{task.id} is {task.state}; a result is verified after the executor's inform",
+            )
+        escrow = self.escrows[task.escrow_id or ""]
+        if Decimal(str(cmd.score)) >= self.escrow_config.release_threshold:
+            self.release(escrow)
+            self._performance(task.winner, +1)
+            self._close_task(task, "completed", f"verified at {cmd.score}")
+        else:
+            task.state = "disputed"
+            self.dispute(escrow)
+        return self.task_view(task)
+
+    def cancel(self, sender: str, cmd: s.CancelTask) -> msgspec.Struct | Refusal:
+        task = self.find_task(cmd.task_id)
+        if isinstance(task, Refusal):
+            return task
+        if sender != task.manager and sender not in SYSTEM_SENDERS:
+            return refuse(ErrorCode.not_authorized, f"only {task.manager} cancels {task.id}")
+        if task.state == "open":
+            self.ledger.void_hold(self.ledger.holds[task.hold_id])
+        elif task.state == "awarded":
+            self.refund(self.escrows[task.escrow_id or ""])
+        else:
+            return refuse(ErrorCode.task_closed, f"{task.id} is {task.state}: too late to cancel")
+        self._close_task(task, "cancelled", cmd.reason or "cancelled by the manager")
+        return self.task_view(task)
+
+    def _on_result_due(self, task_id: str) -> None:
+        task = self.tasks[task_id]
+        if task.state == "awarded":
+            self.refund(self.escrows[task.escrow_id or ""])
+            self._performance(task.winner, -1)
+            self._close_task(task, "expired", "no result by the deadline")
+
+    def _performance(self, agent_id: str | None, direction: int) -> None:
+        agent = self.ledger.agents.get(agent_id or "")
+        if agent is None:
+            return
+        moved = agent.performance + direction * self.escrow_config.performance_step
+        agent.performance = min(performance_max, max(performance_min, moved))
+
+    def _close_task(self, task: Task, state: str, reason: str) -> None:
+        task.state, task.reason = state, reason
+        escrow = self.escrows.get(task.escrow_id or "")
+        paid = fee = refunded = 0
+        if escrow is not None:
+            if escrow.state == "released":
+                paid, fee = escrow.amount_micro - escrow.fee_micro, escrow.fee_micro
+            elif escrow.state == "refunded":
+                refunded = escrow.amount_micro
+        elif state in ("unawarded", "cancelled"):
+            refunded = task.max_cost_micro
+        self.ledger.publish(
+            subjects.task_closed(task.id),
+            s.TaskClosed(
+                task_id=task.id,
+                state=state,
+                winner=task.winner,
+                paid=format_micro(paid),
+                fee=format_micro(fee),
+                refunded=format_micro(refunded),
+                reason=reason,
+            ),
+        )
+
+    # ------------------------------------------------------------------------ views
+
+    def task_view(self, task: Task) -> TaskView:
+        escrow = self.escrows.get(task.escrow_id or "")
+        return TaskView(
+            task_id=task.id,
+            manager=task.manager,
+            task_type=task.task_type,
+            asset=task.asset,
+            state=task.state,
+            max_cost=format_micro(task.max_cost_micro),
+            deadline_ms=task.deadline_ms,
+            closes_at_ns=task.closes_at_ns,
+            eligible=list(task.eligible),
+            bids=self.bid_scores(task),
+            refused=list(task.refused),
+            winner=task.winner,
+            escrow_id=task.escrow_id,
+            escrow_state=None if escrow is None else escrow.state,
+            output=task.output,
+            reason=task.reason,
+        )
+
+    def escrow_view(self, escrow: Escrow) -> EscrowView:
+        return EscrowView(
+            escrow_id=escrow.id,
+            payer=escrow.payer,
+            payee=escrow.payee,
+            amount=format_micro(escrow.amount_micro),
+            referrer=escrow.referrer,
+            state=escrow.state,
+            task_id=escrow.task_id,
+            fee=format_micro(escrow.fee_micro),
+        )
+
+
+def _decimal_text(value: Fraction) -> str:
+    """A score as a decimal string with 6 places (for people; ranking uses the exact value)."""
+    scaled = value * 10**6
+    rounded = round(scaled)
+    text = format(Decimal(rounded).scaleb(-6), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
