@@ -1,0 +1,144 @@
+"""How messages agents publish on ``swarm.*`` subjects become exchange commands.
+
+The subject carries the ids and the sender; the body carries the rest. Request ids are derived
+from the subject, so a bidder retrying the same bid gets the same reply (and a different bid for
+the same task is refused as ``request_id_reused``). Pure: no I/O.
+"""
+
+from collections.abc import Callable
+from typing import Final, get_args
+
+import msgspec
+
+from protocols import subjects
+from protocols import swarm as s
+from protocols.commands import Command
+from protocols.ids import EXCHANGE
+
+SUBSCRIPTIONS: Final = (
+    "swarm.signal.*.*.*",
+    "swarm.task.*.propose.*",
+    "swarm.task.*.refuse.*",
+    "swarm.task.*.inform.*",
+    "swarm.task.*.failure.*",
+    "swarm.vote.*.cast.*",
+)
+_signal_types: Final = frozenset(get_args(s.SignalType))
+
+_signal_decoder: Final = msgspec.json.Decoder(s.AgentSignal)
+_bid_decoder: Final = msgspec.json.Decoder(s.Bid)
+_refuse_decoder: Final = msgspec.json.Decoder(s.RefuseTask)
+_report_decoder: Final = msgspec.json.Decoder(s.TaskReport)
+_ballot_decoder: Final = msgspec.json.Decoder(s.Ballot)
+
+
+class Routed(msgspec.Struct, frozen=True):
+    """``command`` applied as ``apply_as``; ``reply_expected`` false for fire-and-forget signals."""
+
+    apply_as: str
+    verb: str
+    command: Command
+    reply_expected: bool = True
+
+
+def route(subject: str, body: bytes) -> Routed | None:
+    """The command for a swarm message, or None when the subject is not one the exchange takes.
+
+    Raises ``msgspec.ValidationError`` or ``msgspec.DecodeError`` for a bad body (with the path).
+    """
+    parts = subject.split(".")
+    if len(parts) != 5 or parts[0] != "swarm":
+        return None
+    builder = _builders.get((parts[1], parts[3]))
+    if builder is None and parts[1] == "signal":
+        return _signal(subject, body)
+    return None if builder is None else builder(subject, body)
+
+
+def _signal(subject: str, body: bytes) -> Routed | None:
+    parsed = subjects.parse_signal(subject)
+    if parsed is None:
+        return None
+    if parsed.signal_type not in _signal_types:
+        raise msgspec.ValidationError(
+            f"signal_type must be one of {sorted(_signal_types)}, got {parsed.signal_type!r}"
+            " - at `subject`"
+        )
+    signal = _signal_decoder.decode(body or b"{}")
+    for name, expected in (("signal_type", parsed.signal_type), ("asset", parsed.asset)):
+        given = getattr(signal, name)
+        if given is not None and given != expected:
+            raise msgspec.ValidationError(
+                f"{name} {given!r} differs from the subject's {expected!r} - at `$.{name}`"
+            )
+    if signal.agent_id is not None and signal.agent_id != parsed.sender:
+        raise msgspec.ValidationError(
+            f"agent_id {signal.agent_id!r} differs from the subject's sender - at `$.agent_id`"
+        )
+    scanner = signal.metadata.get("scanner")
+    command = s.ObserveSignal(
+        request_id="signal",
+        sender=parsed.sender,
+        signal_type=parsed.signal_type,
+        asset=parsed.asset,
+        confidence=signal.confidence,
+        direction=signal.direction,
+        scanner=scanner if isinstance(scanner, str) and _is_token(scanner) else None,
+    )
+    return Routed(EXCHANGE, "signal.observe", command, reply_expected=False)
+
+
+def _is_token(text: str) -> bool:
+    return 0 < len(text) <= 64 and all(ch.isalnum() or ch in "_-" for ch in text)
+
+
+def _propose(subject: str, body: bytes) -> Routed:
+    task_id, _, sender = _task_parts(subject)
+    bid = _bid_decoder.decode(body)
+    command = s.SubmitBid(request_id=f"propose:{task_id}", task_id=task_id, bid=bid)
+    return Routed(sender, "task.propose", command)
+
+
+def _refuse(subject: str, body: bytes) -> Routed:
+    task_id, _, sender = _task_parts(subject)
+    reason = _refuse_decoder.decode(body or b"{}").reason
+    command = s.SubmitRefusal(request_id=f"refuse:{task_id}", task_id=task_id, reason=reason)
+    return Routed(sender, "task.refuse", command)
+
+
+def _report(subject: str, body: bytes) -> Routed:
+    task_id, performative, sender = _task_parts(subject)
+    report = _report_decoder.decode(body or b"{}")
+    command = s.SubmitResult(
+        request_id=f"report:{task_id}",
+        task_id=task_id,
+        success=performative == "inform",
+        output=report.output,
+        reason=report.reason,
+    )
+    return Routed(sender, "task.report", command)
+
+
+def _cast(subject: str, body: bytes) -> Routed:
+    parsed = subjects.parse_vote_cast(subject)
+    assert parsed is not None
+    ballot = _ballot_decoder.decode(body)
+    command = s.CastVote(
+        request_id=f"vote:{parsed.proposal_id}", proposal_id=parsed.proposal_id, ballot=ballot
+    )
+    return Routed(parsed.sender, "vote.cast", command)
+
+
+def _task_parts(subject: str) -> tuple[str, str, str]:
+    parsed = subjects.parse_task_message(subject)
+    assert parsed is not None
+    return parsed.task_id, parsed.performative, parsed.sender
+
+
+_builders: Final[dict[tuple[str, str], Callable[[str, bytes], Routed]]] = {
+    ("task", "propose"): _propose,
+    ("task", "refuse"): _refuse,
+    ("task", "inform"): _report,
+    ("task", "failure"): _report,
+    ("vote", "cast"): _cast,
+}
