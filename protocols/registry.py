@@ -5,6 +5,7 @@ from typing import Final
 import msgspec
 
 from protocols import commands as c
+from protocols import cooperation as coop
 from protocols import queries as q
 from protocols import swarm as s
 
@@ -32,6 +33,10 @@ COMMANDS: Final[dict[str, type[c.Command]]] = {
     "escrow.dispute": s.DisputeEscrow,
     "escrow.resolve": s.ResolveEscrow,
     "vote.propose": s.ProposeVote,
+    "pool.deposit": coop.PoolDeposit,
+    "pool.distribute": coop.PoolDistribute,
+    "coalition.form": coop.FormCoalition,
+    "coalition.end": coop.EndCoalition,
     # Made by the exchange from what agents publish on swarm.* subjects (see protocols.routes);
     # listed here so that the journal can replay them.
     "task.propose": s.SubmitBid,
@@ -56,6 +61,7 @@ QUERIES: Final[dict[str, type[q.Query]]] = {
     "escrow": q.EscrowQuery,
     "proposal": q.ProposalQuery,
     "metrics": q.MetricsQuery,
+    "shapley": coop.ShapleyQuery,
 }
 
 VERB_OF: Final[dict[type[c.Command], str]] = {t: v for v, t in COMMANDS.items()}

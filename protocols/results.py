@@ -165,6 +165,8 @@ class PoolResult(Result, frozen=True, kw_only=True):
     contributions: dict[str, str]
     credits: dict[str, str]
     refunds: dict[str, str] = {}
+    profit: str = "0"
+    distributed: str = "0"
 
 
 class PoolsResult(Result, frozen=True, kw_only=True):
@@ -179,3 +181,19 @@ class StatusResult(Result, frozen=True, kw_only=True):
     accounts: int
     supply: str
     open_holds: int
+
+
+class MetricOut(Result, frozen=True, kw_only=True):
+    name: str
+    value: float | None
+    target: str
+    warning: str
+    status: str
+
+
+class MetricsResult(Result, frozen=True, kw_only=True):
+    """Swarm health: each metric with its target, warning level and status
+    (``ok`` | ``watch`` | ``warning`` | ``no_data``), and the counts behind them."""
+
+    metrics: list[MetricOut]
+    inputs: dict[str, Any]

@@ -12,7 +12,9 @@ from typing import Any, Final
 import msgspec
 
 from exchange.core.accounts import Book
+from exchange.core.coalition_rules import CoalitionRecord, CoalitionRules
 from exchange.core.config import EconomyConfig
+from exchange.core.games import compile_game
 from exchange.core.ledger import (
     Agent,
     Hold,
@@ -26,9 +28,12 @@ from exchange.core.ledger import (
 from exchange.core.limits import Limits, SpendEntry, SpendWindows, Window
 from exchange.core.market import Escrow, Market, Task, TasksResult
 from exchange.core.pools import Pool, Pools
+from exchange.core.shapley import GameError, shapley
 from exchange.core.stigmergy import SignalsRules, Stigmergy
+from exchange.core.swarm_metrics import SwarmMetricInputs, evaluate
 from exchange.core.votes import Proposal, Votes
 from protocols import commands as c
+from protocols import cooperation as coop
 from protocols import queries as q
 from protocols import results as r
 from protocols.amounts import format_micro
@@ -50,6 +55,7 @@ class Exchange:
         self.signals = SignalsRules(self.ledger, config.stigmergy)
         self.market = Market(self.ledger, config)
         self.votes = Votes(self.ledger)
+        self.coalitions = CoalitionRules(self.ledger)
         self._queries: dict[type, Any] = {
             q.SignalsQuery: lambda x: self.signals.signals_result(x.signal_type, x.limit),
             q.PheromonesQuery: lambda x: self.signals.pheromones_result(x.limit),
@@ -57,6 +63,8 @@ class Exchange:
             q.TasksQuery: self._tasks,
             q.EscrowQuery: self._escrow,
             q.ProposalQuery: self._proposal,
+            q.MetricsQuery: self._metrics,
+            coop.ShapleyQuery: self._shapley,
             q.BalanceQuery: self._balance,
             q.HistoryQuery: self._history,
             q.LimitsQuery: self._limits,
@@ -189,6 +197,60 @@ class Exchange:
             return refuse(ErrorCode.unknown_proposal, f"no proposal {query.proposal_id!r}")
         return self.votes.view(proposal)
 
+    def metric_inputs(self) -> SwarmMetricInputs:
+        """The swarm metrics' counts, from the ledger's own records (see docs/metrics.md)."""
+        ledger, market = self.ledger, self.market
+        final = ("completed", "failed", "expired", "refunded")
+        tasks = [t for t in market.tasks.values() if t.state in final]
+        settled = [e for e in market.escrows.values() if e.state in ("released", "refunded")]
+        fees = ledger.book.balance("@fees")
+        inference = sum(b for a, b in ledger.book.balances.items() if a.startswith("@llm."))
+        task_payments = sum(e.amount_micro for e in settled if e.state == "released")
+        formed, intact = self.coalitions.counts()
+        emitted = self.signals.state.signals_seen
+        acted = sum(1 for t in market.tasks.values() if "signal" in t.payload)
+        return SwarmMetricInputs(
+            tasks_total=len(tasks),
+            tasks_successful=sum(1 for t in tasks if t.state == "completed"),
+            cost_total_micro=inference + task_payments + fees,
+            coordination_cost_micro=fees,
+            earnings_micro_by_agent=tuple(a.earned_micro for a in ledger.agents.values()),
+            coalitions_formed=formed,
+            coalitions_intact=intact,
+            signals_emitted=emitted,
+            signals_acted_on=min(acted, emitted),
+            escrow_settlements=len(settled),
+            escrow_disputes=sum(1 for e in settled if e.disputed),
+        )
+
+    def _metrics(self, query: q.MetricsQuery) -> msgspec.Struct:
+        inputs = self.metric_inputs()
+        readings = [
+            r.MetricOut(
+                name=m.name, value=m.value, target=m.target, warning=m.warning, status=m.status
+            )
+            for m in evaluate(inputs)
+        ]
+        return r.MetricsResult(metrics=readings, inputs=msgspec.to_builtins(inputs))
+
+    def _shapley(self, query: coop.ShapleyQuery) -> msgspec.Struct | Refusal:
+        try:
+            result = shapley(
+                compile_game(query.game), permutations=query.permutations, seed=query.seed
+            )
+        except GameError as exc:
+            return refuse(ErrorCode.invalid_message, str(exc), path="$.game")
+        return coop.ShapleyShares(
+            players=list(result.players),
+            values=list(result.values),
+            standard_errors=None
+            if result.standard_errors is None
+            else list(result.standard_errors),
+            grand_coalition_value=result.grand_coalition_value,
+            method=result.method,
+            permutations=result.permutations,
+        )
+
     def _status(self, query: q.StatusQuery) -> msgspec.Struct:
         ledger = self.ledger
         return r.StatusResult(
@@ -283,7 +345,7 @@ class Exchange:
             "amendments": ledger.rules.amendments,
             "tasks": [msgspec.to_builtins(t) for t in self.market.tasks.values()],
             "escrows": [msgspec.to_builtins(e) for e in self.market.escrows.values()],
-            "settlements": [self.market.settlements, self.market.disputes],
+            "coalitions": [msgspec.to_builtins(c) for c in self.coalitions.coalitions.values()],
             "proposals": [msgspec.to_builtins(p) for p in self.votes.proposals.values()],
             "stigmergy": msgspec.to_builtins(self.signals.state),
         }
@@ -370,7 +432,8 @@ class Exchange:
             market.tasks[t["id"]] = msgspec.convert(t, Task)
         for e in data["escrows"]:
             market.escrows[e["id"]] = msgspec.convert(e, Escrow)
-        market.settlements, market.disputes = data["settlements"]
+        for record in data["coalitions"]:
+            exchange.coalitions.coalitions[record["id"]] = msgspec.convert(record, CoalitionRecord)
         for p in data["proposals"]:
             exchange.votes.proposals[p["id"]] = msgspec.convert(p, Proposal)
         exchange.signals.state = msgspec.convert(data["stigmergy"], Stigmergy)

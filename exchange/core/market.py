@@ -50,6 +50,7 @@ class Escrow:
     memo: str = ""
     fee_micro: int = 0
     deadline_ns: int | None = None
+    disputed: bool = False
 
 
 @dataclass(slots=True)
@@ -137,9 +138,6 @@ class Market:
         self.auction_config = config.auction
         self.tasks: dict[str, Task] = {}
         self.escrows: dict[str, Escrow] = {}
-        # Counters for the swarm metrics.
-        self.settlements = 0
-        self.disputes = 0
         for command_type, handler in (
             (s.AnnounceTask, self.announce),
             (s.SubmitBid, self.propose),
@@ -195,7 +193,6 @@ class Market:
             payments.append((escrow.referrer, referral, "referral"))
         ledger.pay_out(hold, payments)
         escrow.state, escrow.fee_micro = "released", fee
-        self.settlements += 1
         payee = ledger.agents.get(escrow.payee)
         if payee is not None:
             payee.earned_micro += escrow.amount_micro - fee
@@ -205,11 +202,9 @@ class Market:
     def refund(self, escrow: Escrow) -> None:
         self.ledger.void_hold(self.ledger.holds[escrow.id])
         escrow.state = "refunded"
-        self.settlements += 1
 
     def dispute(self, escrow: Escrow) -> None:
-        escrow.state = "disputed"
-        self.disputes += 1
+        escrow.state, escrow.disputed = "disputed", True
         self.set_deadline(
             escrow, self.ledger.book.now_ns + self.escrow_config.dispute_timeout_s * NS_PER_S
         )

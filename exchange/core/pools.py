@@ -6,17 +6,24 @@ remainder posted to ``@rounding``.
 """
 
 from dataclasses import dataclass, field
+from typing import Final
 
 import msgspec
 
 from exchange.core import accounts as acc
+from exchange.core.games import compile_game
 from exchange.core.ledger import Ledger, Refusal, refuse
 from exchange.core.money import split_pro_rata
+from exchange.core.shapley import GameError, shapley
 from protocols import commands as c
+from protocols import cooperation as coop
 from protocols import results as r
 from protocols.amounts import format_micro
 from protocols.errors import ErrorCode
 from protocols.ids import SYSTEM_SENDERS
+
+# Payouts under 0.01 tokens are not paid out but stay in the pool (seed 2's rule).
+payout_min_micro: Final = 10_000
 
 
 @dataclass(slots=True)
@@ -33,6 +40,9 @@ class Pool:
     contributed_micro: int = 0
     spent_micro: int = 0
     closed: bool = False
+    # Profit deposited and not yet distributed; payouts under the minimum stay counted here.
+    profit_micro: int = 0
+    distributed_micro: int = 0
 
 
 class Pools:
@@ -46,6 +56,8 @@ class Pools:
         ledger.register_handler(c.PoolContribute, self.contribute)
         ledger.register_handler(c.PoolSpend, self.spend)
         ledger.register_handler(c.PoolClose, self.close)
+        ledger.register_handler(coop.PoolDeposit, self.deposit)
+        ledger.register_handler(coop.PoolDistribute, self.distribute)
 
     def find(self, pool_id: str, *, open_only: bool = True) -> Pool | Refusal:
         pool = self.pools.get(pool_id)
@@ -183,6 +195,119 @@ class Pools:
         pool.closed = True
         return self.result(pool)
 
+    def deposit(self, sender: str, cmd: coop.PoolDeposit) -> msgspec.Struct | Refusal:
+        ledger = self.ledger
+        pool = self.find(cmd.pool_id)
+        if isinstance(pool, Refusal):
+            return pool
+        amount = ledger.amount(cmd.amount, "amount")
+        if isinstance(amount, Refusal):
+            return amount
+        account = acc.pool_account(pool.id)
+        if sender in SYSTEM_SENDERS:
+            ledger.book.post(acc.MINT, account, amount, "pool.profit", cmd.memo)
+        else:
+            agent = ledger.acting_agent(sender)
+            if isinstance(agent, Refusal):
+                return agent
+            if (denied := ledger.check_debit(agent, amount)) is not None:
+                return denied
+            ledger.book.post(agent.id, account, amount, "pool.profit", cmd.memo)
+        pool.profit_micro += amount
+        return self.result(pool)
+
+    def distribute(self, sender: str, cmd: coop.PoolDistribute) -> msgspec.Struct | Refusal:
+        """Pays profit to contributors. Payouts under ``payout_min_micro`` are not paid and stay
+        in the pool (still counted as profit), as does the rounding remainder."""
+        ledger = self.ledger
+        pool = self.find(cmd.pool_id)
+        if isinstance(pool, Refusal):
+            return pool
+        if sender not in SYSTEM_SENDERS and sender != pool.creator:
+            return refuse(ErrorCode.not_authorized, f"only {pool.creator} or admin distributes")
+        if not pool.contributions:
+            return refuse(ErrorCode.pool_empty, f"{pool.id} has no contributors to pay")
+        amount = pool.profit_micro
+        if cmd.amount is not None:
+            asked = ledger.amount(cmd.amount, "amount")
+            if isinstance(asked, Refusal):
+                return asked
+            amount = asked
+        if amount <= 0 or amount > pool.profit_micro:
+            return refuse(
+                ErrorCode.insufficient_funds,
+                f"{pool.id} has {format_micro(pool.profit_micro)} tokens of undistributed profit; "
+                f"asked to distribute {format_micro(amount)}. Deposit profit with pool.deposit",
+                available=format_micro(pool.profit_micro),
+            )
+        names = list(pool.contributions)
+        weights = self._weights(pool, names, cmd)
+        if isinstance(weights, Refusal):
+            return weights
+        shares, remainder = split_pro_rata(amount, weights)
+        if remainder < 0:
+            # Half-even rounded some shares up: take the excess from the largest share, so the
+            # payout never exceeds the profit distributed.
+            largest = max(range(len(shares)), key=lambda i: (shares[i], -i))
+            shares[largest] += remainder
+        account = acc.pool_account(pool.id)
+        payouts, paid = [], 0
+        for name, weight, share in zip(names, weights, shares, strict=True):
+            pays = share >= payout_min_micro
+            if pays:
+                ledger.book.post(account, name, share, "pool.payout", pool.id)
+                ledger.agents[name].earned_micro += share
+                paid += share
+            payouts.append(
+                coop.Payout(
+                    agent=name,
+                    share=f"{weight / sum(weights):.6f}",
+                    amount=format_micro(share),
+                    paid=pays,
+                )
+            )
+        pool.profit_micro -= paid
+        pool.distributed_micro += paid
+        return coop.DistributionResult(
+            pool_id=pool.id,
+            method=cmd.method,
+            distributed=format_micro(amount),
+            paid=format_micro(paid),
+            kept_in_pool=format_micro(amount - paid),
+            payouts=payouts,
+        )
+
+    def _weights(
+        self, pool: Pool, names: list[str], cmd: coop.PoolDistribute
+    ) -> list[int] | Refusal:
+        if cmd.method == "proportional":
+            return [pool.contributions[n] for n in names]
+        if cmd.game is None:
+            return refuse(
+                ErrorCode.invalid_message, "a Shapley distribution needs a game", path="$.game"
+            )
+        try:
+            result = shapley(compile_game(cmd.game), seed=0)
+        except GameError as exc:
+            return refuse(ErrorCode.invalid_message, str(exc), path="$.game")
+        if sorted(result.players) != sorted(names):
+            return refuse(
+                ErrorCode.invalid_message,
+                f"the game's players {sorted(result.players)} must be the contributors "
+                f"{sorted(names)}",
+                path="$.game",
+            )
+        value_of = dict(zip(result.players, result.values, strict=True))
+        # Shares become integer weights in millionths; a negative Shapley value cannot be paid.
+        weights = [round(value_of[n] * 1_000_000) for n in names]
+        if min(weights) < 0 or sum(weights) <= 0:
+            return refuse(
+                ErrorCode.invalid_message,
+                "Shapley values must be non-negative with a positive total to split profit",
+                path="$.game",
+            )
+        return weights
+
     def result(self, pool: Pool) -> r.PoolResult:
         balance = self.ledger.book.balance(acc.pool_account(pool.id))
         return r.PoolResult(
@@ -200,4 +325,6 @@ class Pools:
             contributions={k: format_micro(v) for k, v in pool.contributions.items()},
             credits={k: format_micro(v) for k, v in pool.credits.items()},
             refunds={k: format_micro(v) for k, v in pool.refunds.items()},
+            profit=format_micro(pool.profit_micro),
+            distributed=format_micro(pool.distributed_micro),
         )

@@ -1,0 +1,124 @@
+"""Coalitions as ledger records: formed by seed 2's greedy rule, split by Shapley value, checked
+for stability (is the split in the core, and if not, which coalition blocks it), and counted for
+the coalition-stability metric when they end (intact or not). The math lives in
+``coalitions.py`` and ``shapley.py``; this module only records and answers.
+"""
+
+from dataclasses import dataclass
+
+import msgspec
+import numpy as np
+
+from exchange.core.coalitions import core_check, form_coalition_greedy
+from exchange.core.games import compile_game
+from exchange.core.ledger import Ledger, Refusal, refuse
+from exchange.core.shapley import (
+    GameError,
+    SynergyGame,
+    TableGame,
+    shapley,
+    table_game_from_synergy,
+    table_game_from_values,
+)
+from protocols import cooperation as coop
+from protocols.errors import ErrorCode
+from protocols.ids import SYSTEM_SENDERS
+
+
+@dataclass(slots=True)
+class CoalitionRecord:
+    id: str
+    founder: str
+    members: list[str]
+    value: float
+    shares: dict[str, float]
+    in_core: bool
+    blocking: list[str] | None
+    purpose: str
+    state: str = "active"
+
+
+class CoalitionRules:
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self.coalitions: dict[str, CoalitionRecord] = {}
+        ledger.register_handler(coop.FormCoalition, self.form)
+        ledger.register_handler(coop.EndCoalition, self.end)
+
+    def form(self, sender: str, cmd: coop.FormCoalition) -> msgspec.Struct | Refusal:
+        ledger = self.ledger
+        if sender not in SYSTEM_SENDERS and isinstance(
+            found := ledger.acting_agent(sender), Refusal
+        ):
+            return found
+        for agent_id in cmd.candidates:
+            if isinstance(found := ledger.agent(agent_id), Refusal):
+                return found
+        try:
+            game = compile_game(cmd.game)
+            if sorted(game.players) != sorted(set(cmd.candidates)):
+                raise GameError("game: its players must be exactly the candidates")
+            formed = form_coalition_greedy(game, min_marginal_gain=cmd.threshold)
+            sub = _restrict(game, cmd.game, list(formed.members))
+            split = shapley(sub, seed=0)
+            check = core_check(sub, list(split.values))
+        except GameError as exc:
+            return refuse(ErrorCode.invalid_message, str(exc), path="$.game")
+        record = CoalitionRecord(
+            id=ledger.new_id("coalition"),
+            founder=sender,
+            members=list(formed.members),
+            value=formed.value,
+            shares=dict(zip(split.players, split.values, strict=True)),
+            in_core=check.in_core,
+            blocking=None if check.most_blocking is None else list(check.most_blocking),
+            purpose=cmd.purpose,
+        )
+        self.coalitions[record.id] = record
+        return self.view(record)
+
+    def end(self, sender: str, cmd: coop.EndCoalition) -> msgspec.Struct | Refusal:
+        record = self.coalitions.get(cmd.coalition_id)
+        if record is None:
+            return refuse(ErrorCode.invalid_message, f"no coalition {cmd.coalition_id!r}")
+        if sender not in SYSTEM_SENDERS and sender != record.founder:
+            return refuse(ErrorCode.not_authorized, f"only {record.founder} ends {record.id}")
+        if record.state != "active":
+            return refuse(ErrorCode.invalid_message, f"{record.id} already ended")
+        record.state = "intact" if cmd.intact else "broken"
+        return self.view(record)
+
+    def counts(self) -> tuple[int, int]:
+        """(formed and ended, ended intact) for the coalition-stability metric."""
+        ended = [c for c in self.coalitions.values() if c.state != "active"]
+        return len(ended), sum(1 for c in ended if c.state == "intact")
+
+    def view(self, record: CoalitionRecord) -> coop.CoalitionResult:
+        return coop.CoalitionResult(
+            coalition_id=record.id,
+            members=list(record.members),
+            value=record.value,
+            shares=dict(record.shares),
+            in_core=record.in_core,
+            blocking=record.blocking,
+            state=record.state,
+        )
+
+
+def _restrict(game: TableGame | SynergyGame, wire: coop.Game, members: list[str]) -> TableGame:
+    """The table of the game played by ``members`` alone. Raises ``GameError`` past 20 members."""
+    if isinstance(game, SynergyGame):
+        inside = set(members)
+        restricted = coop.Game(
+            values={m: v for m, v in (wire.values or {}).items() if m in inside},
+            synergies=[t for t in wire.synergies if set(t.members) <= inside],
+        )
+        compiled = compile_game(restricted)
+        assert isinstance(compiled, SynergyGame)
+        return table_game_from_synergy(compiled)
+    index = {p: i for i, p in enumerate(game.players)}
+    sub_masks = np.arange(1 << len(members), dtype=np.int64)
+    full_masks = np.zeros_like(sub_masks)
+    for bit, name in enumerate(members):
+        full_masks |= ((sub_masks >> bit) & 1) << index[name]
+    return table_game_from_values(members, game.value_by_mask[full_masks])
