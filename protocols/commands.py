@@ -14,7 +14,7 @@ from typing import Annotated, ClassVar
 
 import msgspec
 
-from protocols.ids import AgentRef, Name, RequestId, Text, Token
+from protocols.ids import AgentRef, ModelName, Name, RequestId, Text, Token
 
 InferenceTokens = Annotated[int, msgspec.Meta(gt=0, le=100_000_000)]
 InferenceTokensOrZero = Annotated[int, msgspec.Meta(ge=0, le=100_000_000)]
@@ -46,9 +46,9 @@ class RegisterAgent(StrictCommand, frozen=True, kw_only=True):
 
     agent: AgentRef
     base_rate: Decimal
-    primary_llm: Token
+    primary_llm: ModelName
     level: Annotated[str, msgspec.Meta(max_length=8)] = "L5"
-    preferences: dict[Token, Token] = {}
+    preferences: dict[Token, ModelName] = {}
     role: Token | None = None
     capabilities: list[Token] = []
     limits: LimitsSpec | None = None
@@ -92,7 +92,7 @@ class LlmRequest(StrictCommand, frozen=True, kw_only=True):
 
     task_type: Token
     tokens: InferenceTokens
-    model: Token | None = None
+    model: ModelName | None = None
 
 
 class LlmAuthorize(StrictCommand, frozen=True, kw_only=True):
@@ -100,7 +100,7 @@ class LlmAuthorize(StrictCommand, frozen=True, kw_only=True):
 
     task_type: Token
     tokens: InferenceTokens
-    model: Token | None = None
+    model: ModelName | None = None
     timeout_s: TimeoutSeconds = 300
 
 
@@ -139,7 +139,7 @@ class PoolSpend(StrictCommand, frozen=True, kw_only=True):
     """Pays for inference from the pool; contributors are credited pro rata."""
 
     pool_id: Name
-    model: Token
+    model: ModelName
     tokens: InferenceTokens
     description: Text = ""
 

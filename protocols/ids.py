@@ -20,6 +20,8 @@ Name = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 Text = Annotated[str, msgspec.Meta(max_length=4096)]
 # A subject token other than an agent id (task type, asset, model): no dots, spaces or wildcards.
 Token = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_:-]+$")]
+# Model names never appear in subjects, and real ones have dots ("llama3.2").
+ModelName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 
 
 def is_agent_id(value: str) -> bool:

@@ -15,7 +15,7 @@ from typing import Annotated, Any, ClassVar, Literal
 import msgspec
 
 from protocols.commands import Command, StrictCommand
-from protocols.ids import AgentRef, Name, Text, Token
+from protocols.ids import AgentRef, ModelName, Name, Text, Token
 
 Confidence = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 Score = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
@@ -228,7 +228,7 @@ Choice = Literal["yes", "no", "abstain"]
 
 
 class ModelPriceAction(msgspec.Struct, frozen=True, kw_only=True, tag="model_price"):
-    model: Token
+    model: ModelName
     price: Decimal
 
 

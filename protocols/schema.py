@@ -1,0 +1,134 @@
+"""JSON Schema and AsyncAPI 3 documents generated from the protocol Structs.
+
+``python -m protocols.schema [DIR]`` writes them (default ``schema/``); a test fails when the files
+in the repository differ from what the Structs generate, so the published schema never drifts.
+"""
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Final
+
+import msgspec
+
+from protocols import cooperation as coop
+from protocols import registry
+from protocols import results as r
+from protocols import swarm as s
+
+SCHEMA_DIR: Final = "schema"
+_DECIMAL: Final = {"type": "string", "format": "decimal"}
+_TOKENS: Final = {
+    "description": "tokens: a JSON string or number with at most 6 decimal places",
+    "anyOf": [{"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]{1,6})?$"}, {"type": "number"}],
+}
+
+# Bodies agents publish on swarm subjects, and what the exchange publishes there.
+SWARM_BODIES: Final[dict[str, tuple[str, type[msgspec.Struct]]]] = {
+    "AgentSignal": ("swarm.signal.{sender}.{signal_type}.{asset}", s.AgentSignal),
+    "Bid": ("swarm.task.{task_id}.propose.{sender}", s.Bid),
+    "RefuseTask": ("swarm.task.{task_id}.refuse.{sender}", s.RefuseTask),
+    "TaskReport": ("swarm.task.{task_id}.inform.{sender} | .failure.{sender}", s.TaskReport),
+    "Ballot": ("swarm.vote.{proposal_id}.cast.{sender}", s.Ballot),
+    "PriceUpdate": ("swarm.price.{asset}", s.PriceUpdate),
+    "CallForProposals": ("swarm.task.cfp.{task_type}", s.CallForProposals),
+    "TaskAward": ("swarm.task.{task_id}.award", s.TaskAward),
+    "TaskClosed": ("swarm.task.{task_id}.closed", s.TaskClosed),
+    "VoteOpened": ("swarm.vote.{proposal_id}.open", s.VoteOpened),
+    "VoteTally": ("swarm.vote.{proposal_id}.closed", s.VoteTally),
+}
+# Commands the exchange makes itself from swarm messages: not sent on exchange.cmd by agents.
+_INTERNAL_VERBS: Final = frozenset(
+    {"tick", "signal.observe", "task.propose", "task.refuse", "task.report", "vote.cast"}
+)
+
+
+def _fix_decimals(node: Any) -> Any:
+    if isinstance(node, dict):
+        if {k: v for k, v in node.items() if k != "default"} == _DECIMAL:
+            fixed = dict(_TOKENS)
+            if "default" in node:
+                fixed["default"] = node["default"]
+            return fixed
+        return {k: _fix_decimals(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_fix_decimals(v) for v in node]
+    return node
+
+
+def schema_of(struct_type: Any, title: str, subject: str) -> dict[str, Any]:
+    body = _fix_decimals(msgspec.json.schema(struct_type))
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": title,
+        "x-subject": subject,
+        **body,
+    }
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    """File name (relative to the schema dir) → JSON Schema."""
+    out: dict[str, dict[str, Any]] = {}
+    for verb, struct_type in sorted(registry.COMMANDS.items()):
+        if verb not in _INTERNAL_VERBS:
+            subject = f"exchange.cmd.{{sender}}.{verb}"
+            out[f"commands/{verb}.json"] = schema_of(struct_type, verb, subject)
+    for verb, struct_type in sorted(registry.QUERIES.items()):
+        out[f"queries/{verb}.json"] = schema_of(struct_type, verb, f"exchange.query.{verb}")
+    for name, (subject, struct_type) in sorted(SWARM_BODIES.items()):
+        out[f"swarm/{name}.json"] = schema_of(struct_type, name, subject)
+    out["envelope.json"] = schema_of(r.Envelope, "Envelope", "reply to any request")
+    out["results/ShapleyShares.json"] = schema_of(coop.ShapleyShares, "ShapleyShares", "reply")
+    return out
+
+
+def asyncapi() -> dict[str, Any]:
+    """An AsyncAPI 3.0 document: one channel per subject pattern, messages by JSON Schema."""
+    channels: dict[str, Any] = {}
+    operations: dict[str, Any] = {}
+    for path, schema in json_schemas().items():
+        name = path.removesuffix(".json").replace("/", "_").replace(".", "_")
+        address = schema["x-subject"]
+        if not address.startswith(("exchange.", "swarm.")):
+            continue
+        channels[name] = {
+            "address": address.split(" | ")[0],
+            "messages": {"body": {"payload": {"$ref": f"./{path}"}}},
+        }
+        operations[name] = {
+            "action": "send",
+            "channel": {"$ref": f"#/channels/{name}"},
+            "summary": schema.get("$defs", {}).get(schema["title"], {}).get("description", ""),
+        }
+    return {
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "Agent Exchange",
+            "version": "1",
+            "description": "Coordination and payment for swarms of AI agents, on NATS.",
+        },
+        "defaultContentType": "application/json",
+        "channels": channels,
+        "operations": operations,
+    }
+
+
+def render() -> dict[str, str]:
+    files = {p: json.dumps(v, indent=2, sort_keys=True) + "\n" for p, v in json_schemas().items()}
+    files["asyncapi.json"] = json.dumps(asyncapi(), indent=2, sort_keys=True) + "\n"
+    return files
+
+
+def write(directory: Path) -> list[Path]:
+    written = []
+    for relative, text in render().items():
+        path = directory / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    target = Path(sys.argv[1] if len(sys.argv) > 1 else SCHEMA_DIR)
+    print(f"wrote {len(write(target))} files to {target}/")

@@ -1,0 +1,177 @@
+"""The wire contract: every Struct round-trips, golden bytes stay stable, old and new messages
+decode across versions, and the published JSON Schema matches the Structs."""
+
+from decimal import Decimal
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from protocols import commands as c
+from protocols import registry, routes, schema, subjects
+from protocols import swarm as s
+from protocols.amounts import format_micro, positive_micro, to_micro
+from protocols.errors import ErrorCode
+from protocols.results import Envelope, ErrorBody
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("verb", sorted(registry.COMMANDS))
+def test_every_command_round_trips_through_its_decoder(verb: str) -> None:
+    struct_type = registry.COMMANDS[verb]
+    info = msgspec.inspect.type_info(struct_type)
+    assert isinstance(info, msgspec.inspect.StructType)
+    required = [f.name for f in info.fields if f.required]
+    # The JSON Schema lists the required fields; an example built from it must decode, re-encode
+    # to the same bytes and decode to an equal value.
+    example = _example(struct_type)
+    encoded = msgspec.json.encode(example)
+    decoded = registry.COMMAND_DECODERS[verb].decode(encoded)
+    assert decoded == example
+    assert msgspec.json.encode(decoded) == encoded
+    assert "request_id" in required
+
+
+def _example(struct_type: type[msgspec.Struct]) -> msgspec.Struct:
+    values = {
+        "request_id": "r-1",
+        "to": "zero",
+        "agent": "zero",
+        "amount": Decimal("1.5"),
+        "base_rate": Decimal(90),
+        "primary_llm": "llama3.2",
+        "source": "ci",
+        "author": "zero@x.y",
+        "project": "p",
+        "message": "fix: it",
+        "issue_id": "i-1",
+        "priority": "P2",
+        "issue_type": "bug",
+        "task_type": "analyze",
+        "tokens": 10,
+        "authorization_id": "auth-1",
+        "limits": c.LimitsSpec(),
+        "name": "n",
+        "min_contribution": Decimal(1),
+        "pool_id": "pool-1",
+        "model": "llama3.2",
+        "asset": "BTC",
+        "deadline_ms": 1000,
+        "max_cost": Decimal(100),
+        "task_id": "task-1",
+        "score": 0.9,
+        "payee": "zero",
+        "escrow_id": "escrow-1",
+        "outcome": "release",
+        "title": "t",
+        "bid": s.Bid(cost=Decimal(1), time_ms=1, confidence=0.5),
+        "success": True,
+        "proposal_id": "proposal-1",
+        "ballot": s.Ballot(choice="yes"),
+        "sender": "zero",
+        "signal_type": "opportunity",
+        "confidence": 0.5,
+        "direction": "long",
+        "candidates": ["zero"],
+        "game": {"values": {"zero": 1.0}},
+        "coalition_id": "coalition-1",
+        "intact": True,
+    }
+    info = msgspec.inspect.type_info(struct_type)
+    assert isinstance(info, msgspec.inspect.StructType)
+    kwargs = {f.name: values[f.name] for f in info.fields if f.required}
+    return msgspec.convert(msgspec.to_builtins(kwargs), struct_type)
+
+
+def test_golden_bytes_of_a_transfer_and_a_refusal_are_stable() -> None:
+    transfer = c.Transfer(request_id="r-1", to="zero", amount=Decimal("237.6"), memo="thanks")
+    assert msgspec.json.encode(transfer) == (
+        b'{"request_id":"r-1","to":"zero","amount":"237.6","memo":"thanks"}'
+    )
+    refusal = Envelope(ok=False, error=ErrorBody(code="insufficient_funds", message="m"))
+    assert msgspec.json.encode(refusal) == (
+        b'{"ok":false,"error":{"code":"insufficient_funds","message":"m"}}'
+    )
+
+
+def test_money_commands_refuse_unknown_fields_and_tolerant_ones_skip_them() -> None:
+    with pytest.raises(msgspec.ValidationError, match="amout"):
+        registry.COMMAND_DECODERS["transfer"].decode(
+            b'{"request_id":"r","to":"zero","amout":"5","amount":"5"}'
+        )
+    # A newer client's extra field in a non-money command is skipped (forward compatible).
+    join = registry.COMMAND_DECODERS["pool.join"].decode(
+        b'{"request_id":"r","pool_id":"pool-1","note":"from v2"}'
+    )
+    assert join == c.PoolJoin(request_id="r", pool_id="pool-1")
+
+
+def test_an_old_message_without_new_optional_fields_still_decodes() -> None:
+    # pool.create gained `target` after the seed's CLI: a body without it decodes with None.
+    old = registry.COMMAND_DECODERS["pool.create"].decode(
+        b'{"request_id":"r","name":"opus-team","min_contribution":100}'
+    )
+    assert isinstance(old, c.PoolCreate)
+    assert old.target is None
+
+
+def test_amounts_are_exact_from_json_numbers_and_strings() -> None:
+    decoder = registry.COMMAND_DECODERS["transfer"]
+    as_number = decoder.decode(b'{"request_id":"r","to":"z","amount":0.1}')
+    as_string = decoder.decode(b'{"request_id":"r","to":"z","amount":"0.1"}')
+    assert isinstance(as_number, c.Transfer) and isinstance(as_string, c.Transfer)
+    assert to_micro(as_number.amount) == to_micro(as_string.amount) == 100_000
+    assert positive_micro(Decimal("1.0000001")) is ErrorCode.too_many_decimals
+    assert positive_micro(Decimal("NaN")) is ErrorCode.amount_not_finite
+    assert positive_micro(Decimal("-1")) is ErrorCode.amount_must_be_positive
+    assert format_micro(237_600_000) == "237.6"
+    assert format_micro(150_000) == "0.15"
+
+
+def test_subjects_build_and_parse_back() -> None:
+    assert subjects.parse_command(subjects.command("zero", "pool.join")) == ("zero", "pool.join")
+    assert subjects.parse_query(subjects.query("balance")) == "balance"
+    assert subjects.parse_signal(subjects.signal("a", "opportunity", "BTC")) == (
+        "a",
+        "opportunity",
+        "BTC",
+    )
+    assert subjects.parse_command("exchange.query.balance") is None
+
+
+def test_swarm_routes_take_sender_and_ids_from_the_subject() -> None:
+    routed = routes.route(
+        "swarm.task.task-7.propose.bob", b'{"cost":"3","time_ms":5,"confidence":1}'
+    )
+    assert routed is not None
+    assert routed.apply_as == "bob"
+    assert routed.command == s.SubmitBid(
+        request_id="propose:task-7",
+        task_id="task-7",
+        bid=s.Bid(cost=Decimal(3), time_ms=5, confidence=1.0),
+    )
+    with pytest.raises(msgspec.ValidationError, match="agent_id"):
+        routes.route(
+            "swarm.signal.bob.opportunity.BTC",
+            b'{"agent_id":"alice","confidence":0.5,"direction":"long"}',
+        )
+    assert routes.route("swarm.task.cfp.analyze", b"{}") is None
+
+
+def test_published_schema_matches_the_structs() -> None:
+    rendered = schema.render()
+    on_disk = {
+        str(p.relative_to(ROOT / "schema")): p.read_text(encoding="utf-8")
+        for p in (ROOT / "schema").rglob("*.json")
+    }
+    stale = sorted(set(rendered) ^ set(on_disk)) + sorted(
+        name for name in rendered if name in on_disk and rendered[name] != on_disk[name]
+    )
+    assert not stale, f"schema/ is out of date for {stale}: run `python -m protocols.schema`"
+
+
+def test_error_codes_are_unique_snake_case() -> None:
+    values = [code.value for code in ErrorCode]
+    assert len(values) == len(set(values))
+    assert all(v == v.lower() and " " not in v for v in values)
