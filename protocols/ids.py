@@ -25,4 +25,5 @@ ModelName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^
 
 
 def is_agent_id(value: str) -> bool:
-    return _agent_id_re.match(value) is not None
+    # fullmatch: with match, "$" also matches before a trailing newline ("claude\n").
+    return _agent_id_re.fullmatch(value) is not None

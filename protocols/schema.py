@@ -113,6 +113,102 @@ def asyncapi() -> dict[str, Any]:
     }
 
 
+def _type_text(field_type: Any) -> str:
+    """A short, human name for a msgspec type (``string``, ``tokens``, ``list[string]``...)."""
+    t = field_type
+    names = {
+        msgspec.inspect.StrType: "string",
+        msgspec.inspect.IntType: "integer",
+        msgspec.inspect.FloatType: "number",
+        msgspec.inspect.BoolType: "boolean",
+        msgspec.inspect.DecimalType: "tokens",
+        msgspec.inspect.AnyType: "any",
+        msgspec.inspect.NoneType: "null",
+    }
+    for kind, name in names.items():
+        if isinstance(t, kind):
+            return name
+    if isinstance(t, msgspec.inspect.UnionType):
+        return " or ".join(_type_text(x) for x in t.types)
+    if isinstance(t, msgspec.inspect.ListType):
+        return f"list[{_type_text(t.item_type)}]"
+    if isinstance(t, msgspec.inspect.DictType):
+        return f"object[{_type_text(t.value_type)}]"
+    if isinstance(t, msgspec.inspect.LiteralType):
+        return " or ".join(f"`{v}`" for v in t.values)
+    if isinstance(t, msgspec.inspect.StructType):
+        return t.cls.__name__
+    return type(t).__name__.removesuffix("Type").lower()
+
+
+def _constraints(t: Any) -> str:
+    parts = []
+    for attr, text in (
+        ("min_length", "≥ {} chars"),
+        ("max_length", "≤ {} chars"),
+        ("ge", "≥ {}"),
+        ("gt", "> {}"),
+        ("le", "≤ {}"),
+        ("pattern", "matches `{}`"),
+    ):
+        value = getattr(t, attr, None)
+        if value is not None:
+            parts.append(text.format(value))
+    return ", ".join(parts)
+
+
+def _fields_table(struct_type: Any) -> list[str]:
+    info = msgspec.inspect.type_info(struct_type)
+    assert isinstance(info, msgspec.inspect.StructType)
+    rows = ["| field | type | required | default | constraints |", "|---|---|---|---|---|"]
+    for f in info.fields:
+        default = ""
+        if f.default is not msgspec.NODEFAULT:
+            default = f"`{json.dumps(msgspec.to_builtins(f.default))}`"
+        elif f.default_factory is not msgspec.NODEFAULT:
+            default = f"`{json.dumps(msgspec.to_builtins(f.default_factory()))}`"
+        rows.append(
+            f"| `{f.encode_name}` | {_type_text(f.type)} | {'yes' if f.required else ''} "
+            f"| {default} | {_constraints(f.type)} |"
+        )
+    strict = info.forbid_unknown_fields
+    rows.append("")
+    rows.append(
+        "Unknown fields are **refused**." if strict else "Unknown fields are ignored."
+    )
+    return rows
+
+
+def reference_markdown() -> str:
+    """docs/protocol-reference.md: every verb and body with its fields, and every error code."""
+    from protocols.errors import ErrorCode
+
+    lines = [
+        "# Protocol reference",
+        "",
+        "Generated from `protocols/` by `python -m protocols.schema`; do not edit by hand.",
+        "The guide with examples is `docs/protocol-guide.md`; JSON Schema files are in `schema/`.",
+        "`tokens` is an amount: a JSON string or number with at most 6 decimal places.",
+        "",
+        "## Commands: `exchange.cmd.<sender>.<verb>`",
+    ]
+    for verb, struct_type in sorted(registry.COMMANDS.items()):
+        if verb in _INTERNAL_VERBS:
+            continue
+        doc = (struct_type.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+        lines += ["", f"### `{verb}`", "", doc, "", *_fields_table(struct_type)]
+    lines += ["", "## Queries: `exchange.query.<verb>`"]
+    for verb, struct_type in sorted(registry.QUERIES.items()):
+        lines += ["", f"### `{verb}`", "", *_fields_table(struct_type)]
+    lines += ["", "## Swarm bodies"]
+    for name, (subject, struct_type) in sorted(SWARM_BODIES.items()):
+        lines += ["", f"### {name} on `{subject}`", "", *_fields_table(struct_type)]
+    lines += ["", "## Error codes", "", "Stable names; a shipped code never changes meaning.", ""]
+    lines += [f"- `{code.value}`" for code in ErrorCode]
+
+    return "\n".join(lines) + "\n"
+
+
 def render() -> dict[str, str]:
     files = {p: json.dumps(v, indent=2, sort_keys=True) + "\n" for p, v in json_schemas().items()}
     files["asyncapi.json"] = json.dumps(asyncapi(), indent=2, sort_keys=True) + "\n"
@@ -129,6 +225,10 @@ def write(directory: Path) -> list[Path]:
     return written
 
 
+REFERENCE_PATH: Final = "docs/protocol-reference.md"
+
 if __name__ == "__main__":
     target = Path(sys.argv[1] if len(sys.argv) > 1 else SCHEMA_DIR)
     print(f"wrote {len(write(target))} files to {target}/")
+    Path(REFERENCE_PATH).write_text(reference_markdown(), encoding="utf-8")
+    print(f"wrote {REFERENCE_PATH}")

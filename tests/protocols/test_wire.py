@@ -175,3 +175,10 @@ def test_error_codes_are_unique_snake_case() -> None:
     values = [code.value for code in ErrorCode]
     assert len(values) == len(set(values))
     assert all(v == v.lower() and " " not in v for v in values)
+
+
+def test_protocol_reference_matches_the_structs() -> None:
+    on_disk = (ROOT / schema.REFERENCE_PATH).read_text(encoding="utf-8")
+    assert on_disk == schema.reference_markdown(), (
+        "docs/protocol-reference.md is out of date: run `python -m protocols.schema`"
+    )
