@@ -24,12 +24,22 @@ def to_micro(tokens: Decimal) -> int | ErrorCode:
     """
     if not tokens.is_finite():
         return ErrorCode.amount_not_finite
-    exponent = tokens.as_tuple().exponent
+    # Whole tokens (the common case) need no look at the digits. Nothing here may use the
+    # decimal context's 28-digit precision: a long wire amount must be refused, not raise.
+    if tokens == tokens.to_integral_value():
+        if abs(tokens) > AMOUNT_TOKENS_MAX:
+            return ErrorCode.amount_too_large
+        return int(tokens) * MICRO_PER_TOKEN
+    _, digits, exponent = tokens.as_tuple()
     assert isinstance(exponent, int)
-    if exponent < -DECIMALS_MAX and tokens != tokens.quantize(Decimal(1).scaleb(-DECIMALS_MAX)):
-        return ErrorCode.too_many_decimals
+    if exponent < -DECIMALS_MAX:
+        # Trailing zeros are not decimals: 1.50000000 has one decimal place.
+        zeros = len(digits) - len("".join(map(str, digits)).rstrip("0"))
+        if exponent + zeros < -DECIMALS_MAX:
+            return ErrorCode.too_many_decimals
     if abs(tokens) > AMOUNT_TOKENS_MAX:
         return ErrorCode.amount_too_large
+    # At most 13 integer digits and 6 decimals: scaling and int() are exact.
     return int(tokens.scaleb(DECIMALS_MAX))
 
 

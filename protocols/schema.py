@@ -73,10 +73,10 @@ def json_schemas() -> dict[str, dict[str, Any]]:
         if verb not in _INTERNAL_VERBS:
             subject = f"exchange.cmd.{{sender}}.{verb}"
             out[f"commands/{verb}.json"] = schema_of(struct_type, verb, subject)
-    for verb, struct_type in sorted(registry.QUERIES.items()):
-        out[f"queries/{verb}.json"] = schema_of(struct_type, verb, f"exchange.query.{verb}")
-    for name, (subject, struct_type) in sorted(SWARM_BODIES.items()):
-        out[f"swarm/{name}.json"] = schema_of(struct_type, name, subject)
+    for verb, query_type in sorted(registry.QUERIES.items()):
+        out[f"queries/{verb}.json"] = schema_of(query_type, verb, f"exchange.query.{verb}")
+    for name, (subject, body_type) in sorted(SWARM_BODIES.items()):
+        out[f"swarm/{name}.json"] = schema_of(body_type, name, subject)
     out["envelope.json"] = schema_of(r.Envelope, "Envelope", "reply to any request")
     out["results/ShapleyShares.json"] = schema_of(coop.ShapleyShares, "ShapleyShares", "reply")
     return out
@@ -198,11 +198,11 @@ def reference_markdown() -> str:
         doc = (struct_type.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
         lines += ["", f"### `{verb}`", "", doc, "", *_fields_table(struct_type)]
     lines += ["", "## Queries: `exchange.query.<verb>`"]
-    for verb, struct_type in sorted(registry.QUERIES.items()):
-        lines += ["", f"### `{verb}`", "", *_fields_table(struct_type)]
+    for verb, query_type in sorted(registry.QUERIES.items()):
+        lines += ["", f"### `{verb}`", "", *_fields_table(query_type)]
     lines += ["", "## Swarm bodies"]
-    for name, (subject, struct_type) in sorted(SWARM_BODIES.items()):
-        lines += ["", f"### {name} on `{subject}`", "", *_fields_table(struct_type)]
+    for name, (subject, body_type) in sorted(SWARM_BODIES.items()):
+        lines += ["", f"### {name} on `{subject}`", "", *_fields_table(body_type)]
     lines += ["", "## Error codes", "", "Stable names; a shipped code never changes meaning.", ""]
     lines += [f"- `{code.value}`" for code in ErrorCode]
 

@@ -451,6 +451,13 @@ class Ledger:
                 "in NATS subjects, so no dots, spaces or wildcards)",
                 path="$.agent",
             )
+        if cmd.agent in SYSTEM_SENDERS:
+            # An agent named "admin" could never act (the sender would be the operator).
+            return refuse(
+                ErrorCode.invalid_agent_id,
+                f"agent id {cmd.agent!r} is reserved for the exchange itself; choose another id",
+                path="$.agent",
+            )
         if cmd.agent in self.agents:
             return refuse(ErrorCode.agent_exists, f"agent {cmd.agent!r} is already registered")
         for model in (cmd.primary_llm, *cmd.preferences.values()):
@@ -685,7 +692,12 @@ class Ledger:
         if extra > 0:
             self.book.post(agent.id, sink, extra, "llm", f"{hold.id} above hold")
         assert hold.spend is not None
-        agent.windows.adjust(hold.spend, cost)
+        if extra > 0:
+            # The extra is spent now: it must count in the windows from now on, even when the
+            # hold's own spend (counted at authorization) has already left them.
+            agent.windows.record(self.book.now_ns, extra)
+        else:
+            agent.windows.adjust(hold.spend, cost)
         agent.spent_micro += cost
         return r.SettlementResult(
             authorization_id=hold.id,
