@@ -118,3 +118,12 @@ def parse_vote_cast(subject: str) -> VoteSubject | None:
     if len(parts) != 5 or parts[0] != "swarm" or parts[1] != "vote" or parts[3] != "cast":
         return None
     return VoteSubject(parts[2], parts[4])
+
+
+def inbox_prefix(agent: str) -> str:
+    """The reply-inbox prefix an agent must use in secure mode (nats-py: ``inbox_prefix=``).
+
+    The server lets an agent subscribe only below its own prefix, so a request made with the
+    default ``_INBOX`` prefix is refused and its reply never arrives.
+    """
+    return f"_INBOX_{agent}"

@@ -1,0 +1,1 @@
+"""The daemon shell: NATS, anyio, structlog, clock and config around the pure core."""
