@@ -34,6 +34,7 @@ class ErrorCode(StrEnum):
     insufficient_funds = "insufficient_funds"
     # Rewards.
     contract_budget_exhausted = "contract_budget_exhausted"
+    no_contract = "no_contract"
     already_rewarded = "already_rewarded"
     unknown_priority = "unknown_priority"
     unknown_issue_type = "unknown_issue_type"

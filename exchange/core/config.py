@@ -166,6 +166,9 @@ class EconomyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     stigmergy: StigmergyConfig = msgspec.field(default_factory=StigmergyConfig)
 
 
+_MERGED_TABLES = ("models", "issue_priorities", "issue_types")
+
+
 class ConfigError(ValueError):
     """The TOML text is not a valid economy configuration; the message names the bad field."""
 
@@ -177,6 +180,12 @@ def parse_config(toml_text: str) -> EconomyConfig:
     """
     try:
         raw = tomllib.loads(toml_text, parse_float=Decimal)
+        # Price and reward tables merge key by key over the defaults, so `[models]` with one
+        # entry changes that price and keeps the others.
+        defaults = msgspec.to_builtins(EconomyConfig())
+        for table in _MERGED_TABLES:
+            if isinstance(raw.get(table), dict):
+                raw[table] = {**defaults[table], **raw[table]}
         return msgspec.convert(raw, EconomyConfig)
     except (tomllib.TOMLDecodeError, msgspec.ValidationError) as exc:
         raise ConfigError(str(exc)) from exc

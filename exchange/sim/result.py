@@ -1,0 +1,93 @@
+"""The result of a simulated run: frozen Structs of plain integers (micro-tokens, counts).
+
+Only data here; ``engine`` fills it from the ledger and ``report`` shows it.
+"""
+
+import msgspec
+
+__all__ = [
+    "AgentOutcome",
+    "HourStats",
+    "Metric",
+    "ModelUsage",
+    "RefusalRecord",
+    "SimulationResult",
+]
+
+
+class AgentOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    """One agent's day. ``earned`` is what ``@mint`` paid it (commit and issue rewards), ``spent``
+    what it paid for inference; the opening balance is in ``start``, not in ``earned``."""
+
+    agent: str
+    strategy: str
+    start_micro: int
+    earned_micro: int
+    spent_micro: int
+    final_micro: int
+    commits: int
+    issues: int
+    requests: int
+    refused: int
+
+    @property
+    def net_micro(self) -> int:
+        return self.final_micro - self.start_micro
+
+
+class ModelUsage(msgspec.Struct, frozen=True, kw_only=True):
+    """Paid inference of one agent on one model."""
+
+    agent: str
+    model: str
+    requests: int
+    tokens: int
+    spent_micro: int
+
+
+class HourStats(msgspec.Struct, frozen=True, kw_only=True):
+    """One simulated hour. Commits, issues and requests count what agents submitted; refusals
+    count what the ledger refused of it."""
+
+    hour: int
+    hour_of_day: int
+    commits: int
+    issues: int
+    requests: int
+    refusals: int
+    refusals_by_code: dict[str, int]
+    earned_micro: int
+    spent_micro: int
+
+
+class RefusalRecord(msgspec.Struct, frozen=True, kw_only=True):
+    offset_ms: int
+    agent: str
+    verb: str
+    code: str
+    line: str
+
+
+class Metric(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    name: str
+    value: float | None
+    target: str | None = None
+    warning: str | None = None
+    status: str | None = None
+
+
+class SimulationResult(msgspec.Struct, frozen=True, kw_only=True):
+    scenario: str
+    seed: int
+    hours: int
+    start_unix_s: int
+    report_bands: list[str]
+    commands_applied: int
+    digest: str
+    agents: list[AgentOutcome]
+    models: list[ModelUsage]
+    hourly: list[HourStats]
+    refusals: list[RefusalRecord]
+    # Agent -> (offset_ms, balance_micro) after each change, starting with the opening balance.
+    timeline: dict[str, list[tuple[int, int]]]
+    metrics: list[Metric]

@@ -1,0 +1,345 @@
+"""Scenario files: who the agents are, how they behave hour by hour, and the economy they live in.
+
+This module owns the TOML scenario format (docs/simulation.md) and its validation into frozen
+Structs. Parsing is pure (``parse_scenario``); ``load_scenario`` and ``default_scenario`` read
+files. It holds no economic rule: the ``[economy]`` table is an ``EconomyConfig`` with exactly the
+semantics of ``exchange.core.config.parse_config``, and the ledger applies it.
+
+Behaviour numbers (rates, weights) are floats: they drive a random process, never money. Amounts
+of money (limits) stay ``Decimal`` tokens, as on the wire.
+"""
+
+import tomllib
+from collections.abc import Callable, Mapping
+from decimal import Decimal
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Final
+
+import msgspec
+
+from exchange.core.config import ConfigError, EconomyConfig, parse_config
+from protocols.commands import InferenceTokens, LimitsSpec
+from protocols.ids import Token
+
+__all__ = [
+    "HOURS_PER_DAY",
+    "AgentProfile",
+    "Scenario",
+    "ScenarioError",
+    "SimulationSettings",
+    "Task",
+    "default_scenario",
+    "default_scenario_text",
+    "hour_band",
+    "load_scenario",
+    "parse_scenario",
+    "rates_by_hour",
+]
+
+HOURS_PER_DAY: Final = 24
+# A month of simulated time: far more than any question the simulator answers, and it bounds the
+# event plan (agents × hours × rate) so a typo cannot make it run for hours.
+hours_max: Final = 31 * HOURS_PER_DAY
+# One event a second on average: a rate above this is a typo, not an agent.
+events_per_hour_max: Final = 3600.0
+agents_max: Final = 1000
+tasks_per_agent_max: Final = 100
+messages_per_kind_max: Final = 1000
+DEFAULT_SCENARIO_RESOURCE: Final = "default_scenario.toml"
+# 2025-01-01T00:00:00Z: midnight, so the hour index of the day is the hour of the clock.
+DEFAULT_START_UNIX_S: Final = 1_735_689_600
+
+Rate = Annotated[float, msgspec.Meta(ge=0, le=events_per_hour_max)]
+Weight = Annotated[float, msgspec.Meta(ge=0)]
+Regularity = Annotated[float, msgspec.Meta(ge=0.1, le=100)]
+HourBands = dict[str, Rate]
+
+
+class ScenarioError(ValueError):
+    """The scenario is not valid; the message names the bad field (``$.agents[0].tasks``...)."""
+
+
+def hour_band(key: str) -> range:
+    """``"0-4"`` -> hours 0..4 inclusive; ``"7"`` -> hour 7. Raises ``ValueError`` if malformed."""
+    first, sep, last = key.partition("-")
+    try:
+        start = int(first)
+        end = int(last) if sep else start
+    except ValueError:
+        raise ValueError(
+            f"hour band {key!r}: expected 'H' or 'H-H' with hours 0-23, e.g. '0-4'"
+        ) from None
+    if not 0 <= start <= end < HOURS_PER_DAY:
+        raise ValueError(f"hour band {key!r}: expected 0 <= first <= last <= 23")
+    return range(start, end + 1)
+
+
+def rates_by_hour(bands: Mapping[str, float]) -> tuple[float, ...]:
+    """The 24 hourly rates of a band table; hours no band names get 0.
+
+    Raises ``ValueError`` when a band is malformed or two bands share an hour.
+    """
+    rates = [0.0] * HOURS_PER_DAY
+    owner: dict[int, str] = {}
+    for key, rate in bands.items():
+        for hour in hour_band(key):
+            if hour in owner:
+                raise ValueError(f"hour {hour} is in both bands {owner[hour]!r} and {key!r}")
+            owner[hour] = key
+            rates[hour] = rate
+    return tuple(rates)
+
+
+def _check_bands(name: str, bands: Mapping[str, float]) -> None:
+    try:
+        rates_by_hour(bands)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
+
+
+def _check_weights(name: str, weights: Mapping[str, float]) -> None:
+    if not weights or sum(weights.values()) <= 0:
+        raise ValueError(f"{name}: expected at least one positive weight")
+
+
+class Task(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One kind of LLM request: its task type, how often (weight), its size, and optionally a
+    model (which overrides the agent's preference, as ``LlmRequest.model`` does)."""
+
+    task_type: Token
+    weight: Weight = 1.0
+    tokens_min: InferenceTokens
+    tokens_max: InferenceTokens
+    model: Token | None = None
+
+    def __post_init__(self) -> None:
+        if self.tokens_min > self.tokens_max:
+            raise ValueError(
+                f"expected tokens_min <= tokens_max, got {self.tokens_min} > {self.tokens_max}"
+            )
+
+
+class AgentProfile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How one agent of the economy's roster behaves. Rates are expected events per hour, by
+    hour-of-day band; each event's attributes are drawn from the weighted tables."""
+
+    id: str
+    strategy: str = ""
+    commits_per_hour: HourBands = {}
+    projects: dict[str, Weight] = {}
+    commit_mix: dict[str, Weight] = {}
+    requests_per_hour: HourBands = {}
+    tasks: list[Task] = []
+    # How steady the agent's cadence is: 1 is a Poisson process (as bursty as chance makes
+    # it), larger is steadier (gaps vary less), smaller is burstier. See docs/simulation.md.
+    commit_regularity: Regularity = 1.0
+    request_regularity: Regularity = 1.0
+    issues_per_day: Rate = 0.0
+    issue_priorities: dict[str, Weight] = {}
+    issue_types: dict[str, Weight] = {}
+    limits: LimitsSpec | None = None
+    # After a burst refusal, ask again a second later for what fits under the burst limit
+    # (the seed's log shows exactly this pair: a burst refusal, then a smaller request).
+    retry_on_burst: bool = True
+    # After an hourly or daily refusal, wait the ``retry_after_s`` the refusal gives and retry;
+    # false drops the request, as seed 1's agents do.
+    wait_on_window_limit: bool = False
+
+    def __post_init__(self) -> None:
+        _check_bands("commits_per_hour", self.commits_per_hour)
+        _check_bands("requests_per_hour", self.requests_per_hour)
+        if any(self.commits_per_hour.values()):
+            _check_weights("projects", self.projects)
+            _check_weights("commit_mix", self.commit_mix)
+        if any(self.requests_per_hour.values()):
+            if not self.tasks:
+                raise ValueError("requests_per_hour: the agent makes requests but has no tasks")
+            _check_weights("tasks", {t.task_type: t.weight for t in self.tasks})
+        if len(self.tasks) > tasks_per_agent_max:
+            raise ValueError(f"tasks: expected at most {tasks_per_agent_max}")
+        if self.issues_per_day > 0:
+            _check_weights("issue_priorities", self.issue_priorities)
+            _check_weights("issue_types", self.issue_types)
+
+    @property
+    def commit_rates(self) -> tuple[float, ...]:
+        return rates_by_hour(self.commits_per_hour)
+
+    @property
+    def request_rates(self) -> tuple[float, ...]:
+        return rates_by_hour(self.requests_per_hour)
+
+
+class SimulationSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    hours: Annotated[int, msgspec.Meta(ge=1, le=hours_max)] = HOURS_PER_DAY
+    seed: int = 1
+    start_unix_s: Annotated[int, msgspec.Meta(ge=0)] = DEFAULT_START_UNIX_S
+    # Bands of the hour-of-day table in reports.
+    report_bands: list[str] = msgspec.field(
+        default_factory=lambda: ["0-4", "5-12", "13-18", "19-23"]
+    )
+    # Commit authors are ``<agent>@<author_domain>``; the ledger takes the local part.
+    author_domain: str = "aygp-dr.ai"
+
+    def __post_init__(self) -> None:
+        for band in self.report_bands:
+            hour_band(band)
+
+
+class _ScenarioFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The file as written: the economy is still raw TOML data, to be merged and converted."""
+
+    name: str = "custom"
+    description: str = ""
+    simulation: SimulationSettings = msgspec.field(default_factory=SimulationSettings)
+    economy_file: str | None = None
+    economy: dict[str, Any] = {}
+    commit_messages: dict[str, list[str]] = {}
+    agents: list[AgentProfile] = []
+
+
+class Scenario(msgspec.Struct, frozen=True, kw_only=True):
+    """A validated scenario: every agent is in the economy's roster, every commit kind has
+    messages, every named model, priority and issue type is priced by the economy."""
+
+    name: str
+    description: str
+    simulation: SimulationSettings
+    economy: EconomyConfig
+    commit_messages: dict[str, list[str]]
+    agents: list[AgentProfile]
+
+
+def parse_scenario(text: str, *, read_economy_file: Callable[[str], str] | None = None) -> Scenario:
+    """Parses scenario TOML. ``read_economy_file`` returns the text of ``economy_file`` (the
+    caller decides where relative paths point); without it, ``economy_file`` is an error.
+
+    Raises ``ScenarioError`` naming the bad field.
+    """
+    try:
+        # Decimal, as parse_config does, so prices and limits in [economy] stay exact.
+        raw = tomllib.loads(text, parse_float=Decimal)
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(f"scenario is not valid TOML: {exc}") from exc
+    try:
+        file = msgspec.convert(raw, _ScenarioFile)
+    except msgspec.ValidationError as exc:
+        raise ScenarioError(str(exc)) from exc
+    economy = _economy(file, read_economy_file)
+    scenario = Scenario(
+        name=file.name,
+        description=file.description,
+        simulation=file.simulation,
+        economy=economy,
+        commit_messages=file.commit_messages,
+        agents=file.agents,
+    )
+    _cross_check(scenario)
+    return scenario
+
+
+def _economy(file: _ScenarioFile, read: Callable[[str], str] | None) -> EconomyConfig:
+    """The economy: ``economy_file`` read exactly as the daemon reads its configuration
+    (``parse_config``), or the defaults; then the inline ``[economy]`` table merged over it."""
+    base = EconomyConfig()
+    if file.economy_file is not None:
+        if read is None:
+            raise ScenarioError(
+                f"economy_file {file.economy_file!r}: this scenario was not loaded from a file, "
+                "so a relative path has nothing to be relative to; inline an [economy] table"
+            )
+        try:
+            base = parse_config(read(file.economy_file))
+        except OSError as exc:
+            raise ScenarioError(f"economy_file {file.economy_file!r}: {exc}") from exc
+        except ConfigError as exc:
+            raise ScenarioError(f"economy_file {file.economy_file!r}: {exc}") from exc
+    if not file.economy:
+        return base
+    # Merging over the base's plain data lets a scenario change one price or one limit
+    # (``[economy.models] claude-opus = 5``) and keep the rest.
+    merged = _merge(msgspec.to_builtins(base), file.economy)
+    try:
+        return msgspec.convert(merged, EconomyConfig)
+    except msgspec.ValidationError as exc:
+        # msgspec's path starts at the economy table: "$.limits.burst" -> "$.economy.limits...".
+        raise ScenarioError(str(exc).replace("`$", "`$.economy", 1)) from exc
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Tables merge key by key, maps such as ``models`` included; any other value replaces
+    (arrays of tables too: ``[[economy.agents]]`` gives the whole roster)."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _cross_check(scenario: Scenario) -> None:
+    """What one Struct cannot see alone: references between the behaviour and the economy."""
+    economy = scenario.economy
+    roster = {spec.id for spec in economy.agents}
+    if len(scenario.agents) > agents_max:
+        raise ScenarioError(f"agents: expected at most {agents_max}")
+    seen: set[str] = set()
+    for index, agent in enumerate(scenario.agents):
+        where = f"at `$.agents[{index}]`"
+        if agent.id not in roster:
+            raise ScenarioError(
+                f"agent {agent.id!r} is not in the economy's roster ({', '.join(sorted(roster))})"
+                f" {where}; add it to [[economy.agents]]"
+            )
+        if agent.id in seen:
+            raise ScenarioError(f"agent {agent.id!r} has two profiles {where}")
+        seen.add(agent.id)
+        for kind in agent.commit_mix:
+            if not scenario.commit_messages.get(kind):
+                raise ScenarioError(
+                    f"commit_mix kind {kind!r} has no messages in [commit_messages] {where}"
+                )
+        for task in agent.tasks:
+            if task.model is not None and task.model not in economy.models:
+                raise ScenarioError(
+                    f"task {task.task_type!r} names model {task.model!r}, which the economy does "
+                    f"not price ({', '.join(sorted(economy.models))}) {where}"
+                )
+        for priority in agent.issue_priorities:
+            if priority.upper() not in {p.upper() for p in economy.issue_priorities}:
+                raise ScenarioError(f"issue priority {priority!r} is not priced {where}")
+        for issue_type in agent.issue_types:
+            if issue_type.lower() not in economy.issue_types:
+                raise ScenarioError(f"issue type {issue_type!r} is not priced {where}")
+    for kind, messages in scenario.commit_messages.items():
+        if len(messages) > messages_per_kind_max:
+            raise ScenarioError(f"commit_messages.{kind}: expected at most {messages_per_kind_max}")
+
+
+def load_scenario(path: Path) -> Scenario:
+    """Reads and parses a scenario file; ``economy_file`` is relative to the scenario's folder.
+
+    Raises ``ScenarioError`` (bad content) or ``OSError`` (unreadable file).
+    """
+    text = path.read_text(encoding="utf-8")
+    folder = path.parent
+
+    def read_economy_file(name: str) -> str:
+        return (folder / name).read_text(encoding="utf-8")
+
+    return parse_scenario(text, read_economy_file=read_economy_file)
+
+
+def default_scenario_text() -> str:
+    """The shipped scenario (seed 1's day), for users to copy and change."""
+    return (
+        resources.files("exchange.sim")
+        .joinpath(DEFAULT_SCENARIO_RESOURCE)
+        .read_text(encoding="utf-8")
+    )
+
+
+def default_scenario() -> Scenario:
+    return parse_scenario(default_scenario_text())
