@@ -14,6 +14,10 @@ MICRO_PER_TOKEN: Final = 1_000_000
 DECIMALS_MAX: Final = 6
 # One trillion tokens: far above any real balance, and small enough that sums stay cheap ints.
 AMOUNT_TOKENS_MAX: Final = 10**12
+_MICRO_MAX: Final = AMOUNT_TOKENS_MAX * MICRO_PER_TOKEN
+# Decimal.adjusted() (the exponent of the leading digit) of the amounts to_micro converts fast.
+_ADJUSTED_MIN: Final = -DECIMALS_MAX
+_ADJUSTED_MAX: Final = len(str(AMOUNT_TOKENS_MAX)) - 1
 
 
 def to_micro(tokens: Decimal) -> int | ErrorCode:
@@ -24,8 +28,21 @@ def to_micro(tokens: Decimal) -> int | ErrorCode:
     """
     if not tokens.is_finite():
         return ErrorCode.amount_not_finite
-    # Whole tokens (the common case) need no look at the digits. Nothing here may use the
-    # decimal context's 28-digit precision: a long wire amount must be refused, not raise.
+    # Nothing here may use the decimal context's 28-digit precision: a long wire amount must be
+    # refused, not raise. The common case first: a leading digit between 10^-6 and 10^12 keeps
+    # the exact fraction small (as_integer_ratio is exact and needs no context).
+    if _ADJUSTED_MIN <= tokens.adjusted() <= _ADJUSTED_MAX:
+        numerator, denominator = tokens.as_integer_ratio()
+        if denominator == 1:
+            micro = numerator * MICRO_PER_TOKEN
+        else:
+            micro, rest = divmod(numerator * MICRO_PER_TOKEN, denominator)
+            if rest:
+                return ErrorCode.too_many_decimals
+        if -_MICRO_MAX <= micro <= _MICRO_MAX:
+            return micro
+        return ErrorCode.amount_too_large
+    # Whole tokens need no look at the digits.
     if tokens == tokens.to_integral_value():
         if abs(tokens) > AMOUNT_TOKENS_MAX:
             return ErrorCode.amount_too_large
@@ -55,11 +72,12 @@ def positive_micro(tokens: Decimal) -> int | ErrorCode:
 
 def format_micro(micro: int) -> str:
     """Formats micro-tokens as the shortest exact decimal string: 237600000 -> "237.6"."""
-    sign = "-" if micro < 0 else ""
-    whole, frac = divmod(abs(micro), MICRO_PER_TOKEN)
-    if frac == 0:
-        return f"{sign}{whole}"
-    return f"{sign}{whole}.{frac:06d}".rstrip("0")
+    if micro < 0:
+        return "-" + format_micro(-micro)
+    whole, frac = divmod(micro, MICRO_PER_TOKEN)
+    if frac:
+        return f"{whole}.{frac:06d}".rstrip("0")
+    return str(whole)
 
 
 def tokens_of(micro: int) -> Decimal:

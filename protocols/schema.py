@@ -34,6 +34,7 @@ SWARM_BODIES: Final[dict[str, tuple[str, type[msgspec.Struct]]]] = {
     "CallForProposals": ("swarm.task.cfp.{task_type}", s.CallForProposals),
     "TaskAward": ("swarm.task.{task_id}.award", s.TaskAward),
     "TaskClosed": ("swarm.task.{task_id}.closed", s.TaskClosed),
+    "TaskDisputed": ("swarm.task.{task_id}.disputed", s.TaskDisputed),
     "VoteOpened": ("swarm.vote.{proposal_id}.open", s.VoteOpened),
     "VoteTally": ("swarm.vote.{proposal_id}.closed", s.VoteTally),
 }
@@ -173,9 +174,7 @@ def _fields_table(struct_type: Any) -> list[str]:
         )
     strict = info.forbid_unknown_fields
     rows.append("")
-    rows.append(
-        "Unknown fields are **refused**." if strict else "Unknown fields are ignored."
-    )
+    rows.append("Unknown fields are **refused**." if strict else "Unknown fields are ignored.")
     return rows
 
 

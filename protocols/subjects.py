@@ -46,6 +46,10 @@ def task_closed(task_id: str) -> str:
     return f"swarm.task.{task_id}.closed"
 
 
+def task_disputed(task_id: str) -> str:
+    return f"swarm.task.{task_id}.disputed"
+
+
 def vote_open(proposal_id: str) -> str:
     return f"swarm.vote.{proposal_id}.open"
 

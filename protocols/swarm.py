@@ -16,6 +16,7 @@ import msgspec
 
 from protocols.commands import Command, StrictCommand
 from protocols.ids import AgentRef, ModelName, Name, Text, Token
+from protocols.results import Result
 
 Confidence = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 Score = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
@@ -175,6 +176,17 @@ class TaskAward(msgspec.Struct, frozen=True, kw_only=True):
     bids: list[BidScore]
 
 
+class TaskDisputed(msgspec.Struct, frozen=True, kw_only=True):
+    """Published on ``swarm.task.<task_id>.disputed`` so arbiters can act at once."""
+
+    task_id: str
+    escrow_id: str
+    manager: str
+    winner: str | None
+    amount: str
+    resolve_by_ns: int
+
+
 class TaskClosed(msgspec.Struct, frozen=True, kw_only=True):
     """Published on ``swarm.task.<task_id>.closed`` when a task reaches its final state."""
 
@@ -298,3 +310,88 @@ class VoteTally(msgspec.Struct, frozen=True, kw_only=True):
     winner: str | None
     approvals: dict[str, str]
     action_applied: bool
+
+
+# ----------------------------------------------------------------------------- views (replies)
+
+
+class TaskView(Result, frozen=True, kw_only=True):
+    task_id: str
+    manager: str
+    task_type: str
+    asset: str
+    state: str
+    max_cost: str
+    deadline_ms: int
+    closes_at_ns: int
+    eligible: list[str]
+    bids: list[BidScore]
+    refused: list[str]
+    winner: str | None
+    escrow_id: str | None
+    escrow_state: str | None
+    output: dict[str, Any]
+    reason: str
+    payload: Metadata = {}
+
+
+class EscrowView(Result, frozen=True, kw_only=True):
+    escrow_id: str
+    payer: str
+    payee: str
+    amount: str
+    referrer: str | None
+    state: str
+    task_id: str | None
+    fee: str
+
+
+class TasksResult(Result, frozen=True, kw_only=True):
+    tasks: list[TaskView]
+
+
+class AnnounceResult(Result, frozen=True, kw_only=True):
+    task_id: str
+    held: str
+    closes_at_ns: int
+    eligible: list[str]
+
+
+class SignalRecordOut(Result, frozen=True, kw_only=True):
+    seq: int
+    at_ns: int
+    sender: str
+    signal_type: str
+    asset: str
+    confidence: float
+    direction: str
+    scanner: str
+
+
+class SignalsResult(Result, frozen=True, kw_only=True):
+    signals: list[SignalRecordOut]
+    signals_seen: int
+
+
+class PheromoneOut(Result, frozen=True, kw_only=True):
+    key: str
+    strength: float
+
+
+class PheromonesResult(Result, frozen=True, kw_only=True):
+    pheromones: list[PheromoneOut]
+
+
+class ProposalView(Result, frozen=True, kw_only=True):
+    proposal_id: str
+    proposer: str
+    title: str
+    kind: str
+    options: list[str]
+    quorum: int
+    closes_at_ns: int
+    eligible: list[str]
+    state: str
+    outcome: str
+    votes_cast: int
+    tally: VoteTally | None

@@ -26,7 +26,7 @@ from exchange.core.ledger import (
     result_reply,
 )
 from exchange.core.limits import Limits, SpendEntry, SpendWindows, Window
-from exchange.core.market import Escrow, Market, Task, TasksResult
+from exchange.core.market import Escrow, Market, Task
 from exchange.core.pools import Pool, Pools
 from exchange.core.shapley import GameError, shapley
 from exchange.core.stigmergy import SignalsRules, Stigmergy
@@ -36,6 +36,7 @@ from protocols import commands as c
 from protocols import cooperation as coop
 from protocols import queries as q
 from protocols import results as r
+from protocols import swarm as s
 from protocols.amounts import format_micro
 from protocols.errors import ErrorCode
 from protocols.ids import ADMIN
@@ -107,11 +108,7 @@ class Exchange:
 
     def balance_result(self, agent: Agent) -> r.BalanceResult:
         book = self.ledger.book
-        held = sum(
-            h.amount_micro
-            for h in self.ledger.holds.values()
-            if h.state == "open" and h.account == agent.id
-        )
+        held = sum(h.amount_micro for h in self.ledger.open_holds.values() if h.account == agent.id)
         return r.BalanceResult(
             agent=agent.id,
             balance=format_micro(book.balance(agent.id)),
@@ -185,7 +182,7 @@ class Exchange:
         tasks = [
             t for t in self.market.tasks.values() if query.state is None or t.state == query.state
         ]
-        return TasksResult(tasks=[self.market.task_view(t) for t in tasks[-query.limit :]])
+        return s.TasksResult(tasks=[self.market.task_view(t) for t in tasks[-query.limit :]])
 
     def _escrow(self, query: q.EscrowQuery) -> msgspec.Struct | Refusal:
         escrow = self.market.find_escrow(query.escrow_id)
@@ -260,7 +257,7 @@ class Exchange:
             agents=len(ledger.agents),
             accounts=len(ledger.book.balances),
             supply=format_micro(ledger.book.supply_micro()),
-            open_holds=sum(1 for h in ledger.holds.values() if h.state == "open"),
+            open_holds=len(ledger.open_holds),
         )
 
     # ---------------------------------------------------------------------------- invariants
@@ -269,7 +266,9 @@ class Exchange:
         """Every invariant, in full (O(state)): conservation, no negative balances, holds."""
         ledger = self.ledger
         ledger.book.assert_conserved()
-        open_held = sum(h.amount_micro for h in ledger.holds.values() if h.state == "open")
+        open_ids = [h.id for h in ledger.holds.values() if h.state == "open"]
+        assert open_ids == list(ledger.open_holds), "open_holds is not the open holds"
+        open_held = sum(h.amount_micro for h in ledger.open_holds.values())
         escrow = ledger.book.balance("@escrow")
         assert escrow == open_held, f"@escrow holds {escrow} but open holds sum to {open_held}"
         for pool in self.pools.pools.values():
@@ -404,7 +403,7 @@ class Exchange:
             elif h["kind"] == "llm":
                 # Its spend left both windows before the snapshot: adjusting it changes no sum.
                 spend = SpendEntry(0, h["amount"], in_hour=False, in_day=False)
-            ledger.holds[h["id"]] = Hold(
+            hold = Hold(
                 h["id"],
                 h["account"],
                 h["amount"],
@@ -415,6 +414,9 @@ class Exchange:
                 h["tokens"],
                 spend,
             )
+            ledger.holds[hold.id] = hold
+            if hold.state == "open":
+                ledger.open_holds[hold.id] = hold
         ledger.rewarded_shas.update(data["rewarded_shas"])
         ledger.rewarded_issues.update(data["rewarded_issues"])
         ledger.contract_minted_micro.update(data["contract_minted"])

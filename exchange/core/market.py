@@ -88,47 +88,6 @@ class Task:
     reason: str = ""
 
 
-class TaskView(r.Result, frozen=True, kw_only=True):
-    task_id: str
-    manager: str
-    task_type: str
-    asset: str
-    state: str
-    max_cost: str
-    deadline_ms: int
-    closes_at_ns: int
-    eligible: list[str]
-    bids: list[s.BidScore]
-    refused: list[str]
-    winner: str | None
-    escrow_id: str | None
-    escrow_state: str | None
-    output: dict[str, Any]
-    reason: str
-
-
-class EscrowView(r.Result, frozen=True, kw_only=True):
-    escrow_id: str
-    payer: str
-    payee: str
-    amount: str
-    referrer: str | None
-    state: str
-    task_id: str | None
-    fee: str
-
-
-class TasksResult(r.Result, frozen=True, kw_only=True):
-    tasks: list[TaskView]
-
-
-class AnnounceResult(r.Result, frozen=True, kw_only=True):
-    task_id: str
-    held: str
-    closes_at_ns: int
-    eligible: list[str]
-
-
 class Market:
     """Contract Net and escrow rules, installed into a ledger."""
 
@@ -205,9 +164,21 @@ class Market:
 
     def dispute(self, escrow: Escrow) -> None:
         escrow.state, escrow.disputed = "disputed", True
-        self.set_deadline(
-            escrow, self.ledger.book.now_ns + self.escrow_config.dispute_timeout_s * NS_PER_S
-        )
+        resolve_by_ns = self.ledger.book.now_ns + self.escrow_config.dispute_timeout_s * NS_PER_S
+        self.set_deadline(escrow, resolve_by_ns)
+        task = self.tasks.get(escrow.task_id or "")
+        if task is not None:
+            self.ledger.publish(
+                subjects.task_disputed(task.id),
+                s.TaskDisputed(
+                    task_id=task.id,
+                    escrow_id=escrow.id,
+                    manager=task.manager,
+                    winner=task.winner,
+                    amount=format_micro(escrow.amount_micro),
+                    resolve_by_ns=resolve_by_ns,
+                ),
+            )
 
     def find_escrow(self, escrow_id: str) -> Escrow | Refusal:
         escrow = self.escrows.get(escrow_id)
@@ -387,7 +358,7 @@ class Market:
                 eligible=eligible,
             ),
         )
-        return AnnounceResult(
+        return s.AnnounceResult(
             task_id=task.id,
             held=format_micro(max_cost),
             closes_at_ns=task.closes_at_ns,
@@ -633,9 +604,9 @@ class Market:
 
     # ------------------------------------------------------------------------ views
 
-    def task_view(self, task: Task) -> TaskView:
+    def task_view(self, task: Task) -> s.TaskView:
         escrow = self.escrows.get(task.escrow_id or "")
-        return TaskView(
+        return s.TaskView(
             task_id=task.id,
             manager=task.manager,
             task_type=task.task_type,
@@ -652,10 +623,11 @@ class Market:
             escrow_state=None if escrow is None else escrow.state,
             output=task.output,
             reason=task.reason,
+            payload=task.payload,
         )
 
-    def escrow_view(self, escrow: Escrow) -> EscrowView:
-        return EscrowView(
+    def escrow_view(self, escrow: Escrow) -> s.EscrowView:
+        return s.EscrowView(
             escrow_id=escrow.id,
             payer=escrow.payer,
             payee=escrow.payee,

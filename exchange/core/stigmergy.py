@@ -18,6 +18,7 @@ from exchange.core.config import StigmergyConfig
 from exchange.core.ledger import Ledger, Refusal, refuse
 from exchange.core.limits import NS_PER_S
 from protocols import results as r
+from protocols import swarm as s
 from protocols.errors import ErrorCode
 from protocols.swarm import ObserveSignal
 
@@ -48,31 +49,6 @@ class Stigmergy:
     signals: dict[str, list[SignalRecord]] = field(default_factory=dict)
     pheromones: dict[str, Pheromone] = field(default_factory=dict)
     signals_seen: int = 0
-
-
-class SignalRecordOut(r.Result, frozen=True, kw_only=True):
-    seq: int
-    at_ns: int
-    sender: str
-    signal_type: str
-    asset: str
-    confidence: float
-    direction: str
-    scanner: str
-
-
-class SignalsResult(r.Result, frozen=True, kw_only=True):
-    signals: list[SignalRecordOut]
-    signals_seen: int
-
-
-class PheromoneOut(r.Result, frozen=True, kw_only=True):
-    key: str
-    strength: float
-
-
-class PheromonesResult(r.Result, frozen=True, kw_only=True):
-    pheromones: list[PheromoneOut]
 
 
 class SignalsRules:
@@ -156,26 +132,26 @@ class SignalsRules:
         live.sort(key=lambda kv: (-kv[1], kv[0]))
         return live[:n]
 
-    def pheromones_result(self, limit: int) -> PheromonesResult:
-        return PheromonesResult(
-            pheromones=[PheromoneOut(key=k, strength=round(v, 6)) for k, v in self.top(limit)]
+    def pheromones_result(self, limit: int) -> s.PheromonesResult:
+        return s.PheromonesResult(
+            pheromones=[s.PheromoneOut(key=k, strength=round(v, 6)) for k, v in self.top(limit)]
         )
 
-    def signals_result(self, signal_type: str | None, limit: int) -> SignalsResult:
+    def signals_result(self, signal_type: str | None, limit: int) -> s.SignalsResult:
         if signal_type is None:
             merged = [s for channel in self.state.signals.values() for s in channel]
             merged.sort(key=lambda s: s.seq)
         else:
             merged = list(self.state.signals.get(signal_type, ()))
         recent = merged[-limit:][::-1]
-        return SignalsResult(
+        return s.SignalsResult(
             signals=[_out(s) for s in recent],
             signals_seen=self.state.signals_seen,
         )
 
 
-def _out(record: SignalRecord) -> SignalRecordOut:
-    return SignalRecordOut(
+def _out(record: SignalRecord) -> s.SignalRecordOut:
+    return s.SignalRecordOut(
         seq=record.seq,
         at_ns=record.at_ns,
         sender=record.sender,

@@ -19,7 +19,6 @@ from exchange.core import accounts as acc
 from exchange.core.ledger import Ledger, Refusal, refuse
 from exchange.core.limits import NS_PER_S
 from exchange.core.money import micro_of
-from protocols import results as r
 from protocols import subjects
 from protocols import swarm as s
 from protocols.amounts import MICRO_PER_TOKEN, format_micro
@@ -58,21 +57,6 @@ class Proposal:
     state: str = "open"
     outcome: str = ""
     tally: dict[str, Any] = field(default_factory=dict)
-
-
-class ProposalView(r.Result, frozen=True, kw_only=True):
-    proposal_id: str
-    proposer: str
-    title: str
-    kind: str
-    options: list[str]
-    quorum: int
-    closes_at_ns: int
-    eligible: list[str]
-    state: str
-    outcome: str
-    votes_cast: int
-    tally: s.VoteTally | None
 
 
 class Votes:
@@ -280,8 +264,8 @@ class Votes:
             )
         return False
 
-    def view(self, proposal: Proposal) -> ProposalView:
-        return ProposalView(
+    def view(self, proposal: Proposal) -> s.ProposalView:
+        return s.ProposalView(
             proposal_id=proposal.id,
             proposer=proposal.proposer,
             title=proposal.title,
