@@ -41,7 +41,7 @@ from protocols.amounts import format_micro
 from protocols.errors import ErrorCode
 from protocols.ids import ADMIN
 
-SNAPSHOT_VERSION: Final = 1
+SNAPSHOT_VERSION: Final = 2
 _snapshot_encoder: Final = msgspec.msgpack.Encoder()
 _snapshot_decoder: Final = msgspec.msgpack.Decoder()
 
