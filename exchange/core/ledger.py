@@ -20,21 +20,19 @@ from exchange.core import accounts as acc
 from exchange.core.accounts import Book, Posting
 from exchange.core.config import EconomyConfig, LimitsConfig
 from exchange.core.limits import (
-    NS_PER_S,
     LimitBreach,
     Limits,
     SpendEntry,
     SpendWindows,
     check_reserve,
-    check_spend,
 )
 from exchange.core.money import micro_of, round_half_even
-from exchange.core.rewards import RewardRules, agent_of_author, normalise_priority
+from exchange.core.rewards import RewardRules
 from protocols import commands as c
 from protocols import results as r
 from protocols.amounts import format_micro, to_micro
 from protocols.errors import ErrorCode
-from protocols.ids import ADMIN, EXCHANGE, SYSTEM_SENDERS, is_agent_id
+from protocols.ids import EXCHANGE, SYSTEM_SENDERS, is_agent_id
 from protocols.registry import VERB_OF
 
 # Successful (sender, request_id) records kept for idempotent replies; the oldest is forgotten
@@ -144,15 +142,6 @@ class Ledger:
         self._publications: list[Publication] = []
         self._timer_kinds: dict[str, Callable[[str], None]] = {"hold_expiry": self._expire_hold}
         self._handlers: dict[type, Handler] = {
-            c.RegisterAgent: self._register,
-            c.Transfer: self._transfer,
-            c.Award: self._award,
-            c.Commit: self._commit,
-            c.IssueClose: self._issue_close,
-            c.LlmRequest: self._llm,
-            c.LlmAuthorize: self._llm_authorize,
-            c.LlmSettle: self._llm_settle,
-            c.SetLimits: self._set_limits,
             c.Tick: self._tick,
         }
 
@@ -469,299 +458,7 @@ class Ledger:
             micro_of(lc.burst), micro_of(lc.reserve), micro_of(lc.hourly), micro_of(lc.daily)
         )
 
-    # ----------------------------------------------------------------------------- seed 1 handlers
-
-    def _register(self, sender: str, cmd: c.RegisterAgent) -> msgspec.Struct | Refusal:
-        if (denied := self.require_admin(sender, "agent.register")) is not None:
-            return denied
-        if not is_agent_id(cmd.agent):
-            return refuse(
-                ErrorCode.invalid_agent_id,
-                f"agent id {cmd.agent!r} is not 1-64 characters of a-z, 0-9, - and _ (it appears "
-                "in NATS subjects, so no dots, spaces or wildcards)",
-                path="$.agent",
-            )
-        if cmd.agent in SYSTEM_SENDERS:
-            # An agent named "admin" could never act (the sender would be the operator).
-            return refuse(
-                ErrorCode.invalid_agent_id,
-                f"agent id {cmd.agent!r} is reserved for the exchange itself; choose another id",
-                path="$.agent",
-            )
-        if cmd.agent in self.agents:
-            return refuse(ErrorCode.agent_exists, f"agent {cmd.agent!r} is already registered")
-        for model in (cmd.primary_llm, *cmd.preferences.values()):
-            if isinstance(unknown := self.known_model(model), Refusal):
-                return unknown
-        base_rate = self.amount(cmd.base_rate, "base_rate")
-        if isinstance(base_rate, Refusal):
-            return base_rate
-        limits = self.limits_of(cmd.limits, self.default_limits())
-        if isinstance(limits, Refusal):
-            return limits
-        lc = self.config.limits
-        agent = Agent(
-            id=cmd.agent,
-            level=cmd.level,
-            base_rate_micro=base_rate,
-            primary_llm=cmd.primary_llm,
-            preferences=dict(cmd.preferences),
-            role=cmd.role,
-            capabilities=tuple(cmd.capabilities),
-            limits=limits,
-            windows=SpendWindows.new(lc.hourly_window_s, lc.daily_window_s),
-        )
-        self.agents[agent.id] = agent
-        self.book.open(agent.id)
-        opening = micro_of(self.config.opening_balance)
-        if opening:
-            self.book.post(acc.MINT, agent.id, opening, "opening", "opening balance")
-        return r.RegisterResult(agent=agent.id, balance=format_micro(self.book.balance(agent.id)))
-
-    def _transfer(self, sender: str, cmd: c.Transfer) -> msgspec.Struct | Refusal:
-        # The hot path: the common case is checked inline and each refusal is made by the
-        # general lookup that explains it (same checks, same order).
-        agents = self.agents
-        source = agents.get(sender)
-        if source is None or sender in SYSTEM_SENDERS:
-            return self._refusal(self.acting_agent(sender))
-        target = agents.get(cmd.to)
-        if target is None:
-            return self._refusal(self.agent(cmd.to))
-        if target is source:
-            return refuse(ErrorCode.not_authorized, "a transfer needs two different agents")
-        amount = to_micro(cmd.amount)
-        if type(amount) is not int or amount <= 0:
-            return self._refusal(self.amount(cmd.amount, "amount"))
-        balance_after = self.book.balances[source.id] - amount
-        if balance_after < source.limits.reserve_micro or balance_after < 0:
-            denied = self.check_debit(source, amount)
-            assert denied is not None
-            return denied
-        self.book.post(source.id, target.id, amount, "transfer", cmd.memo)
-        return r.TransferResult(
-            sender=source.id,
-            recipient=target.id,
-            amount=format_micro(amount),
-            balance=format_micro(balance_after),
-        )
-
-    @staticmethod
-    def _refusal(value: "Agent | int | Refusal") -> Refusal:
-        """The refusal a general check returned where the fast path already knew one was due."""
-        assert isinstance(value, Refusal)
-        return value
-
-    def _award(self, sender: str, cmd: c.Award) -> msgspec.Struct | Refusal:
-        if (denied := self.require_admin(sender, "award")) is not None:
-            return denied
-        agent = self.agent(cmd.agent)
-        if isinstance(agent, Refusal):
-            return agent
-        amount = self.amount(cmd.amount, "amount")
-        if isinstance(amount, Refusal):
-            return amount
-        self.mint(agent, amount, "award", f"{cmd.source}: {cmd.description}")
-        return r.AwardResult(
-            agent=agent.id,
-            amount=format_micro(amount),
-            source=cmd.source,
-            balance=format_micro(self.book.balances[agent.id]),
-        )
-
-    def _commit(self, sender: str, cmd: c.Commit) -> msgspec.Struct | Refusal:
-        if (denied := self.require_admin(sender, "commit")) is not None:
-            return denied
-        agent = self.agent(agent_of_author(cmd.author))
-        if isinstance(agent, Refusal):
-            return agent
-        if cmd.sha is not None and cmd.sha in self.rewarded_shas:
-            return refuse(ErrorCode.already_rewarded, f"commit {cmd.sha} was already rewarded")
-        quote = self.rules.quote_commit(agent.base_rate_micro, cmd.project, cmd.message)
-        if quote is None:
-            return refuse(
-                ErrorCode.no_contract,
-                f"no contract matches project {cmd.project!r}; add a contract (or a default)",
-            )
-        minted = self.contract_minted_micro.get(quote.contract, 0)
-        remaining = quote.budget_micro - minted
-        if remaining <= 0:
-            return refuse(
-                ErrorCode.contract_budget_exhausted,
-                f"contract {quote.contract!r} has minted its whole budget of "
-                f"{format_micro(quote.budget_micro)} tokens; raise the budget to reward more work",
-            )
-        reward = min(quote.reward_micro, remaining)
-        if cmd.sha is not None:
-            self.rewarded_shas.add(cmd.sha)
-        self.contract_minted_micro[quote.contract] = minted + reward
-        self.mint(agent, reward, "reward.commit", f"{cmd.project}: {cmd.message[:120]}")
-        return r.CommitResult(
-            agent=agent.id,
-            reward=format_micro(reward),
-            contract=quote.contract,
-            project_multiplier=str(quote.project_multiplier),
-            commit_bonus=str(quote.commit_bonus),
-            budget_exhausted=quote.reward_micro > remaining,
-            budget_remaining=format_micro(remaining - reward),
-            balance=format_micro(self.book.balances[agent.id]),
-        )
-
-    def _issue_close(self, sender: str, cmd: c.IssueClose) -> msgspec.Struct | Refusal:
-        if (denied := self.require_admin(sender, "issue.close")) is not None:
-            return denied
-        agent = self.agent(cmd.agent)
-        if isinstance(agent, Refusal):
-            return agent
-        if cmd.issue_id in self.rewarded_issues:
-            return refuse(
-                ErrorCode.already_rewarded, f"issue {cmd.issue_id!r} was already rewarded"
-            )
-        if self.rules.priority_micro(cmd.priority) is None:
-            return refuse(
-                ErrorCode.unknown_priority,
-                f"priority {cmd.priority!r} is not one of {', '.join(self.rules.priorities)} "
-                "(or beads' 0-4)",
-                path="$.priority",
-            )
-        reward = self.rules.quote_issue(cmd.priority, cmd.issue_type)
-        if reward is None:
-            return refuse(
-                ErrorCode.unknown_issue_type,
-                f"issue type {cmd.issue_type!r} is not one of {', '.join(self.rules.issue_types)}",
-                path="$.issue_type",
-            )
-        self.rewarded_issues.add(cmd.issue_id)
-        self.mint(agent, reward, "reward.issue", cmd.issue_id)
-        return r.IssueResult(
-            agent=agent.id,
-            issue_id=cmd.issue_id,
-            reward=format_micro(reward),
-            priority=normalise_priority(cmd.priority),
-            issue_type=cmd.issue_type.lower(),
-            balance=format_micro(self.book.balances[agent.id]),
-        )
-
-    def _check_inference(
-        self, sender: str, task_type: str, tokens: int, model: str | None
-    ) -> tuple[Agent, str, int] | Refusal:
-        agent = self.acting_agent(sender)
-        if isinstance(agent, Refusal):
-            return agent
-        chosen = self.model_for(agent, task_type, model)
-        if isinstance(chosen, Refusal):
-            return chosen
-        cost = self.cost_micro(chosen, tokens)
-        agent.windows.advance(self.book.now_ns)
-        breach = check_spend(
-            agent.limits, agent.windows, self.book.balance(agent.id), cost, self.book.now_ns
-        )
-        if breach is not None:
-            return self.limit_refusal(agent, breach)
-        return agent, chosen, cost
-
-    def _llm(self, sender: str, cmd: c.LlmRequest) -> msgspec.Struct | Refusal:
-        checked = self._check_inference(sender, cmd.task_type, cmd.tokens, cmd.model)
-        if isinstance(checked, Refusal):
-            return checked
-        agent, model, cost = checked
-        if cost:
-            self.book.post(agent.id, acc.llm_account(model), cost, "llm", cmd.task_type)
-            agent.windows.record(self.book.now_ns, cost)
-            agent.spent_micro += cost
-        return r.LlmResult(
-            agent=agent.id,
-            model=model,
-            tokens=cmd.tokens,
-            cost=format_micro(cost),
-            balance=format_micro(self.book.balances[agent.id]),
-        )
-
-    def _llm_authorize(self, sender: str, cmd: c.LlmAuthorize) -> msgspec.Struct | Refusal:
-        checked = self._check_inference(sender, cmd.task_type, cmd.tokens, cmd.model)
-        if isinstance(checked, Refusal):
-            return checked
-        agent, model, cost = checked
-        if cost == 0:
-            return refuse(ErrorCode.amount_must_be_positive, f"{model} is free: nothing to hold")
-        expires_at_ns = self.book.now_ns + cmd.timeout_s * NS_PER_S
-        hold = self.hold(agent.id, cost, "llm", expires_at_ns=expires_at_ns, prefix="auth")
-        hold.model, hold.tokens = model, cmd.tokens
-        hold.spend = agent.windows.record(self.book.now_ns, cost)
-        return r.AuthorizationResult(
-            authorization_id=hold.id,
-            agent=agent.id,
-            model=model,
-            tokens=cmd.tokens,
-            held=format_micro(cost),
-            expires_at_ns=expires_at_ns,
-        )
-
-    def _llm_settle(self, sender: str, cmd: c.LlmSettle) -> msgspec.Struct | Refusal:
-        hold = self.holds.get(cmd.authorization_id)
-        if hold is None or hold.kind != "llm" or (hold.account != sender and sender != ADMIN):
-            return refuse(
-                ErrorCode.unknown_authorization,
-                f"{sender!r} has no authorization {cmd.authorization_id!r}; use the id that "
-                "llm.authorize returned",
-            )
-        if hold.state != "open":
-            return refuse(
-                ErrorCode.authorization_closed,
-                f"authorization {hold.id} is already {hold.state}; authorize again",
-            )
-        agent = self.agents[hold.account]
-        cost = self.cost_micro(hold.model, cmd.tokens)
-        extra = cost - hold.amount_micro
-        if extra > 0:
-            agent.windows.advance(self.book.now_ns)
-            if cost > agent.limits.burst_micro:
-                breach: LimitBreach | None = LimitBreach(
-                    ErrorCode.burst_limit_exceeded, agent.limits.burst_micro, 0, cost
-                )
-            else:
-                breach = check_spend(
-                    agent.limits,
-                    agent.windows,
-                    self.book.balance(agent.id),
-                    extra,
-                    self.book.now_ns,
-                )
-            if breach is not None:
-                return self.limit_refusal(agent, breach)
-        sink = acc.llm_account(hold.model)
-        self.post_hold(hold, sink, min(cost, hold.amount_micro), "llm")
-        if extra > 0:
-            self.book.post(agent.id, sink, extra, "llm", f"{hold.id} above hold")
-        assert hold.spend is not None
-        if extra > 0:
-            # The extra is spent now: it must count in the windows from now on, even when the
-            # hold's own spend (counted at authorization) has already left them.
-            agent.windows.record(self.book.now_ns, extra)
-        else:
-            agent.windows.adjust(hold.spend, cost)
-        agent.spent_micro += cost
-        return r.SettlementResult(
-            authorization_id=hold.id,
-            agent=agent.id,
-            model=hold.model,
-            tokens=cmd.tokens,
-            cost=format_micro(cost),
-            released=format_micro(max(0, -extra)),
-            balance=format_micro(self.book.balances[agent.id]),
-        )
-
-    def _set_limits(self, sender: str, cmd: c.SetLimits) -> msgspec.Struct | Refusal:
-        if (denied := self.require_admin(sender, "limits.set")) is not None:
-            return denied
-        agent = self.agent(cmd.agent)
-        if isinstance(agent, Refusal):
-            return agent
-        limits = self.limits_of(cmd.limits, agent.limits)
-        if isinstance(limits, Refusal):
-            return limits
-        agent.limits = limits
-        return self.limits_result(agent)
+    # ----------------------------------------------------------------------------- ticks and views
 
     def _tick(self, sender: str, cmd: c.Tick) -> msgspec.Struct | Refusal:
         if sender != EXCHANGE:

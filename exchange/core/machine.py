@@ -14,6 +14,7 @@ import msgspec
 from exchange.core.accounts import Book
 from exchange.core.coalition_rules import CoalitionRecord, CoalitionRules
 from exchange.core.config import EconomyConfig
+from exchange.core.earning import Earning
 from exchange.core.games import compile_game
 from exchange.core.ledger import (
     Agent,
@@ -29,6 +30,7 @@ from exchange.core.limits import Limits, SpendEntry, SpendWindows, Window
 from exchange.core.market import Escrow, Market, Task
 from exchange.core.pools import Pool, Pools
 from exchange.core.shapley import GameError, shapley
+from exchange.core.spending import Spending
 from exchange.core.stigmergy import SignalsRules, Stigmergy
 from exchange.core.swarm_metrics import SwarmMetricInputs, evaluate
 from exchange.core.votes import Proposal, Votes
@@ -52,6 +54,8 @@ class Exchange:
     def __init__(self, config: EconomyConfig) -> None:
         self.config = config
         self.ledger = Ledger(config)
+        self.earning = Earning(self.ledger)
+        self.spending = Spending(self.ledger)
         self.pools = Pools(self.ledger)
         self.signals = SignalsRules(self.ledger, config.stigmergy)
         self.market = Market(self.ledger, config)
