@@ -92,6 +92,10 @@ PORT_MAX: Final = 65535
 
 # nats-server's own spelling for "pick a free port"; 0 is accepted here as a synonym.
 RANDOM_PORT: Final = -1
+# Price feeds have no sender token in their subject (swarm.price.<asset>), so the right to
+# publish them comes with the registered role.
+ORACLE_ROLE: Final = "oracle"
+_PRICE_PUBLISH: Final = "swarm.price.>"
 CONFIG_FILE_NAME: Final = "nats-server.conf"
 PID_FILE_NAME: Final = "nats-server.pid"
 LOCK_FILE_NAME: Final = "nats-server.lock"
@@ -178,6 +182,8 @@ class NatsUser(msgspec.Struct, frozen=True, kw_only=True):
 
     name: str
     password: str
+    # The agent's registered role: an ``oracle`` may also publish prices on swarm.price.>.
+    role: str | None = None
 
     def __post_init__(self) -> None:
         _check(
@@ -301,7 +307,7 @@ def agent_inbox_prefix(agent_id: str) -> str:
     return subjects.inbox_prefix(agent_id)
 
 
-def permissions_for(user_name: str) -> Permissions:
+def permissions_for(user_name: str, role: str | None = None) -> Permissions:
     """What the server lets ``user_name`` do: everything for exchange and admin, else PROTOCOL.md.
 
     The exchange answers requests by publishing to the requester's inbox, which its ``>`` allows,
@@ -313,8 +319,11 @@ def permissions_for(user_name: str) -> Permissions:
     if user_name in (EXCHANGE, ADMIN):
         return Permissions(publish_allow=_EVERYTHING, subscribe_allow=_EVERYTHING)
     inbox_prefix = agent_inbox_prefix(user_name)
+    publish = tuple(pattern.format(agent=user_name) for pattern in _AGENT_PUBLISH_ALLOW)
+    if role == ORACLE_ROLE:
+        publish += (_PRICE_PUBLISH,)
     return Permissions(
-        publish_allow=tuple(pattern.format(agent=user_name) for pattern in _AGENT_PUBLISH_ALLOW),
+        publish_allow=publish,
         subscribe_allow=tuple(
             pattern.format(inbox_prefix=inbox_prefix) for pattern in _AGENT_SUBSCRIBE_ALLOW
         ),
@@ -374,7 +383,7 @@ def render_config(config: NatsServerConfig) -> str:
         return "\n".join(lines) + "\n"
     lines += ["authorization {", "  users: ["]
     for user in config.users:
-        permissions = permissions_for(user.name)
+        permissions = permissions_for(user.name, user.role)
         lines += [
             "    {",
             f"      user: {_quote(user.name)}",

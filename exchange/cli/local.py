@@ -1,0 +1,56 @@
+"""Finding a local exchange: its URL and admin credentials, its journal and its config.
+
+Owns: how the CLI decides where to connect (``--nats URL``, else ``EXCHANGE_NATS_URL``, else the
+``exchange.json`` that ``exchange up`` wrote in the data directory) and as whom (admin, from
+``DATA/creds/admin.json``, when that file exists). Must not: connect to anything, or print.
+"""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from exchange.client import Credentials
+from exchange.daemon.creds import read_credentials
+from exchange.daemon.endpoint import read_endpoint
+from exchange.daemon.settings import DataPaths
+from protocols.ids import ADMIN
+
+NATS_URL_ENV: Final = "EXCHANGE_NATS_URL"
+DATA_DIR_DEFAULT: Final = Path(".exchange")
+
+
+class LocateError(Exception):
+    """No exchange can be found from the arguments, the environment and the data directory."""
+
+
+@dataclass(frozen=True, slots=True)
+class Located:
+    credentials: Credentials
+    source: str
+
+
+def locate(nats_url: str | None, data_dir: Path) -> Located:
+    """Where and as whom to connect. Raises LocateError, CredentialsFileError, EndpointFileError."""
+    paths = DataPaths(data_dir)
+    admin = read_credentials(paths.creds(ADMIN))
+    url = nats_url or os.environ.get(NATS_URL_ENV) or None
+    source = "--nats" if nats_url else NATS_URL_ENV
+    if url is None:
+        endpoint = read_endpoint(paths.endpoint)
+        if endpoint is None:
+            raise LocateError(
+                f"no running exchange found: {paths.endpoint} does not exist. Start one with "
+                f"`exchange up --data {data_dir}`, or pass --nats URL (or set {NATS_URL_ENV})"
+            )
+        url, source = endpoint.url, str(paths.endpoint)
+        if not endpoint.secure:
+            return Located(Credentials(url=url), source)
+    if admin is None:
+        return Located(Credentials(url=url), source)
+    return Located(
+        Credentials(
+            url=url, user=admin.user, password=admin.password, inbox_prefix=admin.inbox_prefix
+        ),
+        source,
+    )

@@ -1,0 +1,403 @@
+"""``exchange``: the command line. ``up`` runs the daemon; every other verb is a client or a reader.
+
+Owns: the argument parser, and for each verb the one thing it does: ``up`` (the daemon, until
+SIGINT/SIGTERM), the network verbs of ``verbs.py`` (a query, or a command with a fresh UUID
+request id kept across retries), ``doctor`` and ``export`` (the journal, read-only), ``creds`` and
+``config show`` (files of the data directory), ``simulate`` (``exchange.sim.cli``, when present).
+Every verb takes ``--json``: the result object on success; ``{"error": {"code", "message"}}`` and a
+non-zero status otherwise (see render.py for the statuses).
+Must not: hold business rules, or print anything but results to stdout.
+"""
+
+import argparse
+import signal
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Final, TextIO
+
+import anyio
+import msgspec
+import structlog
+from anyio.abc import TaskStatus
+
+from exchange.cli import verbs
+from exchange.cli.local import DATA_DIR_DEFAULT, LocateError, locate
+from exchange.cli.render import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, Output
+from exchange.client import (
+    Credentials,
+    ExchangeClientError,
+    ExchangeUnavailableError,
+    connect,
+    new_request_id,
+)
+from exchange.core.config import ConfigError, default_toml, parse_config
+from exchange.daemon import limits
+from exchange.daemon.creds import CredentialsFileError, read_credentials
+from exchange.daemon.endpoint import EndpointFileError, read_endpoint
+from exchange.daemon.errors import DaemonError
+from exchange.daemon.logs import configure_logging
+from exchange.daemon.natsserver import NatsServerError
+from exchange.daemon.settings import DataPaths, Settings
+from exchange.journal import ExportFormat, Journal, JournalError, export_postings
+
+log = structlog.get_logger()
+
+_NS_PER_S = 1_000_000_000
+
+
+def _common(parser: argparse.ArgumentParser, *, network: bool) -> None:
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=DATA_DIR_DEFAULT,
+        metavar="DIR",
+        help="the exchange's data directory (default ./.exchange)",
+    )
+    if network:
+        parser.add_argument(
+            "--nats", metavar="URL", help="the NATS server (default: EXCHANGE_NATS_URL, else DIR)"
+        )
+        parser.add_argument("--timeout-s", type=float, default=5.0, help="per attempt")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="exchange", description="Agent Exchange: payments and coordination for agent swarms."
+    )
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    up = sub.add_parser("up", help="run the exchange (and its own nats-server)")
+    _common(up, network=False)
+    where = up.add_mutually_exclusive_group()
+    where.add_argument("--port", type=int, default=limits.nats_port_default, help="embedded")
+    where.add_argument("--nats", metavar="URL", help="join this NATS server instead")
+    up.add_argument(
+        "--host", default="127.0.0.1", help="the embedded server's address (secure mode only)"
+    )
+    up.add_argument("--open", action="store_true", help="no authentication (loopback only)")
+    up.add_argument("--config", type=Path, metavar="FILE", help="economy TOML for a new journal")
+    up.add_argument(
+        "--batch-wait-us",
+        type=int,
+        default=limits.batch_wait_us,
+        help="how long a batch waits for more commands (tuning; default %(default)s)",
+    )
+    up.add_argument("--log-json", action="store_true", help="JSON logs even on a terminal")
+    up.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    groups: dict[str, argparse._SubParsersAction[argparse.ArgumentParser]] = {}
+    for verb in verbs.NET_VERBS:
+        target = sub
+        if len(verb.words) == 2:
+            if verb.words[0] not in groups:
+                group = sub.add_parser(verb.words[0], help=f"{verb.words[0]} verbs")
+                groups[verb.words[0]] = group.add_subparsers(
+                    dest="subverb", required=True, metavar="SUBVERB"
+                )
+            target = groups[verb.words[0]]
+        child = target.add_parser(verb.words[-1], help=verb.help)
+        _common(child, network=True)
+        verb.add_arguments(child)
+        if verb.mutating:
+            child.add_argument("--request-id", help="reuse an id to retry (default: a new UUID)")
+        child.set_defaults(net_verb=verb)
+    doctor = sub.add_parser("doctor", help="check the journal: chain, replay, digest, invariants")
+    _common(doctor, network=False)
+    export = sub.add_parser("export", help="the transaction history (postings) as CSV or JSON")
+    _common(export, network=False)
+    export.add_argument("--format", choices=["csv", "json"], help="default csv (json with --json)")
+    export.add_argument("--agent", help="only postings to or from this account")
+    export.add_argument("--since", help="RFC 3339 time or integer ns since the epoch")
+    export.add_argument("--output", type=Path, help="write here instead of stdout")
+    creds = sub.add_parser("creds", help="what a NATS client needs to connect as AGENT")
+    _common(creds, network=False)
+    creds.add_argument("agent")
+    config = sub.add_parser("config", help="the economy's configuration")
+    config_sub = config.add_subparsers(dest="subverb", required=True, metavar="SUBVERB")
+    _common(
+        config_sub.add_parser("show", help="print the active (or default) config"), network=False
+    )
+    for name, text in _DELEGATED_HELP.items():
+        sub.add_parser(name, help=text, add_help=False)
+    return parser
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+    configure_logs: bool = True,
+) -> int:
+    """Runs one CLI verb; returns the exit status. Tests pass their own streams."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    out_stream, err_stream = stdout or sys.stdout, stderr or sys.stderr
+    if args_list[:1] and args_list[0] in _DELEGATED_HELP:
+        # These commands own their arguments and output; they run their own parsers.
+        if configure_logs and args_list[0] in ("hook", "issues"):
+            configure_logging(level="warning", stream=err_stream)
+        return _delegate(args_list[0], args_list[1:], out_stream, err_stream)
+    try:
+        args = build_parser().parse_args(args_list)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    output = Output(json_mode=args.json, stdout=out_stream, stderr=err_stream)
+    if configure_logs:
+        configure_logging(
+            json_output=True if getattr(args, "log_json", False) else None,
+            level=getattr(args, "log_level", "warning"),
+            stream=err_stream,
+        )
+    try:
+        return _dispatch(args, output)
+    except (CredentialsFileError, EndpointFileError, OSError) as exc:
+        return output.error({"code": "local_file_unreadable", "message": str(exc)})
+
+
+def _dispatch(args: argparse.Namespace, output: Output) -> int:
+    if args.verb == "up":
+        return _up(args, output)
+    if hasattr(args, "net_verb"):
+        return anyio.run(_network, args, output, backend="asyncio")
+    if args.verb == "doctor":
+        return _doctor(args, output)
+    if args.verb == "export":
+        return _export(args, output)
+    if args.verb == "creds":
+        return _creds(args, output)
+    assert args.verb == "config" and args.subverb == "show", args
+    return _config_show(args, output)
+
+
+async def _network(args: argparse.Namespace, output: Output) -> int:
+    verb: verbs.NetVerb = args.net_verb
+    request = verb.request(args)
+    title = " ".join(verb.words)
+    try:
+        located = locate(args.nats, args.data)
+        # One short call: no reconnecting (a first connection that fails then fails at once);
+        # retries happen per request, with the same request id.
+        async with connect(
+            located.credentials, request_timeout_s=args.timeout_s, reconnect=False
+        ) as client:
+            if isinstance(request, verbs.QueryRequest):
+                envelope = await client.query(request.verb, request.body)
+            else:
+                body = {"request_id": args.request_id or new_request_id(), **request.body}
+                envelope = await client.command(request.sender, request.verb, body)
+    except LocateError as exc:
+        return output.error(
+            {"code": "exchange_not_found", "message": str(exc)}, status=EXIT_UNREACHABLE
+        )
+    except ExchangeUnavailableError as exc:
+        return output.error(
+            {"code": "exchange_unreachable", "message": str(exc)}, status=EXIT_UNREACHABLE
+        )
+    except ExchangeClientError as exc:
+        return output.error({"code": "reply_malformed", "message": str(exc)})
+    if envelope.ok:
+        return output.result(envelope.result, title=title)
+    assert envelope.error is not None
+    return output.error(msgspec.to_builtins(envelope.error))
+
+
+# ----------------------------------------------------------------------------------- up
+
+
+def _up(args: argparse.Namespace, output: Output) -> int:
+    try:
+        config_text = None if args.config is None else args.config.read_text(encoding="utf-8")
+        if config_text is not None:
+            parse_config(config_text)
+    except (OSError, ConfigError) as exc:
+        return output.error({"code": "config_invalid", "message": f"--config: {exc}"})
+    settings = Settings(
+        data_dir=args.data,
+        nats_url=args.nats,
+        nats_host=args.host,
+        nats_port=args.port,
+        open_mode=args.open,
+        config_text=config_text,
+        batch_wait_us=args.batch_wait_us,
+    )
+    if settings.embedded and settings.open_mode:
+        output.errors.print(
+            "[bold red]WARNING: open mode. Authentication is OFF: any local process can act as "
+            "any agent. For development on loopback only.[/]"
+        )
+    failed = False
+    try:
+        anyio.run(_serve_until_signalled, settings, backend="asyncio")
+    except* (DaemonError, ConfigError, JournalError, NatsServerError) as group:
+        failed = True
+        for problem in group.exceptions:
+            log.error("exchange_failed", error=str(problem), error_type=type(problem).__name__)
+    return EXIT_REFUSED if failed else EXIT_OK
+
+
+async def _serve_until_signalled(settings: Settings) -> None:
+    """Runs the exchange; the first SIGINT/SIGTERM stops it cleanly, a second one at once."""
+    from exchange.daemon.app import ExchangeHandle, run_exchange
+
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with anyio.create_task_group() as tg:
+
+            async def run(*, task_status: TaskStatus[ExchangeHandle]) -> None:
+                await run_exchange(settings, task_status=task_status)
+                tg.cancel_scope.cancel()
+
+            handle: ExchangeHandle = await tg.start(run)
+            stopping = False
+            async for signum in signals:
+                name = signal.Signals(signum).name
+                if stopping:
+                    log.warning("exchange_stop_forced", signal=name)
+                    tg.cancel_scope.cancel()
+                    return
+                log.info("signal_received", signal=name)
+                stopping = True
+                handle.stop()
+
+
+# ----------------------------------------------------------------------------------- readers
+
+
+def _doctor(args: argparse.Namespace, output: Output) -> int:
+    # Imported here: the core and the journal cost a network verb's startup nothing.
+    from exchange.cli.doctor import run_doctor
+
+    report = run_doctor(args.data)
+    if output.json_mode:
+        output.json(report)
+    else:
+        output.console.print(
+            f"journal {report.journal}: {report.entries} entries, hash chain "
+            f"{'sound' if report.entries or report.ok else 'unchecked'}, "
+            f"{report.snapshots_checked} snapshot(s) checked",
+            markup=False,
+        )
+        if report.latest_snapshot_seq is not None:
+            output.console.print(
+                f"latest snapshot at seq {report.latest_snapshot_seq}", markup=False
+            )
+        output.console.print(
+            f"replayed {report.entries_replayed} entries from genesis; digest {report.digest}; "
+            f"supply {report.supply}",
+            markup=False,
+        )
+        for problem in report.problems:
+            output.errors.print(f"PROBLEM: {problem}", markup=False)
+        output.console.print(
+            "doctor: all checks passed" if report.ok else "doctor: problems found", markup=False
+        )
+    return EXIT_OK if report.ok else EXIT_REFUSED
+
+
+def _since_ns(text: str) -> int:
+    """Integer nanoseconds, or an RFC 3339 time (exact to the microsecond). Raises ValueError."""
+    if text.isdigit():
+        return int(text)
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        raise ValueError(f"--since {text!r} needs a time zone, e.g. 2026-01-02T03:04:05Z")
+    whole_s = int(moment.timestamp() // 1)
+    return (whole_s * 1_000_000 + moment.microsecond) * 1000
+
+
+def _export(args: argparse.Namespace, output: Output) -> int:
+    fmt: ExportFormat = (
+        "json" if args.format == "json" or (args.json and not args.format) else "csv"
+    )
+    try:
+        since_ns = None if args.since is None else _since_ns(args.since)
+    except ValueError as exc:
+        return output.error({"code": "invalid_argument", "message": f"--since: {exc}"})
+    paths = DataPaths(args.data)
+    if not paths.journal.is_file():
+        return output.error(
+            {"code": "journal_not_found", "message": f"no journal at {paths.journal}; pass --data"}
+        )
+    try:
+        with Journal.open(paths.journal, read_only=True) as journal:
+            if args.output is None:
+                export_postings(journal, output.stdout, fmt, agent=args.agent, since_ns=since_ns)
+            else:
+                with args.output.open("w", encoding="utf-8", newline="") as file:
+                    count = export_postings(journal, file, fmt, agent=args.agent, since_ns=since_ns)
+                output.errors.print(f"{count} postings written to {args.output}", markup=False)
+    except JournalError as exc:
+        return output.error({"code": "journal_unreadable", "message": str(exc)})
+    return EXIT_OK
+
+
+def _creds(args: argparse.Namespace, output: Output) -> int:
+    paths = DataPaths(args.data)
+    found = read_credentials(paths.creds(args.agent))
+    if found is None:
+        endpoint = read_endpoint(paths.endpoint)
+        if endpoint is not None and not endpoint.secure:
+            found = Credentials(url=endpoint.url)
+        else:
+            return output.error(
+                {
+                    "code": "unknown_agent",
+                    "message": f"no credentials for {args.agent!r} in {paths.creds_dir}: an agent "
+                    "gets them when it is registered on a secure exchange (agent.register)",
+                }
+            )
+    return output.result(msgspec.to_builtins(found), title=f"credentials of {args.agent}")
+
+
+def _config_show(args: argparse.Namespace, output: Output) -> int:
+    path = DataPaths(args.data).economy_config
+    try:
+        text, source = path.read_text(encoding="utf-8"), str(path)
+    except FileNotFoundError:
+        text, source = default_toml(), "defaults"
+    if output.json_mode:
+        try:
+            config = msgspec.to_builtins(parse_config(text))
+        except ConfigError as exc:
+            return output.error({"code": "config_invalid", "message": f"{source}: {exc}"})
+        output.json({"source": source, "toml": text, "config": config})
+    else:
+        output.stdout.write(text)
+    return EXIT_OK
+
+
+_DELEGATED_HELP: Final = {
+    "simulate": "run the 24-hour economy simulation (exchange simulate --help)",
+    "demo": "exchange demo auction: the whole system live (exchange demo auction --help)",
+    "agent": "run a worker: exchange agent ROLE --id ID (exchange agent --help)",
+    "hook": "git post-commit rewards (exchange hook --help)",
+    "issues": "beads issue rewards (exchange issues --help)",
+}
+
+
+def _delegate(verb: str, argv: list[str], stdout: TextIO, stderr: TextIO) -> int:
+    """Hands the rest of the command line to the module that owns ``verb`` (imported lazily, so
+    plain verbs do not pay for the simulator's or the demo's imports)."""
+    if verb == "simulate":
+        from exchange.sim.cli import main as simulate_main
+
+        return simulate_main(argv)
+    if verb == "demo":
+        if argv[:1] != ["auction"]:
+            stderr.write("usage: exchange demo auction [options] (exchange demo auction --help)\n")
+            return EXIT_USAGE
+        from exchange.demo.auction import main as demo_main
+
+        return demo_main(argv[1:], stdout=stdout)
+    if verb == "agent":
+        from agents.cli import main as agent_main
+
+        return agent_main(argv, prog="exchange agent")
+    from exchange.integrations.cli import hook_main, issues_main
+
+    handler = hook_main if verb == "hook" else issues_main
+    return handler(argv, stdout=stdout, stderr=stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

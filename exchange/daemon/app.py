@@ -1,0 +1,422 @@
+"""The composition root of the daemon: ``run_exchange`` builds every part and owns every task.
+
+Owns the order of startup: lock the data directory → the economy config → open the journal →
+recover the state (latest snapshot + checked replay) or, for a new journal, journal the genesis →
+the clock → credentials → the embedded nats-server (unless ``--nats URL``) → the NATS connection →
+the subscriptions of the routing table and ``$SRV.*`` → the loops → ``exchange_ready``. And the
+order of a clean stop (``ExchangeHandle.stop()``, which ``exchange up`` calls on SIGINT/SIGTERM):
+stop the timer → drain the subscriptions (no new messages; those already received are queued) →
+the batcher and committer finish, so every queued command is journaled and answered → a snapshot
+→ close NATS → stop the server → close the journal.
+Must not: contain business logic or message handling (batcher.py, service.py), read the
+environment or the command line (the CLI builds ``Settings``), or leave a task, a thread or a
+process behind when it returns, fails or is cancelled.
+"""
+
+import fcntl
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import anyio
+import msgspec
+import nats
+import structlog
+from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectSendStream
+from nats.aio.client import Client
+from nats.aio.subscription import Subscription
+
+from exchange.client import Credentials
+from exchange.core.config import EconomyConfig
+from exchange.core.machine import Exchange
+from exchange.daemon.batcher import AppliedBatch, Inbound, Pipeline, TimerSchedule
+from exchange.daemon.clock import ExchangeClock
+from exchange.daemon.creds import CredentialStore, nats_users, read_credentials
+from exchange.daemon.discovery import EndpointCounters, ServiceIdentity, control_subjects
+from exchange.daemon.endpoint import EndpointFile, remove_endpoint, write_endpoint
+from exchange.daemon.errors import DataDirInUseError
+from exchange.daemon.natsserver import (
+    NatsServer,
+    NatsServerConfig,
+    NatsServerReloadError,
+    run_nats_server,
+)
+from exchange.daemon.recovery import apply_genesis, load_economy_config, recover
+from exchange.daemon.routes import Route, default_routes
+from exchange.daemon.service import Publisher, Receiver
+from exchange.daemon.settings import DataPaths, Settings
+from exchange.journal import Journal
+from protocols.ids import ADMIN, EXCHANGE
+
+log = structlog.get_logger()
+
+# $SRV.* requests are tiny and rare.
+_control_pending_msgs_max = 1024
+_control_pending_bytes_max = 1024 * 1024
+
+
+@dataclass(slots=True)
+class ExchangeHandle:
+    """A running exchange, as ``run_exchange`` reports it once ready."""
+
+    url: str
+    data_dir: Path
+    secure: bool
+    service_id: str
+    _stop_requested: anyio.Event = field(default_factory=anyio.Event)
+
+    def stop(self) -> None:
+        """Asks for a clean stop: drain, finish and journal what is in flight, snapshot, exit."""
+        self._stop_requested.set()
+
+    async def wait_stop_requested(self) -> None:
+        await self._stop_requested.wait()
+
+    def credentials(self, user: str) -> Credentials:
+        """What a client needs to connect as ``user`` (just the URL in open mode).
+
+        Raises LookupError when secure mode has no credentials for ``user``.
+        """
+        if not self.secure:
+            return Credentials(url=self.url)
+        found = read_credentials(DataPaths(self.data_dir).creds(user))
+        if found is None:
+            raise LookupError(f"no credentials for {user!r} under {self.data_dir}/creds")
+        return found
+
+
+@dataclass(frozen=True, slots=True)
+class _Recovered:
+    exchange: Exchange
+    clock: ExchangeClock
+    snapshot_seq: int
+
+
+@dataclass(slots=True)
+class _NatsSide:
+    url: str
+    nc: Client
+    server: NatsServer | None
+    store: CredentialStore
+    credentials: dict[str, Credentials]
+    exchange: Exchange
+
+    async def agents_registered(self, agents: list[str]) -> None:
+        """Makes credentials for newly registered agents and reloads the embedded server."""
+        if self.server is None or not self.credentials:
+            log.info("agents_registered", agents=agents, credentials=False)
+            return
+        self.credentials.update(self.store.ensure(agents, url=self.url))
+        users = nats_users(self.credentials.values(), _roles(self.exchange))
+        try:
+            await self.server.reload(msgspec.structs.replace(self.server.config, users=users))
+        except NatsServerReloadError as exc:
+            # The registration is durable either way; the next start configures these users.
+            log.error("nats_server_reload_failed", agents=agents, error=str(exc))
+            return
+        log.info("agents_registered", agents=agents, credentials=True)
+
+
+@contextmanager
+def _data_dir_lock(lock_path: Path) -> Iterator[None]:
+    """Holds an exclusive lock on the data directory; the kernel drops it if the process dies.
+
+    Raises DataDirInUseError when another live process holds it.
+    """
+    descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise DataDirInUseError(
+                f"another exchange runs on {lock_path.parent} (it holds {lock_path}); stop it "
+                "first, or pass another --data directory"
+            ) from exc
+        yield
+    finally:
+        os.close(descriptor)
+
+
+def _recover_or_create(
+    journal: Journal, config: EconomyConfig, wall_ns: Callable[[], int]
+) -> _Recovered:
+    """The state of the journal (a new journal gets its genesis batch). Runs in a worker thread."""
+    started_ns = time.perf_counter_ns()
+    recovered = recover(journal, config)
+    exchange = recovered.exchange
+    clock = ExchangeClock(floor_ns=max(journal.last_at_ns, exchange.now_ns), wall_ns=wall_ns)
+    if journal.last_seq == 0:
+        journal.append_batch(apply_genesis(exchange, now_ns=clock.now_ns()))
+        log.info("journal_created", path=str(journal.path), genesis_commands=exchange.seq)
+    log.info(
+        "journal_recovered",
+        seq=exchange.seq,
+        snapshot_seq=recovered.snapshot_seq,
+        replayed=recovered.replayed_count,
+        recover_ms=(time.perf_counter_ns() - started_ns) // 1_000_000,
+    )
+    return _Recovered(exchange, clock, recovered.snapshot_seq)
+
+
+async def _log_nats_error(error: Exception) -> None:
+    log.warning("nats_error_reported", error=str(error), error_type=type(error).__name__)
+
+
+async def _log_disconnected() -> None:
+    log.info("nats_disconnected")
+
+
+async def _log_reconnected() -> None:
+    log.info("nats_reconnected")
+
+
+async def _connect(url: str, credentials: Credentials | None, settings: Settings) -> Client:
+    options: dict[str, Any] = {
+        "name": EXCHANGE,
+        "connect_timeout": settings.connect_timeout_s,
+        "allow_reconnect": True,
+        "max_reconnect_attempts": -1,
+        "reconnect_time_wait": 0.5,
+        "error_cb": _log_nats_error,
+        "disconnected_cb": _log_disconnected,
+        "reconnected_cb": _log_reconnected,
+    }
+    if credentials is not None:
+        options["user"], options["password"] = credentials.user, credentials.password
+    with anyio.fail_after(2 * settings.connect_timeout_s):
+        return await nats.connect(url, **options)
+
+
+async def _close(nc: Client, timeout_s: float) -> None:
+    with anyio.move_on_after(timeout_s, shield=True):
+        await nc.close()
+
+
+@asynccontextmanager
+async def _nats_side(settings: Settings, exchange: Exchange) -> AsyncIterator[_NatsSide]:
+    """The NATS connection, on the embedded server (started and stopped here) or at ``--nats``."""
+    store = CredentialStore(settings.paths.creds_dir)
+    if settings.nats_url is not None:
+        if settings.open_mode:
+            log.warning(
+                "open_mode_ignored", reason="--nats joins a server the exchange does not run"
+            )
+        nc = await _connect(settings.nats_url, None, settings)
+        try:
+            yield _NatsSide(settings.nats_url, nc, None, store, {}, exchange)
+        finally:
+            await _close(nc, settings.drain_timeout_s)
+        return
+    users = [EXCHANGE, ADMIN, *sorted(exchange.ledger.agents)]
+    credentials: dict[str, Credentials] = {}
+    server_config = NatsServerConfig(host=settings.nats_host, port=settings.nats_port)
+    if settings.secure:
+        planned_url = f"nats://{settings.nats_host}:{settings.nats_port}"
+        credentials = store.ensure(users, url=planned_url)
+        server_config = msgspec.structs.replace(
+            server_config, users=nats_users(credentials.values(), _roles(exchange))
+        )
+    else:
+        log.warning(
+            "open_mode_enabled",
+            authentication=False,
+            host=settings.nats_host,
+            warning="ANY local process can act as ANY agent; for development on loopback only",
+        )
+    async with run_nats_server(server_config, data_dir=settings.paths.nats_dir) as server:
+        if credentials:
+            credentials = store.ensure(users, url=server.url)
+        nc = await _connect(server.url, credentials.get(EXCHANGE), settings)
+        try:
+            yield _NatsSide(server.url, nc, server, store, credentials, exchange)
+        finally:
+            await _close(nc, settings.drain_timeout_s)
+
+
+def _roles(exchange: Exchange) -> dict[str, str | None]:
+    return {agent.id: agent.role for agent in exchange.ledger.agents.values()}
+
+
+async def _run_timers(
+    scope: anyio.CancelScope,
+    timers: TimerSchedule,
+    clock: ExchangeClock,
+    inbound: MemoryObjectSendStream[Inbound],
+) -> None:
+    with scope:
+        await timers.run(clock, inbound)
+
+
+async def run_exchange(
+    settings: Settings,
+    *,
+    wall_ns: Callable[[], int] = time.time_ns,
+    task_status: TaskStatus[ExchangeHandle] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Runs one exchange until ``ExchangeHandle.stop()`` (a clean stop) or cancellation.
+
+    Use ``handle = await task_group.start(run_exchange, settings)``. Raises DaemonError subclasses
+    (data directory in use, a journal that does not replay), ConfigError, JournalError,
+    NatsServerError, and a task group's ExceptionGroup if a loop fails while serving.
+    """
+    paths = settings.paths
+    paths.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with _data_dir_lock(paths.lock):
+        config = load_economy_config(paths.economy_config, settings.config_text)
+        journal = await anyio.to_thread.run_sync(Journal.open, paths.journal)
+        try:
+            recovered = await anyio.to_thread.run_sync(_recover_or_create, journal, config, wall_ns)
+            async with _nats_side(settings, recovered.exchange) as side:
+                await _serve(settings, journal, recovered, side, task_status)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(journal.close)
+
+
+@dataclass(slots=True)
+class _Service:
+    """Everything ``_serve`` runs, built and subscribed before any loop starts."""
+
+    handle: ExchangeHandle
+    pipeline: Pipeline
+    receiver: Receiver
+    identity: ServiceIdentity
+    routes: tuple[Route, ...]
+    subscriptions: list[Subscription]
+    control: list[Subscription]
+
+
+async def _build(
+    settings: Settings, journal: Journal, recovered: _Recovered, side: _NatsSide
+) -> _Service:
+    handle = ExchangeHandle(side.url, settings.data_dir, settings.secure, uuid.uuid4().hex)
+    routes = default_routes()
+    publish = Publisher(side.nc)
+    pipeline = Pipeline(
+        exchange=recovered.exchange,
+        journal=journal,
+        clock=recovered.clock,
+        timers=TimerSchedule(),
+        publish=publish,
+        agents_registered=side.agents_registered,
+        batch_size_max=settings.batch_size_max,
+        batch_wait_us=settings.batch_wait_us,
+        snapshot_every_commands=settings.snapshot_every_commands,
+        snapshot_seq=recovered.snapshot_seq,
+    )
+    identity = ServiceIdentity(
+        service_id=handle.service_id,
+        started_at=datetime.now(UTC),
+        endpoints=[EndpointCounters(route.name, route.subscription) for route in routes],
+    )
+    subscriptions = [
+        await side.nc.subscribe(
+            route.subscription,
+            pending_msgs_limit=settings.subscription_pending_msgs_max,
+            pending_bytes_limit=settings.subscription_pending_bytes_max,
+        )
+        for route in routes
+    ]
+    control = [
+        await side.nc.subscribe(
+            subject,
+            pending_msgs_limit=_control_pending_msgs_max,
+            pending_bytes_limit=_control_pending_bytes_max,
+        )
+        for subject in control_subjects(handle.service_id)
+    ]
+    await side.nc.flush()
+    receiver = Receiver(publish=publish, message_bytes_max=settings.message_bytes_max)
+    return _Service(handle, pipeline, receiver, identity, routes, subscriptions, control)
+
+
+async def _serve(
+    settings: Settings,
+    journal: Journal,
+    recovered: _Recovered,
+    side: _NatsSide,
+    task_status: TaskStatus[ExchangeHandle],
+) -> None:
+    service = await _build(settings, journal, recovered, side)
+    handle, pipeline, receiver = service.handle, service.pipeline, service.receiver
+    inbound_send, inbound_receive = anyio.create_memory_object_stream[Inbound](
+        settings.inbound_queue_size_max
+    )
+    applied_send, applied_receive = anyio.create_memory_object_stream[AppliedBatch](0)
+    timer_scope = anyio.CancelScope()
+    endpoints = service.identity.endpoints
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(pipeline.run_batcher, inbound_receive, applied_send)
+            tg.start_soon(pipeline.run_committer, applied_receive)
+            tg.start_soon(
+                _run_timers, timer_scope, pipeline.timers, recovered.clock, inbound_send.clone()
+            )
+            for route, sub, counters in zip(
+                service.routes, service.subscriptions, endpoints, strict=True
+            ):
+                tg.start_soon(receiver.serve, route, sub, counters, inbound_send.clone())
+            for sub in service.control:
+                tg.start_soon(receiver.serve_discovery, service.identity, sub)
+            inbound_send.close()
+            _announce_ready(settings, side, recovered, handle)
+            task_status.started(handle)
+            await handle.wait_stop_requested()
+            log.info("exchange_stop_requested", seq=recovered.exchange.seq)
+            if not await _drain(settings, service, timer_scope):
+                tg.cancel_scope.cancel()
+        with anyio.CancelScope(shield=True):
+            await pipeline.snapshot_if_behind()
+        log.info(
+            "exchange_stopped",
+            seq=recovered.exchange.seq,
+            durable_seq=pipeline.durable_seq,
+            digest=recovered.exchange.digest(),
+        )
+    finally:
+        remove_endpoint(settings.paths.endpoint, pid=os.getpid())
+
+
+def _announce_ready(
+    settings: Settings, side: _NatsSide, recovered: _Recovered, handle: ExchangeHandle
+) -> None:
+    write_endpoint(
+        settings.paths.endpoint,
+        EndpointFile(
+            url=side.url, pid=os.getpid(), secure=settings.secure, service_id=handle.service_id
+        ),
+    )
+    log.info(
+        "exchange_ready",
+        url=side.url,
+        data_dir=str(settings.data_dir),
+        secure=settings.secure,
+        seq=recovered.exchange.seq,
+        digest=recovered.exchange.digest(),
+        service_id=handle.service_id,
+    )
+
+
+async def _drain(settings: Settings, service: _Service, timer_scope: anyio.CancelScope) -> bool:
+    """Stops taking messages and lets every one already received be journaled and answered.
+
+    Returns False if that took longer than ``drain_timeout_s`` (the caller then cancels).
+    """
+    with anyio.move_on_after(settings.drain_timeout_s, shield=True) as drain:
+        timer_scope.cancel()
+        for subscription in (*service.subscriptions, *service.control):
+            # nats-py leaves drain() unannotated. It unsubscribes, then waits until the loop
+            # has taken every message already delivered; the loop then ends.
+            await subscription.drain()  # type: ignore[no-untyped-call]
+        await service.pipeline.finished.wait()
+    if drain.cancelled_caught:
+        log.warning("drain_timed_out", drain_timeout_s=settings.drain_timeout_s)
+        return False
+    return True

@@ -1,0 +1,349 @@
+"""The ordered path every command and query takes: batch, apply, journal, then reply and publish.
+
+Owns: the single writer of the exchange's state. Two loops, joined by a stream of size 0:
+
+- the batcher takes what is queued (up to ``batch_size_max``, waiting at most ``batch_wait_us``
+  for more), stamps each command with the clock, applies it to the core in order, answers each
+  query at its place in the order, and hands the batch (entries, replies, events) on;
+- the committer appends the batch to the journal in a worker thread (one transaction, one fsync),
+  and only then replies, publishes the postings as events and the core's publications, and
+  writes a snapshot when one was taken.
+
+While batch k is being fsynced the batcher applies batch k+1 (the pipeline), and waits for the
+committer to take it: at most one batch is applied and not yet durable. Replies of k+1 wait for
+its own commit. Queries take the same path, so a reply never shows state that is not durable,
+and a client that got a success reply sees its effect in every later query.
+
+Timers: after each batch the batcher tells ``TimerSchedule`` when the core's next timer is due;
+the timer loop then feeds a ``Tick`` from sender ``exchange`` through the same inbound queue, so
+firings are stamped, journaled and replayed like any other command.
+
+Must not: decode wire messages (routes.py), talk to NATS except through the ``publish`` callable,
+read the clock anywhere but ``ExchangeClock.now_ns`` for stamps, or swallow a journal failure (a
+failed commit crashes the daemon: the state in memory is then ahead of the disk, and only a
+restart, which replays the journal, makes them agree again; no reply of that batch was sent).
+"""
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+import anyio
+import msgspec
+import structlog
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from exchange.core.ledger import Publication
+from exchange.core.machine import Exchange
+from exchange.daemon.clock import ExchangeClock
+from exchange.daemon.discovery import EndpointCounters
+from exchange.daemon.events import posting_events
+from exchange.daemon.recovery import journal_postings
+from exchange.daemon.routes import CommandWork, QueryWork
+from exchange.journal import Entry, EntryInput, Journal
+from protocols.commands import RegisterAgent, Tick
+from protocols.ids import EXCHANGE
+
+log = structlog.get_logger()
+
+_encoder: Final = msgspec.json.Encoder()
+_ok_prefix: Final = b'{"ok":true'
+# Ticks sent for one due time before the loop gives up on it (a core that fires nothing for a
+# due timer would otherwise make every Tick journal nothing, forever).
+ticks_per_due_max: Final = 1000
+
+Publish = Callable[[str, bytes], Awaitable[None]]
+AgentsRegistered = Callable[[list[str]], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """One decoded message waiting for the batcher. ``reply_to`` None: answer no one."""
+
+    work: CommandWork | QueryWork
+    reply_to: str | None
+    counters: EndpointCounters | None
+    received_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    subject: str
+    payload: bytes
+    counters: EndpointCounters | None
+    received_ns: int
+    ok: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotTaken:
+    seq: int
+    state: bytes
+
+
+@dataclass(slots=True)
+class AppliedBatch:
+    """A batch applied in memory and not yet durable: nothing of it has left the process."""
+
+    entries: list[EntryInput] = field(default_factory=list)
+    replies: list[Reply] = field(default_factory=list)
+    publications: list[Publication] = field(default_factory=list)
+    registered: list[str] = field(default_factory=list)
+    last_seq: int = 0
+    snapshot: SnapshotTaken | None = None
+
+
+class TimerSchedule:
+    """When the core's next timer is due, and the loop that feeds a Tick when it is.
+
+    One Tick is outstanding at a time: the loop sends the next only after the batcher applied
+    the previous one, so a timer still due after a Tick (the core may fire a bounded number per
+    command) gets another Tick at once, and a burst never floods the queue.
+    """
+
+    def __init__(self) -> None:
+        self._due_ns: int | None = None
+        self._changed = anyio.Event()
+        self._tick_applied = anyio.Event()
+
+    def set_due(self, due_ns: int | None) -> None:
+        if due_ns != self._due_ns:
+            self._due_ns = due_ns
+            self._changed.set()
+            self._changed = anyio.Event()
+
+    def tick_applied(self) -> None:
+        self._tick_applied.set()
+
+    async def run(self, clock: ExchangeClock, inbound: MemoryObjectSendStream[Inbound]) -> None:
+        """Sends a Tick whenever the wall clock reaches the due time. Runs until cancelled."""
+        repeats, last_due_ns = 0, None
+        async with inbound:
+            while True:
+                due_ns, changed = self._due_ns, self._changed
+                if due_ns is None or repeats >= ticks_per_due_max:
+                    await changed.wait()
+                    repeats = 0
+                    continue
+                delay_s = (due_ns - clock.wall_ns()) / 1e9
+                if delay_s > 0:
+                    with anyio.move_on_after(delay_s):
+                        await changed.wait()
+                    continue
+                repeats = repeats + 1 if due_ns == last_due_ns else 1
+                last_due_ns = due_ns
+                if repeats == ticks_per_due_max:
+                    log.error("timer_stalled", due_ns=due_ns, ticks=repeats)
+                self._tick_applied = anyio.Event()
+                tick = Tick(request_id=f"tick-{due_ns}")
+                work = CommandWork(EXCHANGE, "tick", tick, _encoder.encode(tick))
+                await inbound.send(Inbound(work, None, None, time.perf_counter_ns()))
+                await self._tick_applied.wait()
+
+
+class Pipeline:
+    """The batcher and the committer around one exchange and its journal (see the module doc)."""
+
+    def __init__(
+        self,
+        *,
+        exchange: Exchange,
+        journal: Journal,
+        clock: ExchangeClock,
+        timers: TimerSchedule,
+        publish: Publish,
+        agents_registered: AgentsRegistered,
+        batch_size_max: int,
+        batch_wait_us: int,
+        snapshot_every_commands: int,
+        snapshot_seq: int,
+    ) -> None:
+        assert exchange.seq == journal.last_seq, "the exchange must be recovered from this journal"
+        self.exchange = exchange
+        self.journal = journal
+        self.clock = clock
+        self.timers = timers
+        self._publish = publish
+        self._agents_registered = agents_registered
+        self._batch_size_max = batch_size_max
+        self._batch_wait_s = batch_wait_us / 1e6
+        self._snapshot_every_commands = snapshot_every_commands
+        self._snapshot_seq = snapshot_seq
+        self._durable_seq = journal.last_seq
+        self.batches_committed = 0
+        self.finished = anyio.Event()
+
+    @property
+    def durable_seq(self) -> int:
+        """The last journaled seq whose batch has been committed."""
+        return self._durable_seq
+
+    # ------------------------------------------------------------------------------- batcher
+
+    async def run_batcher(
+        self,
+        inbound: MemoryObjectReceiveStream[Inbound],
+        applied: MemoryObjectSendStream[AppliedBatch],
+    ) -> None:
+        """Applies what arrives until every sender of ``inbound`` is closed, then closes
+        ``applied``."""
+        self.timers.set_due(self.exchange.next_timer_ns())
+        async with inbound, applied:
+            while True:
+                try:
+                    first = await inbound.receive()
+                except anyio.EndOfStream:
+                    return
+                items = [first]
+                await self._collect(inbound, items)
+                await applied.send(self.apply_batch(items))
+
+    async def _collect(
+        self, inbound: MemoryObjectReceiveStream[Inbound], items: list[Inbound]
+    ) -> None:
+        """Adds what is queued to ``items``, waiting up to the batch wait for more."""
+        deadline = anyio.current_time() + self._batch_wait_s
+        while len(items) < self._batch_size_max:
+            try:
+                items.append(inbound.receive_nowait())
+                continue
+            except anyio.WouldBlock:
+                pass
+            except anyio.EndOfStream:
+                return
+            remaining_s = deadline - anyio.current_time()
+            if remaining_s <= 0:
+                return
+            with anyio.move_on_after(remaining_s):
+                try:
+                    items.append(await inbound.receive())
+                except anyio.EndOfStream:
+                    return
+
+    def apply_batch(self, items: list[Inbound]) -> AppliedBatch:
+        """Applies the commands and answers the queries of one batch, in order. Synchronous."""
+        exchange = self.exchange
+        batch = AppliedBatch()
+        for item in items:
+            work = item.work
+            if isinstance(work, QueryWork):
+                payload = exchange.query(work.query)
+                if item.reply_to is not None:
+                    batch.replies.append(
+                        Reply(
+                            item.reply_to,
+                            payload,
+                            item.counters,
+                            item.received_ns,
+                            payload.startswith(_ok_prefix),
+                        )
+                    )
+                continue
+            now_ns = self.clock.now_ns()
+            outcome = exchange.apply(work.sender, work.command, now_ns=now_ns)
+            batch.entries.append(
+                EntryInput(
+                    at_ns=now_ns,
+                    sender=work.sender,
+                    verb=work.verb,
+                    body=work.body,
+                    reply=outcome.reply,
+                    postings=journal_postings(outcome.postings),
+                )
+            )
+            if item.reply_to is not None:
+                batch.replies.append(
+                    Reply(item.reply_to, outcome.reply, item.counters, item.received_ns, outcome.ok)
+                )
+            if outcome.publications:
+                batch.publications.extend(outcome.publications)
+            if outcome.ok and not outcome.duplicate and isinstance(work.command, RegisterAgent):
+                batch.registered.append(work.command.agent)
+            elif isinstance(work.command, Tick):
+                self.timers.tick_applied()
+        batch.last_seq = exchange.seq
+        self.timers.set_due(exchange.next_timer_ns())
+        if exchange.seq - self._snapshot_seq >= self._snapshot_every_commands:
+            batch.snapshot = self.take_snapshot()
+        return batch
+
+    def take_snapshot(self) -> SnapshotTaken:
+        """The state as of now (between batches), for writing once its last batch is durable."""
+        # Serialising must happen here, on the loop, between batches: the state is live objects.
+        # It is O(state); its digest, as costly, is computed later in the worker thread.
+        taken = SnapshotTaken(self.exchange.seq, self.exchange.snapshot())
+        self._snapshot_seq = taken.seq
+        return taken
+
+    # ------------------------------------------------------------------------------- committer
+
+    async def run_committer(self, applied: MemoryObjectReceiveStream[AppliedBatch]) -> None:
+        """Commits, then answers, each batch until the batcher closes ``applied``."""
+        try:
+            async with applied:
+                async for batch in applied:
+                    await self.commit(batch)
+        finally:
+            self.finished.set()
+
+    async def commit(self, batch: AppliedBatch) -> None:
+        """Journals ``batch`` (raising on failure: see the module doc), then replies, publishes."""
+        committed: tuple[Entry, ...] = ()
+        if batch.entries:
+            started_ns = time.perf_counter_ns()
+            committed = await anyio.to_thread.run_sync(self.journal.append_batch, batch.entries)
+            assert committed[-1].seq == batch.last_seq, (committed[-1].seq, batch.last_seq)
+            self._durable_seq = batch.last_seq
+            self.batches_committed += 1
+            # One line per batch, not per command: on the hot path a log call costs as much as
+            # the journal's work for one entry. The journal itself names every command.
+            log.debug(
+                "batch_committed",
+                entries=len(committed),
+                first_seq=committed[0].seq,
+                last_seq=batch.last_seq,
+                replies=len(batch.replies),
+                commit_us=(time.perf_counter_ns() - started_ns) // 1000,
+            )
+        if batch.registered:
+            await self._agents_registered(batch.registered)
+        now_ns = time.perf_counter_ns()
+        for reply in batch.replies:
+            await self._publish(reply.subject, reply.payload)
+            if reply.counters is not None:
+                reply.counters.record(ok=reply.ok, elapsed_ns=now_ns - reply.received_ns)
+        for entry in committed:
+            for subject, body in posting_events(entry):
+                await self._publish(subject, body)
+        for publication in batch.publications:
+            await self._publish(publication.subject, _encoder.encode(publication.payload))
+        if batch.snapshot is not None:
+            await self.write_snapshot(batch.snapshot)
+
+    async def write_snapshot(self, snapshot: SnapshotTaken) -> None:
+        """Stores a snapshot whose seq is durable, in a worker thread."""
+        assert snapshot.seq <= self._durable_seq, "snapshot only what is journaled"
+        started_ns = time.perf_counter_ns()
+        await anyio.to_thread.run_sync(self._store_snapshot, snapshot)
+        log.info(
+            "snapshot_written",
+            seq=snapshot.seq,
+            state_bytes=len(snapshot.state),
+            write_ms=(time.perf_counter_ns() - started_ns) // 1_000_000,
+        )
+
+    def _store_snapshot(self, snapshot: SnapshotTaken) -> None:
+        """Worker thread: the digest of the snapshot as restored (so the bytes are known to load),
+        then the write. ``exchange doctor`` compares this digest with the state that a replay from
+        genesis reaches at the same seq."""
+        digest = Exchange.restore(self.exchange.config, snapshot.state).digest()
+        self.journal.write_snapshot(snapshot.seq, snapshot.state, digest)
+
+    async def snapshot_if_behind(self) -> None:
+        """A snapshot of the current state unless the latest one is already at this seq.
+
+        For a clean shutdown, once both loops have ended (so the state is all durable).
+        """
+        if self.exchange.seq > self._snapshot_seq and self.exchange.seq == self._durable_seq:
+            await self.write_snapshot(self.take_snapshot())

@@ -1,0 +1,177 @@
+"""The NATS service API (``$SRV.PING``, ``$SRV.INFO``, ``$SRV.STATS``) under the name ``exchange``.
+
+Owns: the three response bodies (the ``io.nats.micro.v1`` schemas), the per-endpoint counters they
+report, and the subjects a service answers on: ``$SRV.<VERB>``, ``$SRV.<VERB>.exchange`` and
+``$SRV.<VERB>.exchange.<id>``. Must not: change any state of the exchange, or parse request bodies
+(every request gets its answer whatever it carries).
+
+Why not ``nats.micro``: in nats-py 2.16 it subscribes with callbacks (a detached task per
+subscription), answers a failing handler with ``repr(exc)``, and calls ``datetime.utcnow()``
+(deprecated, so a warning under ``filterwarnings=error``). The protocol is three small JSON
+documents, so the daemon answers them itself, from loops it owns, with the same schemas.
+"""
+
+import importlib.metadata
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Final, Literal
+
+import msgspec
+
+SERVICE_NAME: Final = "exchange"
+SERVICE_DESCRIPTION: Final = (
+    "Agent Exchange: the ledger, escrow and market of an agent swarm; see PROTOCOL.md"
+)
+PING_RESPONSE_TYPE: Final = "io.nats.micro.v1.ping_response"
+INFO_RESPONSE_TYPE: Final = "io.nats.micro.v1.info_response"
+STATS_RESPONSE_TYPE: Final = "io.nats.micro.v1.stats_response"
+Verb = Literal["PING", "INFO", "STATS"]
+VERBS: Final[tuple[Verb, ...]] = ("PING", "INFO", "STATS")
+
+_encoder: Final = msgspec.json.Encoder()
+
+
+def service_version() -> str:
+    """The installed package's version (a semver, as the service API requires)."""
+    try:
+        return importlib.metadata.version("agent-exchange")
+    except importlib.metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+def control_subjects(service_id: str) -> tuple[str, ...]:
+    """The three subscriptions that cover every control subject this instance answers."""
+    return ("$SRV.*", f"$SRV.*.{SERVICE_NAME}", f"$SRV.*.{SERVICE_NAME}.{service_id}")
+
+
+def verb_of(subject: str) -> Verb | None:
+    """``$SRV.PING.exchange`` -> ``PING``; None for a subject that is not a known control verb."""
+    parts = subject.split(".")
+    if len(parts) < 2 or parts[0] != "$SRV":
+        return None
+    for verb in VERBS:
+        if parts[1] == verb:
+            return verb
+    return None
+
+
+@dataclass(slots=True)
+class EndpointCounters:
+    """What ``$SRV.STATS`` reports for one subscription. Mutated only on the event loop."""
+
+    name: str
+    subject: str
+    requests: int = 0
+    errors: int = 0
+    processing_ns_total: int = 0
+    last_error: str = ""
+
+    def record(self, *, ok: bool, elapsed_ns: int, error_code: str = "") -> None:
+        self.requests += 1
+        self.processing_ns_total += elapsed_ns
+        if not ok:
+            self.errors += 1
+            self.last_error = error_code
+
+
+class EndpointInfo(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    subject: str
+    queue_group: str = ""
+    metadata: dict[str, str] = {}
+
+
+class EndpointStats(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    subject: str
+    queue_group: str
+    num_requests: int
+    num_errors: int
+    last_error: str
+    processing_time: int
+    average_processing_time: int
+    data: None = None
+
+
+class PingResponse(msgspec.Struct, frozen=True, kw_only=True):
+    type: str = PING_RESPONSE_TYPE
+    name: str
+    id: str
+    version: str
+    metadata: dict[str, str]
+
+
+class InfoResponse(msgspec.Struct, frozen=True, kw_only=True):
+    type: str = INFO_RESPONSE_TYPE
+    name: str
+    id: str
+    version: str
+    description: str
+    metadata: dict[str, str]
+    endpoints: list[EndpointInfo]
+
+
+class StatsResponse(msgspec.Struct, frozen=True, kw_only=True):
+    type: str = STATS_RESPONSE_TYPE
+    name: str
+    id: str
+    version: str
+    metadata: dict[str, str]
+    started: str
+    endpoints: list[EndpointStats]
+
+
+class ServiceIdentity:
+    """This instance: its id, when it started, its endpoints' counters; builds the responses."""
+
+    def __init__(
+        self, *, service_id: str, started_at: datetime, endpoints: list[EndpointCounters]
+    ) -> None:
+        self.service_id = service_id
+        self.version = service_version()
+        self.started_at = started_at
+        self.endpoints = endpoints
+        self.metadata: dict[str, str] = {}
+
+    def respond(self, verb: Verb) -> bytes:
+        if verb == "PING":
+            return _encoder.encode(
+                PingResponse(
+                    name=SERVICE_NAME, id=self.service_id, version=self.version, metadata={}
+                )
+            )
+        if verb == "INFO":
+            return _encoder.encode(
+                InfoResponse(
+                    name=SERVICE_NAME,
+                    id=self.service_id,
+                    version=self.version,
+                    description=SERVICE_DESCRIPTION,
+                    metadata=self.metadata,
+                    endpoints=[
+                        EndpointInfo(name=e.name, subject=e.subject) for e in self.endpoints
+                    ],
+                )
+            )
+        return _encoder.encode(
+            StatsResponse(
+                name=SERVICE_NAME,
+                id=self.service_id,
+                version=self.version,
+                metadata=self.metadata,
+                started=self.started_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                endpoints=[
+                    EndpointStats(
+                        name=e.name,
+                        subject=e.subject,
+                        queue_group="",
+                        num_requests=e.requests,
+                        num_errors=e.errors,
+                        last_error=e.last_error,
+                        processing_time=e.processing_ns_total,
+                        average_processing_time=e.processing_ns_total // max(1, e.requests),
+                    )
+                    for e in self.endpoints
+                ],
+            )
+        )

@@ -1,0 +1,23 @@
+"""The daemon's exceptions: one base class, and what a caller (``exchange up``) can do about each.
+
+```
+DaemonError                     anything the daemon refuses at startup or cannot recover from
+├── DataDirInUseError           another live daemon holds the data directory (exchange.lock)
+├── CredentialsFileError        a file under DATA/creds/ is not credentials (creds.py)
+└── RecoveryError               the journal cannot be turned back into its state (recovery.py)
+    ├── ConfigMismatchError     --config differs from the config the journal was made with
+    ├── ReplayMismatchError     an entry replayed to another reply or other postings
+    └── SnapshotMismatchError   a snapshot's state does not have the digest stored with it
+```
+
+The embedded server raises ``natsserver.NatsServerError`` and the journal ``JournalError``; the
+daemon lets both propagate (they have trees of their own). Owns: the classes only.
+"""
+
+
+class DaemonError(Exception):
+    """Base class for the daemon's own errors."""
+
+
+class DataDirInUseError(DaemonError):
+    """Another live process runs an exchange on this data directory."""

@@ -1,0 +1,42 @@
+"""Every bound and default of the daemon shell, in one place, with its unit in its name.
+
+Owns: numbers only. Must not: import anything of the project, read the environment or do I/O.
+``Settings`` (settings.py) takes its defaults from here; tests and the bench override them there.
+"""
+
+from typing import Final
+
+# A command or query body above this is refused with ``message_too_large`` before it is decoded.
+# NATS's own max_payload (1 MiB) stays above it, so the exchange, not the server, answers.
+message_bytes_max: Final = 64 * 1024
+
+# The inbound queue between the NATS receive loops and the batcher. Not 0 (the style's default)
+# because a full queue must answer ``overloaded`` at once: a small buffer absorbs the bursts of
+# a few hundred requests in flight (measured with bench/transfers.py at 256 in flight).
+inbound_queue_size_max: Final = 4096
+# Commands (and queries) applied and journaled as one batch, one SQLite transaction.
+batch_size_max: Final = 1024
+# How long the batcher waits for more commands once it has one and nothing else is queued.
+# 0: take what is queued. Batches still grow under load because the next batch is applied while
+# the previous one is being fsynced (see batcher.py); bench/transfers.py found no gain above 0.
+batch_wait_us: Final = 0
+# Applied batches waiting for their commit. 0: batch k+1 may be applied while batch k is being
+# written, and no further; its replies wait for its own commit.
+commit_queue_size_max: Final = 0
+
+# NATS subscription buffers (per subscription, inside nats-py).
+subscription_pending_msgs_max: Final = 65_536
+subscription_pending_bytes_max: Final = 64 * 1024 * 1024
+
+# A snapshot every this many journaled commands, and one at every clean shutdown. Taking one
+# serialises the whole state on the event loop (about 200 ms at 100k remembered request ids),
+# and a restart replays at most this many entries (about 30 us each).
+snapshot_every_commands: Final = 50_000
+
+# Shutdown: how long draining subscriptions and finishing in-flight batches may take.
+drain_timeout_s: Final = 10.0
+# Connecting to NATS at startup.
+connect_timeout_s: Final = 5.0
+
+# The default port of the embedded nats-server (NATS's own default).
+nats_port_default: Final = 4222

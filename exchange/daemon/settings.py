@@ -1,0 +1,102 @@
+"""What one run of the daemon is told: the data directory, how to reach NATS, and its bounds.
+
+Owns: ``Settings`` (built once by the composition root from the command line) and ``DataPaths``,
+the one place that names the files of a data directory. The CLI reads the same paths to find a
+local exchange. Must not: read the environment or the command line, or do any I/O.
+
+A data directory (``./.exchange/`` by default) holds::
+
+    journal.sqlite      the hash-chained journal (and its -wal/-shm files)
+    economy.toml        the economy's config, fixed when the journal is created
+    exchange.json       where the running exchange listens (url, pid); removed at a clean exit
+    exchange.lock       held (flock) by the running daemon: one daemon per data directory
+    creds/<user>.json   NATS credentials (mode 0600) for exchange, admin and every agent
+    nats/               the embedded nats-server's config, pid file and lock
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from exchange.daemon import limits
+
+
+@dataclass(frozen=True, slots=True)
+class DataPaths:
+    """The files of one data directory."""
+
+    root: Path
+
+    @property
+    def journal(self) -> Path:
+        return self.root / "journal.sqlite"
+
+    @property
+    def economy_config(self) -> Path:
+        return self.root / "economy.toml"
+
+    @property
+    def endpoint(self) -> Path:
+        return self.root / "exchange.json"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / "exchange.lock"
+
+    @property
+    def creds_dir(self) -> Path:
+        return self.root / "creds"
+
+    def creds(self, user: str) -> Path:
+        return self.creds_dir / f"{user}.json"
+
+    @property
+    def nats_dir(self) -> Path:
+        return self.root / "nats"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """One run of the daemon. ``nats_url=None`` starts an embedded nats-server on ``nats_port``.
+
+    ``open_mode`` turns authentication off (embedded server only, loopback only).
+    ``config_text`` is the economy's TOML given with ``--config`` (None: the stored one, or the
+    defaults for a new data directory).
+    """
+
+    data_dir: Path
+    nats_url: str | None = None
+    nats_host: str = "127.0.0.1"
+    nats_port: int = limits.nats_port_default
+    open_mode: bool = False
+    config_text: str | None = None
+    message_bytes_max: int = limits.message_bytes_max
+    inbound_queue_size_max: int = limits.inbound_queue_size_max
+    batch_size_max: int = limits.batch_size_max
+    batch_wait_us: int = limits.batch_wait_us
+    snapshot_every_commands: int = limits.snapshot_every_commands
+    subscription_pending_msgs_max: int = limits.subscription_pending_msgs_max
+    subscription_pending_bytes_max: int = limits.subscription_pending_bytes_max
+    drain_timeout_s: float = limits.drain_timeout_s
+    connect_timeout_s: float = limits.connect_timeout_s
+
+    def __post_init__(self) -> None:
+        assert self.message_bytes_max > 0, self.message_bytes_max
+        assert self.inbound_queue_size_max > 0, "a zero inbound queue would refuse every command"
+        assert 0 < self.batch_size_max <= 8192, "the journal takes at most 8192 entries a batch"
+        assert self.batch_wait_us >= 0, self.batch_wait_us
+        assert self.snapshot_every_commands > 0, self.snapshot_every_commands
+        assert self.drain_timeout_s > 0, self.drain_timeout_s
+
+    @property
+    def paths(self) -> DataPaths:
+        return DataPaths(self.data_dir)
+
+    @property
+    def embedded(self) -> bool:
+        """Whether this run starts its own nats-server (no ``--nats URL``)."""
+        return self.nats_url is None
+
+    @property
+    def secure(self) -> bool:
+        """Whether the exchange makes credentials and permissions (embedded, not open mode)."""
+        return self.embedded and not self.open_mode

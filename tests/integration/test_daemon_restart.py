@@ -1,0 +1,82 @@
+"""Restarts rebuild exactly the state: a clean stop snapshots (so the next start replays nothing),
+periodic snapshots bound the replay, the config of a journal is fixed, and one data directory
+has one daemon. In-process exchanges; the SIGKILL cases are in test_daemon_crash.py.
+"""
+
+from pathlib import Path
+
+import pytest
+from daemon_support import client_for, running_exchange, status_of
+from structlog.testing import capture_logs
+
+from exchange.core.config import default_toml
+from exchange.daemon.errors import DataDirInUseError
+from exchange.daemon.recovery import ConfigMismatchError
+from exchange.journal import Journal
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_a_clean_restart_has_the_same_digest_and_replays_nothing(tmp_path: Path) -> None:
+    data = tmp_path / "x"
+    async with running_exchange(data) as handle, client_for(handle) as admin:
+        for index in range(20):
+            reply = await admin.command(
+                "claude", "transfer", {"to": "zero", "amount": "1", "memo": f"m{index}"}
+            )
+            assert reply.ok
+        await admin.command("zero", "pool.create", {"name": "gpu", "min_contribution": "10"})
+        await admin.command("claude", "transfer", {"to": "zero", "amount": "99999"})  # refused
+        before = await status_of(admin)
+    with capture_logs() as logs:
+        async with running_exchange(data) as handle, client_for(handle) as admin:
+            after = await status_of(admin)
+    assert after == {**before, "now_ns": after["now_ns"]}
+    recovered = next(e for e in logs if e["event"] == "journal_recovered")
+    assert recovered["replayed"] == 0
+    assert recovered["snapshot_seq"] == before["commands_applied"]
+
+
+async def test_periodic_snapshots_bound_the_replay(tmp_path: Path) -> None:
+    data = tmp_path / "x"
+    async with (
+        running_exchange(data, snapshot_every_commands=5) as handle,
+        client_for(handle) as admin,
+    ):
+        for _ in range(12):
+            await admin.command("claude", "transfer", {"to": "zero", "amount": "1"})
+        with Journal.open(data / "journal.sqlite", read_only=True) as journal:
+            snapshot = journal.latest_snapshot()
+        # Genesis (6 commands) and 12 transfers: snapshots at 6, 11 and 16 at the latest.
+        assert snapshot is not None and snapshot.seq >= 11
+        status = await status_of(admin)
+    assert status["commands_applied"] == 18
+
+
+async def test_the_config_of_a_journal_cannot_change(tmp_path: Path) -> None:
+    data = tmp_path / "x"
+    async with running_exchange(data):
+        pass
+    changed = default_toml().replace("opening_balance = 10000", "opening_balance = 5")
+    assert changed != default_toml()
+    with pytest.RaisesGroup(pytest.RaisesExc(ConfigMismatchError, match="cannot change")):
+        async with running_exchange(data, config_text=changed):
+            pass
+
+
+async def test_a_new_journal_takes_the_given_config(tmp_path: Path) -> None:
+    config = default_toml().replace("opening_balance = 10000", "opening_balance = 5")
+    async with (
+        running_exchange(tmp_path / "x", config_text=config) as handle,
+        client_for(handle) as admin,
+    ):
+        balance = await admin.query("balance", {"agent": "zero"})
+    assert balance.result["balance"] == "5"
+    assert (tmp_path / "x" / "economy.toml").read_text() == config
+
+
+async def test_one_data_directory_has_one_daemon(tmp_path: Path) -> None:
+    async with running_exchange(tmp_path / "x"):
+        with pytest.RaisesGroup(pytest.RaisesExc(DataDirInUseError, match="another exchange runs")):
+            async with running_exchange(tmp_path / "x"):
+                pass

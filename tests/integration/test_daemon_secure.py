@@ -1,0 +1,110 @@
+"""Secure mode (the default) and open mode: per-agent credentials made by the exchange, the
+server refusing an agent that publishes as another, registration reloading the server, and
+open mode on loopback. Every wait is for a reply or a NATS error, under fail_after.
+"""
+
+import stat
+from pathlib import Path
+
+import anyio
+import msgspec
+import nats
+import pytest
+from daemon_support import client_for, running_exchange, status_of
+
+from exchange.client import connect
+from exchange.daemon.creds import read_credentials
+
+pytestmark = pytest.mark.anyio
+
+WAIT_S = 10.0
+
+
+async def test_credentials_are_private_files_for_admin_and_every_agent(tmp_path: Path) -> None:
+    async with running_exchange(tmp_path / "x") as handle:
+        creds_dir = tmp_path / "x" / "creds"
+        names = sorted(p.stem for p in creds_dir.glob("*.json"))
+        assert names == sorted(
+            ["admin", "exchange", "claude", "builder", "lambda", "spark", "observer", "zero"]
+        )
+        assert stat.S_IMODE(creds_dir.stat().st_mode) == 0o700
+        for path in creds_dir.glob("*.json"):
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+        zero = read_credentials(creds_dir / "zero.json")
+        assert zero is not None
+        assert (zero.url, zero.user, zero.inbox_prefix) == (handle.url, "zero", "_INBOX_zero")
+
+
+async def test_an_agent_acts_as_itself_with_its_own_credentials(tmp_path: Path) -> None:
+    async with running_exchange(tmp_path / "x") as handle, client_for(handle, "claude") as claude:
+        reply = await claude.command("claude", "transfer", {"to": "zero", "amount": "2"})
+        assert reply.ok, reply
+        balance = await claude.query("balance", {"agent": "claude"})
+        assert balance.result["balance"] == "9998"
+
+
+async def test_publishing_a_command_as_another_agent_is_refused_by_the_server(
+    tmp_path: Path,
+) -> None:
+    async with running_exchange(tmp_path / "x") as handle, client_for(handle) as admin:
+        before = await status_of(admin)
+        violations: list[str] = []
+        seen = anyio.Event()
+
+        async def on_error(error: Exception) -> None:
+            violations.append(str(error))
+            seen.set()
+
+        creds = handle.credentials("claude")
+        thief = await nats.connect(
+            creds.url,
+            user=creds.user,
+            password=creds.password,
+            inbox_prefix=creds.inbox_prefix,
+            allow_reconnect=False,
+            error_cb=on_error,
+        )
+        try:
+            body = msgspec.json.encode({"request_id": "steal", "to": "claude", "amount": "500"})
+            await thief.publish("exchange.cmd.zero.transfer", body, reply=thief.new_inbox())
+            await thief.publish("exchange.cmd.admin.award", b"{}", reply=thief.new_inbox())
+            with anyio.fail_after(WAIT_S):
+                await seen.wait()
+        finally:
+            await thief.close()
+        assert any("permissions violation" in v.lower() for v in violations), violations
+        after = await status_of(admin)
+        assert after["commands_applied"] == before["commands_applied"]
+        assert after["digest"] == before["digest"]
+        stats = msgspec.json.decode(
+            (await admin.nc.request("$SRV.STATS.exchange", b"", timeout=WAIT_S)).data
+        )
+        commands = next(e for e in stats["endpoints"] if e["name"] == "commands")
+        assert commands["num_requests"] == 0  # The exchange never saw the forged commands.
+
+
+async def test_a_registered_agent_can_connect_at_once(tmp_path: Path) -> None:
+    async with running_exchange(tmp_path / "x") as handle, client_for(handle) as admin:
+        reply = await admin.command(
+            "admin",
+            "agent.register",
+            {"agent": "newbie", "base_rate": "80", "primary_llm": "llama3.2"},
+        )
+        assert reply.ok, reply
+        path = tmp_path / "x" / "creds" / "newbie.json"
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        # The reply is sent after the server reloaded with the new user.
+        async with connect(handle.credentials("newbie"), reconnect=False) as newbie:
+            balance = await newbie.query("balance", {"agent": "newbie"})
+            transfer = await newbie.command("newbie", "transfer", {"to": "zero", "amount": "1"})
+        assert balance.result["balance"] == "10000"
+        assert transfer.ok, transfer
+
+
+async def test_open_mode_needs_no_credentials(tmp_path: Path) -> None:
+    async with running_exchange(tmp_path / "x", open_mode=True) as handle:
+        assert not handle.secure
+        assert not (tmp_path / "x" / "creds").exists()
+        async with connect(handle.credentials("zero"), reconnect=False) as anyone:
+            reply = await anyone.command("claude", "transfer", {"to": "zero", "amount": "1"})
+        assert reply.ok, reply

@@ -1,0 +1,55 @@
+"""``exchange up`` as a real process: JSON logs, a loud open mode, a clean SIGTERM, a refused second
+daemon on the same data directory, and a bad --config. Waits are on log events, under fail_after.
+"""
+
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+from daemon_support import DaemonProcess, free_port, run_cli
+
+pytestmark = pytest.mark.anyio
+
+UP = (sys.executable, "-m", "exchange.cli.main", "up")
+
+
+async def test_open_mode_warns_and_sigterm_exits_cleanly(tmp_path: Path) -> None:
+    data = tmp_path / "x"
+    daemon = DaemonProcess(data, free_port(), "--open")
+    async with daemon.running():
+        warning = next(e for e in daemon.events if e["event"] == "open_mode_enabled")
+        assert warning["level"] == "warning" and warning["authentication"] is False
+        status = await run_cli("status", "--data", str(data), "--json")
+        assert status.status == 0, status
+        assert await daemon.terminate_and_wait() == 0
+    names = [e["event"] for e in daemon.events]
+    assert names.index("signal_received") < names.index("exchange_stopped")
+    assert "nats_server_stopped" in names
+    assert not (data / "exchange.json").exists()
+    assert not (data / "nats" / "nats-server.pid").exists()
+
+
+async def test_a_second_daemon_on_the_same_data_directory_is_refused(tmp_path: Path) -> None:
+    data = tmp_path / "x"
+    async with DaemonProcess(data, free_port()).running():
+        with anyio.fail_after(60):
+            second = await anyio.run_process(
+                [*UP, "--data", str(data), "--log-json", "--port", str(free_port())],
+                check=False,
+            )
+    assert second.returncode == 1
+    assert b"DataDirInUseError" in second.stderr and b"exchange_failed" in second.stderr
+
+
+async def test_a_bad_config_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    config = tmp_path / "economy.toml"
+    config.write_text("opening_balance = 'lots'\n")
+    with anyio.fail_after(60):
+        done = await anyio.run_process(
+            [*UP, "--data", str(tmp_path / "x"), "--config", str(config), "--json"],
+            check=False,
+        )
+    assert done.returncode == 1
+    assert b"config_invalid" in done.stdout
+    assert not (tmp_path / "x").exists()
