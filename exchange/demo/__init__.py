@@ -1,0 +1,1 @@
+"""Demos of the whole system: ``exchange demo auction`` (see ``auction.py``)."""
