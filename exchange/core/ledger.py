@@ -256,6 +256,10 @@ class Ledger:
     def register_timer_kind(self, kind: str, fire: Callable[[str], None]) -> None:
         self._timer_kinds[kind] = fire
 
+    def handled_commands(self) -> frozenset[type]:
+        """The command types with a handler (checked against the wire's registry by a test)."""
+        return frozenset(self._handlers)
+
     def register_handler(self, command_type: type, handler: Handler) -> None:
         assert command_type not in self._handlers
         self._handlers[command_type] = handler

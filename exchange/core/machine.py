@@ -103,6 +103,9 @@ class Exchange:
 
     # ---------------------------------------------------------------------------- queries
 
+    def answered_queries(self) -> frozenset[type]:
+        return frozenset(self._queries)
+
     def query(self, query: q.Query) -> bytes:
         """Answers a read-only query with an encoded envelope. Changes nothing observable."""
         value = self._queries[type(query)](query)

@@ -13,8 +13,11 @@ body_bytes_max: Final = 1024 * 1024
 reply_bytes_max: Final = 1024 * 1024
 # An agent id, verb, account name or posting kind, as UTF-8 bytes.
 name_bytes_max: Final = 256
-memo_bytes_max: Final = 1024
-postings_per_entry_max: Final = 1024
+# The protocol allows 4,096-character texts (up to 16 KiB of UTF-8), and a core memo may join two.
+memo_bytes_max: Final = 32 * 1024
+# One command can fire every timer that fell due while the exchange was down (hold expiries,
+# auction closes, escrow deadlines), each with its postings: the bound is that of open holds.
+postings_per_entry_max: Final = 1_000_000
 # SQLite stores INTEGER as a signed 64-bit value; at_ns fits until the year 2262.
 int64_max: Final = 2**63 - 1
 
