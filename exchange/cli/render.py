@@ -16,6 +16,7 @@ import msgspec
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 EXIT_OK: Final = 0
 EXIT_REFUSED: Final = 1
@@ -78,6 +79,15 @@ def _cell(value: Any) -> str:
     return text if len(text) <= _cell_chars_max else text[: _cell_chars_max - 1] + "…"
 
 
+# Health statuses (swarm metrics) are coloured so a warning stands out in a table.
+_STATUS_STYLES = {"ok": "green", "watch": "yellow", "warning": "bold red", "no_data": "dim"}
+
+
+def _styled(column: str, text: str) -> Text:
+    style = _STATUS_STYLES.get(text, "") if column == "status" else ""
+    return Text(text, style=style)
+
+
 def _is_rows(value: Any) -> bool:
     return isinstance(value, list) and bool(value) and all(isinstance(v, Mapping) for v in value)
 
@@ -104,7 +114,7 @@ def render(console: Console, value: Any, *, title: str) -> None:
         for column in columns:
             table.add_column(column, overflow="fold")
         for row in rows:
-            table.add_row(*(_cell(row.get(column)) for column in columns))
+            table.add_row(*(_styled(column, _cell(row.get(column))) for column in columns))
         console.print(table)
     if not pairs.row_count and not row_tables:
         console.print(f"{title}: (empty)", markup=False)

@@ -8,8 +8,10 @@ the decimal strings typed, and the exchange refuses a bad one with a clear code)
 """
 
 import argparse
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from protocols.ids import ADMIN
@@ -30,7 +32,20 @@ class CommandRequest:
 
 Request = QueryRequest | CommandRequest
 
-_QUERY_WORDS = frozenset({"status", "balance", "history", "limits", "agents"})
+_QUERY_WORDS = frozenset(
+    {
+        "status",
+        "balance",
+        "history",
+        "limits",
+        "agents",
+        "tasks",
+        "signals",
+        "pheromones",
+        "metrics",
+        "shapley",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,4 +238,242 @@ NET_VERBS: tuple[NetVerb, ...] = (
         _positional("pool_id"),
         lambda a: QueryRequest("pool", {"pool_id": a.pool_id}),
     ),
+    # ------------------------------------------------------------------ market (Contract Net)
+    NetVerb(
+        ("tasks",),
+        "Contract Net tasks with their state",
+        _with(
+            _positional(), ("--state", {"default": None}), ("--limit", {"type": int, "default": 50})
+        ),
+        lambda a: QueryRequest("tasks", _drop_none({"state": a.state, "limit": a.limit})),
+    ),
+    NetVerb(
+        ("task", "show"),
+        "one task: its bids and scores, winner, escrow and result",
+        _positional("task_id"),
+        lambda a: QueryRequest("task", {"task_id": a.task_id}),
+    ),
+    NetVerb(
+        ("task", "announce"),
+        "announce a task for bids (the max cost is held from the manager)",
+        _with(
+            _positional("manager", "task_type", "asset", "max_cost"),
+            ("--deadline-ms", {"type": int, "default": 1000}),
+            ("--bid-window-ms", {"type": int, "default": None}),
+            ("--referrer", {"default": None}),
+        ),
+        lambda a: CommandRequest(
+            a.manager,
+            "task.announce",
+            _drop_none(
+                {
+                    "task_type": a.task_type,
+                    "asset": a.asset,
+                    "max_cost": a.max_cost,
+                    "deadline_ms": a.deadline_ms,
+                    "bid_window_ms": a.bid_window_ms,
+                    "referrer": a.referrer,
+                }
+            ),
+        ),
+    ),
+    NetVerb(
+        ("task", "verify"),
+        "score a task's result: >= 0.7 releases the escrow, below disputes it",
+        _positional("manager", "task_id", "score", score=float),
+        lambda a: CommandRequest(
+            a.manager, "task.verify", {"task_id": a.task_id, "score": a.score}
+        ),
+    ),
+    NetVerb(
+        ("task", "cancel"),
+        "cancel a task (its hold or escrow goes back to the manager)",
+        _positional("manager", "task_id"),
+        lambda a: CommandRequest(a.manager, "task.cancel", {"task_id": a.task_id}),
+    ),
+    # ------------------------------------------------------------------ escrow
+    NetVerb(
+        ("escrow", "lock"),
+        "lock a payer's tokens for a payee",
+        _with(
+            _positional("payer", "payee", "amount"),
+            ("--referrer", {"default": None}),
+            ("--lock-timeout-s", {"type": int, "default": 86_400, "dest": "lock_timeout_s"}),
+        ),
+        lambda a: CommandRequest(
+            a.payer,
+            "escrow.lock",
+            _drop_none(
+                {
+                    "payee": a.payee,
+                    "amount": a.amount,
+                    "referrer": a.referrer,
+                    "timeout_s": a.lock_timeout_s,
+                }
+            ),
+        ),
+    ),
+    NetVerb(
+        ("escrow", "release"),
+        "release with a verification score (>= 0.7 pays, less disputes)",
+        _with(_positional("payer", "escrow_id"), ("--score", {"type": float, "default": 1.0})),
+        lambda a: CommandRequest(
+            a.payer, "escrow.release", {"escrow_id": a.escrow_id, "score": a.score}
+        ),
+    ),
+    NetVerb(
+        ("escrow", "dispute"),
+        "dispute a locked escrow (payer or payee)",
+        _positional("agent", "escrow_id"),
+        lambda a: CommandRequest(a.agent, "escrow.dispute", {"escrow_id": a.escrow_id}),
+    ),
+    NetVerb(
+        ("escrow", "resolve"),
+        "settle a dispute as an arbiter: release or refund",
+        _with(_positional("escrow_id", "outcome"), ("--arbiter", {"default": ADMIN})),
+        lambda a: CommandRequest(
+            a.arbiter, "escrow.resolve", {"escrow_id": a.escrow_id, "outcome": a.outcome}
+        ),
+    ),
+    NetVerb(
+        ("escrow", "show"),
+        "one escrow and its state",
+        _positional("escrow_id"),
+        lambda a: QueryRequest("escrow", {"escrow_id": a.escrow_id}),
+    ),
+    # ------------------------------------------------------------------ votes
+    NetVerb(
+        ("vote", "propose"),
+        "open a weighted vote (--action takes a JSON parameter change)",
+        _with(
+            _positional("proposer", "title"),
+            ("--kind", {"default": "plurality"}),
+            ("--quorum", {"type": int, "default": 0}),
+            ("--deadline-s", {"type": int, "default": 3600}),
+            ("--eligible", {"default": None, "help": "comma-separated agent ids"}),
+            ("--options", {"default": None, "help": "comma-separated (approval votes)"}),
+            ("--action", {"default": None, "help": 'e.g. {"type":"model_price",...}'}),
+        ),
+        lambda a: CommandRequest(
+            a.proposer,
+            "vote.propose",
+            _drop_none(
+                {
+                    "title": a.title,
+                    "kind": a.kind,
+                    "quorum": a.quorum,
+                    "deadline_s": a.deadline_s,
+                    "eligible": _split(a.eligible),
+                    "options": _split(a.options),
+                    "action": None if a.action is None else json.loads(a.action),
+                }
+            ),
+        ),
+    ),
+    NetVerb(
+        ("vote", "cast"),
+        "cast a ballot: yes, no or abstain (or --approve options; --votes for quadratic)",
+        _with(
+            _positional("voter", "proposal_id"),
+            ("choice", {"nargs": "?", "default": None}),
+            ("--approve", {"default": None, "help": "comma-separated options"}),
+            ("--votes", {"type": int, "default": 1}),
+        ),
+        lambda a: CommandRequest(
+            a.voter,
+            "vote.cast",
+            {
+                "proposal_id": a.proposal_id,
+                "ballot": _drop_none(
+                    {"choice": a.choice, "approvals": _split(a.approve), "votes": a.votes}
+                ),
+            },
+        ),
+    ),
+    NetVerb(
+        ("vote", "show"),
+        "a proposal and, once closed, its tally",
+        _positional("proposal_id"),
+        lambda a: QueryRequest("proposal", {"proposal_id": a.proposal_id}),
+    ),
+    # ------------------------------------------------------------------ signals and health
+    NetVerb(
+        ("signals", "recent"),
+        "the latest signals seen on swarm.signal.*",
+        _with(
+            _positional(),
+            ("--type", {"default": None, "dest": "signal_type"}),
+            ("--limit", {"type": int, "default": 20}),
+        ),
+        lambda a: QueryRequest(
+            "signals", _drop_none({"signal_type": a.signal_type, "limit": a.limit})
+        ),
+    ),
+    NetVerb(
+        ("pheromones", "top"),
+        "the strongest trails of the pheromone map",
+        _with(_positional(), ("n", {"type": int, "nargs": "?", "default": 10})),
+        lambda a: QueryRequest("pheromones", {"limit": a.n}),
+    ),
+    NetVerb(
+        ("metrics",),
+        "swarm health: each metric with its target, warning level and status",
+        _positional(),
+        lambda a: QueryRequest("metrics", {}),
+    ),
+    # ------------------------------------------------------------------ cooperation
+    NetVerb(
+        ("pool", "deposit"),
+        "put profit into a pool (minted as admin, or --agent pays it)",
+        _with(_positional("pool_id", "amount"), ("--agent", {"default": ADMIN})),
+        lambda a: CommandRequest(
+            a.agent, "pool.deposit", {"pool_id": a.pool_id, "amount": a.amount}
+        ),
+    ),
+    NetVerb(
+        ("pool", "distribute"),
+        "pay a pool's profit to contributors, pro rata or by Shapley value of a game file",
+        _with(
+            _positional("pool_id"),
+            ("--amount", {"default": None}),
+            ("--shapley", {"default": None, "metavar": "VALUES_FILE", "type": Path}),
+            ("--agent", {"default": ADMIN}),
+        ),
+        lambda a: CommandRequest(
+            a.agent,
+            "pool.distribute",
+            _drop_none(
+                {
+                    "pool_id": a.pool_id,
+                    "amount": a.amount,
+                    "method": "shapley" if a.shapley else "proportional",
+                    "game": None if a.shapley is None else _read_json(a.shapley),
+                }
+            ),
+        ),
+    ),
+    NetVerb(
+        ("shapley",),
+        "Shapley values of a game (JSON file: a table or values + synergies)",
+        _with(
+            _positional("game_file", game_file=Path),
+            ("--permutations", {"type": int, "default": 10_000}),
+            ("--seed", {"type": int, "default": None}),
+        ),
+        lambda a: QueryRequest(
+            "shapley",
+            _drop_none(
+                {"game": _read_json(a.game_file), "permutations": a.permutations, "seed": a.seed}
+            ),
+        ),
+    ),
 )
+
+
+def _split(text: str | None) -> list[str] | None:
+    return None if text is None else [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _read_json(path: Path) -> Any:
+    """A JSON file given on the command line (the exchange validates what it contains)."""
+    return json.loads(path.read_text(encoding="utf-8"))
