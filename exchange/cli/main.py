@@ -85,6 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long a batch waits for more commands (tuning; default %(default)s)",
     )
     up.add_argument("--log-json", action="store_true", help="JSON logs even on a terminal")
+    up.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        metavar="P",
+        help="serve Prometheus metrics on http://127.0.0.1:P/metrics",
+    )
     up.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     groups: dict[str, argparse._SubParsersAction[argparse.ArgumentParser]] = {}
     for verb in verbs.NET_VERBS:
@@ -220,6 +227,7 @@ def _up(args: argparse.Namespace, output: Output) -> int:
         open_mode=args.open,
         config_text=config_text,
         batch_wait_us=args.batch_wait_us,
+        metrics_port=args.metrics_port,
     )
     if settings.embedded and settings.open_mode:
         output.errors.print(

@@ -14,6 +14,7 @@ process behind when it returns, fails or is cancelled.
 """
 
 import fcntl
+import functools
 import os
 import time
 import uuid
@@ -48,6 +49,7 @@ from exchange.daemon.natsserver import (
     NatsServerReloadError,
     run_nats_server,
 )
+from exchange.daemon.prometheus import render_metrics, serve_metrics
 from exchange.daemon.recovery import apply_genesis, load_economy_config, recover
 from exchange.daemon.routes import Route, default_routes
 from exchange.daemon.service import Publisher, Receiver
@@ -71,6 +73,8 @@ class ExchangeHandle:
     secure: bool
     service_id: str
     _stop_requested: anyio.Event = field(default_factory=anyio.Event)
+    # The Prometheus endpoint's port, once it listens (``Settings.metrics_port``).
+    metrics_port: int | None = None
 
     def stop(self) -> None:
         """Asks for a clean stop: drain, finish and journal what is in flight, snapshot, exit."""
@@ -240,6 +244,32 @@ async def _nats_side(settings: Settings, exchange: Exchange) -> AsyncIterator[_N
             await _close(nc, settings.drain_timeout_s)
 
 
+async def _serve_metrics_until_cancelled(
+    scope: anyio.CancelScope,
+    settings: Settings,
+    scrape: Callable[[], str],
+    *,
+    task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    assert settings.metrics_port is not None
+    with scope:
+        await serve_metrics(
+            settings.metrics_host, settings.metrics_port, scrape, task_status=task_status
+        )
+
+
+def _scrape(
+    exchange: Exchange, pipeline: Pipeline, endpoints: list[EndpointCounters], nc: Client
+) -> str:
+    return render_metrics(
+        exchange,
+        durable_seq=pipeline.durable_seq,
+        batches_committed=pipeline.batches_committed,
+        endpoints=endpoints,
+        bus={k: int(v) for k, v in nc.stats.items()},
+    )
+
+
 def _roles(exchange: Exchange) -> dict[str, str | None]:
     return {agent.id: agent.role for agent in exchange.ledger.agents.values()}
 
@@ -365,11 +395,21 @@ async def _serve(
                 tg.start_soon(receiver.serve, route, sub, counters, inbound_send.clone())
             for sub in service.control:
                 tg.start_soon(receiver.serve_discovery, service.identity, sub)
+            # The metrics endpoint has no end of its own: a stop cancels it first.
+            metrics_scope = anyio.CancelScope()
+            if settings.metrics_port is not None:
+                scrape = functools.partial(
+                    _scrape, recovered.exchange, pipeline, endpoints, side.nc
+                )
+                handle.metrics_port = await tg.start(
+                    _serve_metrics_until_cancelled, metrics_scope, settings, scrape
+                )
             inbound_send.close()
             _announce_ready(settings, side, recovered, handle)
             task_status.started(handle)
             await handle.wait_stop_requested()
             log.info("exchange_stop_requested", seq=recovered.exchange.seq)
+            metrics_scope.cancel()
             if not await _drain(settings, service, timer_scope):
                 tg.cancel_scope.cancel()
         with anyio.CancelScope(shield=True):

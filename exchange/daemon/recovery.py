@@ -29,7 +29,6 @@ from exchange.core.machine import Exchange, genesis_commands
 from exchange.daemon.errors import DaemonError
 from exchange.journal import Entry, EntryInput, Journal
 from exchange.journal import Posting as JournalPosting
-from exchange.journal import limits as journal_limits
 from protocols.commands import Command
 from protocols.ids import ADMIN
 from protocols.registry import COMMAND_DECODERS, VERB_OF
@@ -94,34 +93,16 @@ def encode_command(command: Command) -> bytes:
     return _encoder.encode(command)
 
 
-def fit_memo(memo: str) -> str:
-    """``memo`` cut to the journal's ``memo_bytes_max`` (at a character boundary, ending in …).
-
-    A workaround: the protocol lets a memo or description run to 4096 characters, the journal
-    takes 1024 bytes of memo per posting, and a journal refusal after ``apply`` would crash the
-    daemon. Live batches and replay both go through this, so the check of a replay still holds.
-    """
-    if len(memo) * 4 <= journal_limits.memo_bytes_max:
-        return memo
-    encoded = memo.encode()
-    if len(encoded) <= journal_limits.memo_bytes_max:
-        return memo
-    cut = encoded[: journal_limits.memo_bytes_max - len(_ellipsis)]
-    return cut.decode(errors="ignore") + "…"
-
-
-_ellipsis = "…".encode()
-
-
 def journal_postings(postings: Iterable[CorePosting]) -> tuple[JournalPosting, ...]:
-    """The core's postings as the journal stores them (memos fitted, see ``fit_memo``)."""
+    """The core's postings as the journal stores them (its bounds fit any memo the protocol
+    allows, so nothing is cut)."""
     return tuple(
         JournalPosting(
             debit_account=p.debit,
             credit_account=p.credit,
             amount_micro=p.amount_micro,
             kind=p.kind,
-            memo=fit_memo(p.memo),
+            memo=p.memo,
         )
         for p in postings
     )
@@ -269,7 +250,6 @@ __all__ = [
     "check_digest",
     "encode_command",
     "entry_of",
-    "fit_memo",
     "journal_postings",
     "load_economy_config",
     "recover",

@@ -78,6 +78,9 @@ class Settings:
     subscription_pending_bytes_max: int = limits.subscription_pending_bytes_max
     drain_timeout_s: float = limits.drain_timeout_s
     connect_timeout_s: float = limits.connect_timeout_s
+    # Prometheus text endpoint: None serves none; 0 picks a free port.
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         assert self.message_bytes_max > 0, self.message_bytes_max

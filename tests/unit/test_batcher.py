@@ -16,7 +16,7 @@ from exchange.core.config import EconomyConfig
 from exchange.core.machine import Exchange
 from exchange.daemon.batcher import AppliedBatch, Inbound, Pipeline, TimerSchedule
 from exchange.daemon.clock import ExchangeClock
-from exchange.daemon.recovery import apply_genesis, fit_memo
+from exchange.daemon.recovery import apply_genesis
 from exchange.daemon.routes import CommandWork, QueryWork, resolve_command, resolve_query
 from exchange.journal import Entry, EntryInput
 
@@ -220,11 +220,3 @@ def test_the_clock_never_goes_backwards() -> None:
     clock = ExchangeClock(floor_ns=50, wall_ns=lambda: next(readings))
     assert [clock.now_ns() for _ in range(4)] == [100, 100, 100, 120]
     assert ExchangeClock(floor_ns=500, wall_ns=lambda: 1).now_ns() == 500
-
-
-def test_a_long_memo_is_fitted_to_the_journal_at_a_character_boundary() -> None:
-    assert fit_memo("short") == "short"
-    fitted = fit_memo("é" * 3000)
-    assert len(fitted.encode()) <= 1024 and fitted.endswith("…")
-    assert fitted[:-1] == "é" * len(fitted[:-1])
-    assert fit_memo("a" * 1024) == "a" * 1024

@@ -1,0 +1,176 @@
+"""Random auctions: conservation and escrow = open holds after every step; no escrow left locked.
+
+Each example registers four bidders and runs a random sequence of announcements, bids, refusals,
+reports, verifications, disputes, arbitrations, cancellations, direct escrows and ticks that move
+the clock. Invalid commands are expected and simply refused.
+"""
+
+import json
+from decimal import Decimal
+from typing import Any
+
+from core_support import NS_PER_S, Harness
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from protocols import commands as c
+from protocols import swarm as s
+from protocols.ids import ADMIN
+
+BIDDERS = ("b1", "b2", "b3", "b4")
+MANAGERS = ("claude", "zero", "b1")
+AGENTS = (*BIDDERS, "claude", "zero")
+DAY_S = 86_400
+
+index = st.integers(0, 63)
+agent = st.sampled_from(AGENTS)
+unit = st.floats(0.0, 1.0, allow_nan=False)
+announce = st.tuples(
+    st.just("announce"),
+    st.sampled_from(MANAGERS),
+    st.integers(1, 500_000_000),  # max cost in micro-tokens
+    st.integers(1, 5000),  # deadline ms
+    st.sampled_from([1, 500, 3000, 10_000, 60_000]),  # bid window ms
+    st.booleans(),  # with a referrer
+)
+ops = st.one_of(
+    announce,
+    announce,
+    st.tuples(st.just("bid"), agent, index, st.floats(0.0, 1.2), st.floats(0.0, 1.2), unit),
+    st.tuples(st.just("bid"), agent, index, st.floats(0.0, 1.2), st.floats(0.0, 1.2), unit),
+    st.tuples(st.just("bid"), agent, index, st.floats(0.0, 1.2), st.floats(0.0, 1.2), unit),
+    st.tuples(st.just("refuse"), agent, index),
+    st.tuples(st.just("report"), index, st.booleans()),
+    st.tuples(st.just("report"), index, st.just(True)),
+    st.tuples(st.just("verify"), index, unit),
+    st.tuples(st.just("verify"), index, unit),
+    st.tuples(st.just("resolve"), index, st.sampled_from(["release", "refund"])),
+    st.tuples(st.just("cancel"), index),
+    st.tuples(st.just("lock"), agent, agent, st.integers(1, 50_000_000), st.integers(1, 7200)),
+    st.tuples(st.just("escrow"), index, st.sampled_from(["release", "dispute"]), unit),
+    st.tuples(st.just("tick"), st.integers(0, 4000)),  # milliseconds
+    st.tuples(st.just("tick"), st.integers(0, 4000)),
+    st.tuples(st.just("tick"), st.integers(0, 5000 * 1000)),
+)
+
+
+def tokens(micro: int) -> Decimal:
+    return Decimal(max(micro, 1)).scaleb(-6)
+
+
+def pick(items: list[Any], i: int) -> Any:
+    """Mostly one of the last few items (live ones), sometimes any."""
+    if not items:
+        return None
+    if i < 56:
+        return items[-1 - i % min(4, len(items))]
+    return items[i % len(items)]
+
+
+def step(h: Harness, op: tuple[Any, ...], tasks: list[str], escrows: list[str]) -> None:
+    market = h.ex.market
+    kind = op[0]
+    if kind == "tick":
+        h.advance(op[1] / 1000)
+        h.tick()
+        return
+    if kind == "announce":
+        _, manager, max_micro, deadline_ms, window_ms, referred = op
+        fields: dict[str, Any] = {"referrer": "zero" if manager != "zero" else "claude"}
+        outcome = h.send(
+            manager,
+            s.AnnounceTask,
+            task_type="analyze",
+            asset="btc",
+            deadline_ms=deadline_ms,
+            max_cost=tokens(max_micro),
+            bid_window_ms=window_ms,
+            **(fields if referred else {}),
+        )
+        if outcome.ok:
+            tasks.append(json.loads(outcome.reply)["result"]["task_id"])
+        return
+    if kind == "lock":
+        _, payer, payee, micro, timeout_s = op
+        outcome = h.send(
+            payer, s.LockEscrow, payee=payee, amount=tokens(micro), timeout_s=timeout_s
+        )
+        if outcome.ok:
+            escrows.append(json.loads(outcome.reply)["result"]["escrow_id"])
+        return
+    if kind == "escrow":
+        _, i, action, score = op
+        escrow_id = pick(escrows, i)
+        if escrow_id is None:
+            return
+        payer = market.escrows[escrow_id].payer
+        if action == "release":
+            h.send(payer, s.ReleaseEscrow, escrow_id=escrow_id, score=score)
+        else:
+            h.send(payer, s.DisputeEscrow, escrow_id=escrow_id)
+        return
+    task_id = pick(tasks, op[2] if kind in ("bid", "refuse") else op[1])
+    if task_id is None:
+        return
+    task = market.tasks[task_id]
+    if kind == "bid":
+        _, bidder, _, cost_f, time_f, confidence = op
+        bid = s.Bid(
+            cost=tokens(round(task.max_cost_micro * cost_f)),
+            time_ms=max(1, round(task.deadline_ms * time_f)),
+            confidence=confidence,
+        )
+        h.send(bidder, s.SubmitBid, task_id=task_id, bid=bid)
+    elif kind == "refuse":
+        h.send(op[1], s.SubmitRefusal, task_id=task_id)
+    elif kind == "report":
+        h.send(task.winner or "b2", s.SubmitResult, task_id=task_id, success=op[2])
+    elif kind == "verify":
+        h.send(task.manager, s.VerifyTask, task_id=task_id, score=op[2])
+    elif kind == "resolve":
+        h.send(ADMIN, s.ResolveEscrow, escrow_id=task.escrow_id or "none", outcome=op[2])
+    elif kind == "cancel":
+        h.send(task.manager, s.CancelTask, task_id=task_id)
+
+
+def new_harness() -> Harness:
+    h = Harness()
+    for bidder in BIDDERS:
+        h.ok(
+            ADMIN,
+            c.RegisterAgent,
+            agent=bidder,
+            base_rate=Decimal(100),
+            primary_llm="llama3.2",
+            role="executor",
+            capabilities=["analyze"],
+        )
+    return h
+
+
+@settings(
+    max_examples=400,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(st.lists(ops, min_size=30, max_size=200))
+def test_random_auctions_conserve_and_settle_every_escrow(program: list[tuple[Any, ...]]) -> None:
+    h = new_harness()
+    tasks: list[str] = []
+    escrows: list[str] = []
+    for op in program:
+        step(h, op, tasks, escrows)
+        h.ex.check_invariants()
+    # A tick far in the future closes every auction and fires every deadline. An auction closed
+    # by that tick is awarded then, so its result is due (and refunded) at a second, later tick.
+    for days in (60, 120):
+        h.at(h.now_ns / NS_PER_S + days * DAY_S)
+        h.tick()
+        h.ex.check_invariants()
+    market = h.ex.market
+    assert all(
+        t.state not in ("open", "awarded", "informed", "disputed") for t in market.tasks.values()
+    )
+    assert all(e.state in ("released", "refunded") for e in market.escrows.values())
+    assert h.ex.ledger.book.balance("@escrow") == 0
+    assert not h.ex.ledger.open_holds
