@@ -27,6 +27,7 @@ from anyio.abc import ByteReceiveStream, Process
 from exchange.cli.main import main as cli_main
 from exchange.client import ExchangeClient, connect
 from exchange.daemon.app import ExchangeHandle, run_exchange
+from exchange.daemon.natsserver import PID_FILE_NAME
 from exchange.daemon.settings import Settings
 
 # Generous bounds: a loaded CI machine, not the expected time.
@@ -84,6 +85,18 @@ async def run_cli(*argv: str) -> CliResult:
     call = functools.partial(cli_main, list(argv), stdout=out, stderr=err, configure_logs=False)
     status = await anyio.to_thread.run_sync(call)
     return CliResult(status, out.getvalue(), err.getvalue())
+
+
+def stop_orphaned_nats_server(nats_dir: Path) -> None:
+    """SIGTERMs the nats-server whose pid file is in ``nats_dir``, if it still runs from there."""
+    pid_file = nats_dir / PID_FILE_NAME
+    try:
+        pid = int(pid_file.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return
+    if b"nats-server" in cmdline and str(nats_dir).encode() in cmdline:
+        os.kill(pid, signal.SIGTERM)
 
 
 class DaemonProcess:
@@ -152,9 +165,16 @@ class DaemonProcess:
                 yield self
             finally:
                 if process.returncode is None:
+                    process.terminate()
+                    with anyio.move_on_after(STOP_TIMEOUT_S):
+                        await process.wait()
+                if process.returncode is None:
                     process.kill()
                 with anyio.fail_after(STOP_TIMEOUT_S):
                     await process.wait()
+                # A SIGKILLed daemon (the crash tests) leaves its nats-server behind: stop it, so
+                # no test leaves a process running.
+                stop_orphaned_nats_server(self.data_dir / "nats")
 
     def kill(self) -> None:
         """SIGKILL: no drain, no snapshot, no cleanup (its nats-server is left running)."""
