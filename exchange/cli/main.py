@@ -78,12 +78,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--open", action="store_true", help="no authentication (loopback only)")
     up.add_argument("--config", type=Path, metavar="FILE", help="economy TOML for a new journal")
-    up.add_argument(
-        "--batch-wait-us",
-        type=int,
-        default=limits.batch_wait_us,
-        help="how long a batch waits for more commands (tuning; default %(default)s)",
-    )
     up.add_argument("--log-json", action="store_true", help="JSON logs even on a terminal")
     up.add_argument(
         "--metrics-port",
@@ -226,7 +220,6 @@ def _up(args: argparse.Namespace, output: Output) -> int:
         nats_port=args.port,
         open_mode=args.open,
         config_text=config_text,
-        batch_wait_us=args.batch_wait_us,
         metrics_port=args.metrics_port,
     )
     if settings.embedded and settings.open_mode:

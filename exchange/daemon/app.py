@@ -30,19 +30,19 @@ import msgspec
 import nats
 import structlog
 from anyio.abc import TaskStatus
-from anyio.streams.memory import MemoryObjectSendStream
 from nats.aio.client import Client
 from nats.aio.subscription import Subscription
 
 from exchange.client import Credentials
 from exchange.core.config import EconomyConfig
 from exchange.core.machine import Exchange
-from exchange.daemon.batcher import AppliedBatch, Inbound, Pipeline, TimerSchedule
+from exchange.daemon.batcher import Pipeline, TimerSchedule
 from exchange.daemon.clock import ExchangeClock
 from exchange.daemon.creds import CredentialStore, nats_users, read_credentials
 from exchange.daemon.discovery import EndpointCounters, ServiceIdentity, control_subjects
 from exchange.daemon.endpoint import EndpointFile, remove_endpoint, write_endpoint
 from exchange.daemon.errors import DataDirInUseError
+from exchange.daemon.inbound import InboundQueue
 from exchange.daemon.natsserver import (
     NatsServer,
     NatsServerConfig,
@@ -275,10 +275,7 @@ def _roles(exchange: Exchange) -> dict[str, str | None]:
 
 
 async def _run_timers(
-    scope: anyio.CancelScope,
-    timers: TimerSchedule,
-    clock: ExchangeClock,
-    inbound: MemoryObjectSendStream[Inbound],
+    scope: anyio.CancelScope, timers: TimerSchedule, clock: ExchangeClock, inbound: InboundQueue
 ) -> None:
     with scope:
         await timers.run(clock, inbound)
@@ -316,7 +313,7 @@ class _Service:
 
     handle: ExchangeHandle
     pipeline: Pipeline
-    receiver: Receiver
+    inbound: InboundQueue
     identity: ServiceIdentity
     routes: tuple[Route, ...]
     subscriptions: list[Subscription]
@@ -337,7 +334,6 @@ async def _build(
         publish=publish,
         agents_registered=side.agents_registered,
         batch_size_max=settings.batch_size_max,
-        batch_wait_us=settings.batch_wait_us,
         snapshot_every_commands=settings.snapshot_every_commands,
         snapshot_seq=recovered.snapshot_seq,
     )
@@ -346,25 +342,29 @@ async def _build(
         started_at=datetime.now(UTC),
         endpoints=[EndpointCounters(route.name, route.subscription) for route in routes],
     )
+    # Subscribed before the batcher runs: what arrives meanwhile waits in the inbound queue.
+    inbound = InboundQueue(settings.inbound_queue_size_max)
+    receiver = Receiver(publish=publish, message_bytes_max=settings.message_bytes_max)
     subscriptions = [
         await side.nc.subscribe(
             route.subscription,
+            cb=receiver.callback(route, counters, inbound),
             pending_msgs_limit=settings.subscription_pending_msgs_max,
             pending_bytes_limit=settings.subscription_pending_bytes_max,
         )
-        for route in routes
+        for route, counters in zip(routes, identity.endpoints, strict=True)
     ]
     control = [
         await side.nc.subscribe(
             subject,
+            cb=receiver.discovery_callback(identity),
             pending_msgs_limit=_control_pending_msgs_max,
             pending_bytes_limit=_control_pending_bytes_max,
         )
         for subject in control_subjects(handle.service_id)
     ]
     await side.nc.flush()
-    receiver = Receiver(publish=publish, message_bytes_max=settings.message_bytes_max)
-    return _Service(handle, pipeline, receiver, identity, routes, subscriptions, control)
+    return _Service(handle, pipeline, inbound, identity, routes, subscriptions, control)
 
 
 async def _serve(
@@ -375,26 +375,16 @@ async def _serve(
     task_status: TaskStatus[ExchangeHandle],
 ) -> None:
     service = await _build(settings, journal, recovered, side)
-    handle, pipeline, receiver = service.handle, service.pipeline, service.receiver
-    inbound_send, inbound_receive = anyio.create_memory_object_stream[Inbound](
-        settings.inbound_queue_size_max
-    )
-    applied_send, applied_receive = anyio.create_memory_object_stream[AppliedBatch](0)
+    handle, pipeline = service.handle, service.pipeline
     timer_scope = anyio.CancelScope()
     endpoints = service.identity.endpoints
     try:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(pipeline.run_batcher, inbound_receive, applied_send)
-            tg.start_soon(pipeline.run_committer, applied_receive)
+            tg.start_soon(pipeline.run_batcher, service.inbound)
+            tg.start_soon(pipeline.run_committer)
             tg.start_soon(
-                _run_timers, timer_scope, pipeline.timers, recovered.clock, inbound_send.clone()
+                _run_timers, timer_scope, pipeline.timers, recovered.clock, service.inbound
             )
-            for route, sub, counters in zip(
-                service.routes, service.subscriptions, endpoints, strict=True
-            ):
-                tg.start_soon(receiver.serve, route, sub, counters, inbound_send.clone())
-            for sub in service.control:
-                tg.start_soon(receiver.serve_discovery, service.identity, sub)
             # The metrics endpoint has no end of its own: a stop cancels it first.
             metrics_scope = anyio.CancelScope()
             if settings.metrics_port is not None:
@@ -404,7 +394,6 @@ async def _serve(
                 handle.metrics_port = await tg.start(
                     _serve_metrics_until_cancelled, metrics_scope, settings, scrape
                 )
-            inbound_send.close()
             _announce_ready(settings, side, recovered, handle)
             task_status.started(handle)
             await handle.wait_stop_requested()
@@ -452,9 +441,10 @@ async def _drain(settings: Settings, service: _Service, timer_scope: anyio.Cance
     with anyio.move_on_after(settings.drain_timeout_s, shield=True) as drain:
         timer_scope.cancel()
         for subscription in (*service.subscriptions, *service.control):
-            # nats-py leaves drain() unannotated. It unsubscribes, then waits until the loop
-            # has taken every message already delivered; the loop then ends.
+            # nats-py leaves drain() unannotated. It unsubscribes, then waits until the
+            # callback has handled every message already delivered.
             await subscription.drain()  # type: ignore[no-untyped-call]
+        service.inbound.close()
         await service.pipeline.finished.wait()
     if drain.cancelled_caught:
         log.warning("drain_timed_out", drain_timeout_s=settings.drain_timeout_s)

@@ -14,15 +14,9 @@ message_bytes_max: Final = 64 * 1024
 # because a full queue must answer ``overloaded`` at once: a small buffer absorbs the bursts of
 # a few hundred requests in flight (measured with bench/transfers.py at 256 in flight).
 inbound_queue_size_max: Final = 4096
-# Commands (and queries) applied and journaled as one batch, one SQLite transaction.
+# Commands (and queries) applied and journaled as one batch, one SQLite transaction. Batches
+# grow by themselves under load: what arrives while one batch is being fsynced is the next one.
 batch_size_max: Final = 1024
-# How long the batcher waits for more commands once it has one and nothing else is queued.
-# 0: take what is queued. Batches still grow under load because the next batch is applied while
-# the previous one is being fsynced (see batcher.py); bench/transfers.py found no gain above 0.
-batch_wait_us: Final = 0
-# Applied batches waiting for their commit. 0: batch k+1 may be applied while batch k is being
-# written, and no further; its replies wait for its own commit.
-commit_queue_size_max: Final = 0
 
 # NATS subscription buffers (per subscription, inside nats-py).
 subscription_pending_msgs_max: Final = 65_536

@@ -72,7 +72,6 @@ class Settings:
     message_bytes_max: int = limits.message_bytes_max
     inbound_queue_size_max: int = limits.inbound_queue_size_max
     batch_size_max: int = limits.batch_size_max
-    batch_wait_us: int = limits.batch_wait_us
     snapshot_every_commands: int = limits.snapshot_every_commands
     subscription_pending_msgs_max: int = limits.subscription_pending_msgs_max
     subscription_pending_bytes_max: int = limits.subscription_pending_bytes_max
@@ -86,7 +85,6 @@ class Settings:
         assert self.message_bytes_max > 0, self.message_bytes_max
         assert self.inbound_queue_size_max > 0, "a zero inbound queue would refuse every command"
         assert 0 < self.batch_size_max <= 8192, "the journal takes at most 8192 entries a batch"
-        assert self.batch_wait_us >= 0, self.batch_wait_us
         assert self.snapshot_every_commands > 0, self.snapshot_every_commands
         assert self.drain_timeout_s > 0, self.drain_timeout_s
 

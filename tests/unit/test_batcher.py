@@ -1,10 +1,9 @@
-"""The batcher and committer without NATS or disk: replies wait for their own commit, batch k+1 is
-applied while k is being written, queries answer at their place in the order, refusals and ticks
-are journaled, snapshots follow their commit. A fake journal records batches in memory and can
-hold a commit open (a threading.Event) to observe the pipeline mid-write.
+"""The batcher and committer without NATS or disk: replies wait for their own commit, what arrives
+while batch k is committed and answered becomes batch k+1 (bounded), queries answer at their
+place in the order, refusals and ticks are journaled, snapshots follow their commit. A fake
+journal records batches in memory; holding the first reply open observes the pipeline mid-commit.
 """
 
-import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,8 +13,9 @@ import pytest
 
 from exchange.core.config import EconomyConfig
 from exchange.core.machine import Exchange
-from exchange.daemon.batcher import AppliedBatch, Inbound, Pipeline, TimerSchedule
+from exchange.daemon.batcher import Pipeline, TimerSchedule
 from exchange.daemon.clock import ExchangeClock
+from exchange.daemon.inbound import Inbound, InboundQueue
 from exchange.daemon.recovery import apply_genesis
 from exchange.daemon.routes import CommandWork, QueryWork, resolve_command, resolve_query
 from exchange.journal import Entry, EntryInput
@@ -32,19 +32,14 @@ def anyio_backend() -> str:
 
 
 class FakeJournal:
-    """Numbers entries like the journal; ``hold`` makes append_batch wait until released."""
+    """Numbers entries like the journal and keeps every batch."""
 
     def __init__(self) -> None:
         self.batches: list[list[EntryInput]] = []
         self.snapshots: list[tuple[int, str]] = []
         self.last_seq = 0
-        self.hold: threading.Event | None = None
-        self.entered = threading.Event()
 
     def append_batch(self, batch: Sequence[EntryInput]) -> tuple[Entry, ...]:
-        self.entered.set()
-        if self.hold is not None:
-            assert self.hold.wait(WAIT_S)
         entries = []
         for item in batch:
             self.last_seq += 1
@@ -59,12 +54,15 @@ class FakeJournal:
 
 
 class Harness:
-    def __init__(self, *, snapshot_every_commands: int = 1000) -> None:
+    def __init__(self, *, snapshot_every_commands: int = 1000, batch_size_max: int = 64) -> None:
         self.exchange = Exchange(EconomyConfig())
         self.journal = FakeJournal()
         self.journal.append_batch(apply_genesis(self.exchange, now_ns=START_NS))
         self.published: list[tuple[str, bytes]] = []
         self.registered: list[str] = []
+        # When set: the first reply waits for ``hold_replies``, with ``replying`` set meanwhile.
+        self.hold_replies: anyio.Event | None = None
+        self.replying = anyio.Event()
         self.wall_ns = START_NS
         self.clock = ExchangeClock(floor_ns=START_NS, wall_ns=lambda: self.wall_ns)
         self.pipeline = Pipeline(
@@ -74,13 +72,15 @@ class Harness:
             timers=TimerSchedule(),
             publish=self.publish,
             agents_registered=self.agents_registered,
-            batch_size_max=64,
-            batch_wait_us=0,
+            batch_size_max=batch_size_max,
             snapshot_every_commands=snapshot_every_commands,
             snapshot_seq=0,
         )
 
     async def publish(self, subject: str, payload: bytes) -> None:
+        if self.hold_replies is not None and subject.startswith("reply."):
+            self.replying.set()
+            await self.hold_replies.wait()
         self.published.append((subject, payload))
 
     async def agents_registered(self, agents: list[str]) -> None:
@@ -135,36 +135,45 @@ async def test_a_batch_is_applied_in_order_and_answered_after_its_commit() -> No
     assert h.pipeline.durable_seq == 9
 
 
-async def test_the_next_batch_is_applied_while_one_is_being_written() -> None:
-    h = Harness()
-    h.journal.hold = threading.Event()
-    inbound_send, inbound_receive = anyio.create_memory_object_stream[Inbound](16)
-    applied_send, applied_receive = anyio.create_memory_object_stream[AppliedBatch](0)
+async def test_what_arrives_while_a_batch_is_committed_is_the_next_batch() -> None:
+    h = Harness(batch_size_max=2)
+    h.hold_replies = anyio.Event()
+    inbound = InboundQueue(16)
     async with anyio.create_task_group() as tg:
-        tg.start_soon(h.pipeline.run_batcher, inbound_receive, applied_send)
-        tg.start_soon(h.pipeline.run_committer, applied_receive)
-        async with inbound_send:
-            await inbound_send.send(transfer(1))
-            with anyio.fail_after(WAIT_S):
-                await anyio.to_thread.run_sync(h.journal.entered.wait)
-            # Batch 1 is inside append_batch; batch 2 is applied meanwhile.
-            inbound_send.send_nowait(transfer(2))
-            inbound_send.send_nowait(transfer(3))
-            with anyio.fail_after(WAIT_S):
-                while h.exchange.seq < 9:
-                    await anyio.wait_all_tasks_blocked()
-            # And no further: batch 3 waits until batch 2 is handed to the committer.
-            inbound_send.send_nowait(transfer(4))
-            await anyio.wait_all_tasks_blocked()
-            assert h.exchange.seq == 9
-            assert h.published == []
-            assert h.pipeline.durable_seq == 6
-            h.journal.hold.set()
+        tg.start_soon(h.pipeline.run_batcher, inbound)
+        tg.start_soon(h.pipeline.run_committer)
+        assert inbound.put(transfer(1))
+        with anyio.fail_after(WAIT_S):
+            await h.replying.wait()
+        # Batch 1 is durable and its reply is going out; t2..t4 arrive meanwhile.
+        assert h.pipeline.durable_seq == 7
+        for index in (2, 3, 4):
+            assert inbound.put(transfer(index))
+        await anyio.wait_all_tasks_blocked()
+        # t2 and t3 are applied into the open batch, and no further (batch_size_max 2): t4 waits.
+        assert h.exchange.seq == 9
+        assert len(inbound) == 1
+        assert h.pipeline.durable_seq == 7
+        assert set(h.replies()) == set()
+        h.hold_replies.set()
+        inbound.close()
         with anyio.fail_after(WAIT_S):
             await h.pipeline.finished.wait()
     assert [len(b) for b in h.journal.batches[1:]] == [1, 2, 1]
     assert set(h.replies()) == {"reply.t1", "reply.t2", "reply.t3", "reply.t4"}
     assert h.pipeline.durable_seq == 10
+
+
+async def test_the_inbound_queue_refuses_beyond_its_bound_and_after_close() -> None:
+    inbound = InboundQueue(2)
+    assert inbound.put(transfer(1)) and inbound.put(transfer(2))
+    assert not inbound.put(transfer(3))
+    assert inbound.put(transfer(4), beyond_bound=True)  # The timer loop's one Tick.
+    assert [i.reply_to for i in await inbound.take(2)] == ["reply.t1", "reply.t2"]
+    inbound.close()
+    assert not inbound.put(transfer(5))
+    assert [i.reply_to for i in await inbound.take(8)] == ["reply.t4"]
+    assert await inbound.take(8) == []
 
 
 async def test_snapshots_are_written_after_their_batch() -> None:
@@ -200,13 +209,12 @@ async def test_a_due_timer_is_fed_as_a_journaled_tick() -> None:
     due_ns = h.exchange.next_timer_ns()
     assert due_ns is not None
     h.wall_ns = due_ns + 1  # The wall clock reaches the deadline.
-    send, receive = anyio.create_memory_object_stream[Inbound](4)
+    inbound = InboundQueue(4)
     async with anyio.create_task_group() as tg:
-        tg.start_soon(h.pipeline.timers.run, h.clock, send)
+        tg.start_soon(h.pipeline.timers.run, h.clock, inbound)
         with anyio.fail_after(WAIT_S):
-            tick = await receive.receive()
+            [tick] = await inbound.take(4)
         tg.cancel_scope.cancel()
-    receive.close()
     assert (tick.work.sender, tick.work.verb, tick.reply_to) == ("exchange", "tick", None)
     await h.pipeline.commit(h.pipeline.apply_batch([tick]))
     entry = h.journal.batches[-1][0]
