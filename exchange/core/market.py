@@ -20,6 +20,7 @@ from typing import Any, Final
 import msgspec
 
 from exchange.core import accounts as acc
+from exchange.core.bid_tally import BidTally
 from exchange.core.config import EconomyConfig
 from exchange.core.ledger import Agent, Hold, Ledger, Refusal, refuse
 from exchange.core.limits import NS_PER_S
@@ -97,6 +98,8 @@ class Market:
         self.auction_config = config.auction
         self.tasks: dict[str, Task] = {}
         self.escrows: dict[str, Escrow] = {}
+        # Open tasks' answers so far (derived, not in the snapshot: see bid_tally.py).
+        self._tallies: dict[str, BidTally] = {}
         for command_type, handler in (
             (s.AnnounceTask, self.announce),
             (s.SubmitBid, self.propose),
@@ -387,7 +390,7 @@ class Market:
             )
         if bidder.id == task.manager:
             return refuse(ErrorCode.not_eligible, f"{bidder.id} manages {task.id}")
-        if bidder.id in task.refused or any(b.bidder == bidder.id for b in task.bids):
+        if self._tally(task).has_answered(bidder.id):
             return refuse(ErrorCode.duplicate_bid, f"{bidder.id} already answered {task.id}")
         if len(task.bids) >= bids_per_task_max:
             return refuse(ErrorCode.overloaded, f"{task.id} has its maximum of bids")
@@ -422,9 +425,13 @@ class Market:
             proof=cmd.bid.capability_proof,
             seq=self.ledger.book.seq,
         )
-        record.score = _decimal_text(self.score(task, record))
+        tally = self._tally(task)
+        record.score = _decimal_text(
+            tally.record_bid(record.bidder, record.cost_micro, record.time_ms, record.confidence)
+        )
         task.bids.append(record)
-        self._close_if_all_answered(task)
+        if tally.everyone_answered:
+            self._award(task)
         return r.Result()
 
     def refuse_task(self, sender: str, cmd: s.SubmitRefusal) -> msgspec.Struct | Refusal:
@@ -433,22 +440,25 @@ class Market:
             return checked
         bidder, task = checked
         task.refused.append(bidder.id)
-        self._close_if_all_answered(task)
+        tally = self._tally(task)
+        tally.record_refusal(bidder.id)
+        if tally.everyone_answered:
+            self._award(task)
         return r.Result()
 
-    def score(self, task: Task, bid: BidRecord) -> Fraction:
-        """0.4 × (1 − cost/max) + 0.3 × (1 − time/deadline) + 0.3 × confidence, exactly."""
-        w_cost, w_time, w_conf = (Fraction(Decimal(w)) for w in task.weights)
-        return (
-            w_cost * (1 - Fraction(bid.cost_micro, task.max_cost_micro))
-            + w_time * (1 - Fraction(bid.time_ms, task.deadline_ms))
-            + w_conf * Fraction(bid.confidence)
-        )
-
-    def _close_if_all_answered(self, task: Task) -> None:
-        answered = {b.bidder for b in task.bids} | set(task.refused)
-        if task.eligible and answered.issuperset(task.eligible):
-            self._award(task)
+    def _tally(self, task: Task) -> BidTally:
+        """The open ``task``'s tally, rebuilt from its bids and refusals if there is none."""
+        tally = self._tallies.get(task.id)
+        if tally is None:
+            tally = BidTally.start(
+                task.weights, task.eligible, task.max_cost_micro, task.deadline_ms
+            )
+            for bid in task.bids:
+                tally.record_bid(bid.bidder, bid.cost_micro, bid.time_ms, bid.confidence)
+            for agent in task.refused:
+                tally.record_refusal(agent)
+            self._tallies[task.id] = tally
+        return tally
 
     def _on_auction_close(self, task_id: str) -> None:
         task = self.tasks[task_id]
@@ -465,7 +475,8 @@ class Market:
             self._close_task(task, "unawarded", "no bids")
             return
         # Highest score wins; among equal scores the earlier bid (lower seq).
-        winner = max(task.bids, key=lambda b: (self.score(task, b), -b.seq))
+        winner = task.bids[self._tally(task).best_index]
+        del self._tallies[task.id]
         ledger.shrink_hold(hold, winner.cost_micro)
         escrow = self.open_escrow(hold, winner.bidder, task.referrer, task.id, task.task_type)
         now_ns = ledger.book.now_ns
@@ -580,6 +591,7 @@ class Market:
 
     def _close_task(self, task: Task, state: str, reason: str) -> None:
         task.state, task.reason = state, reason
+        self._tallies.pop(task.id, None)
         escrow = self.escrows.get(task.escrow_id or "")
         paid = fee = refunded = 0
         if escrow is not None:
