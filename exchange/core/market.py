@@ -14,7 +14,6 @@ referral, the referrer its share.
 
 from dataclasses import dataclass, field
 from decimal import Decimal
-from fractions import Fraction
 from typing import Any, Final
 
 import msgspec
@@ -426,8 +425,8 @@ class Market:
             seq=self.ledger.book.seq,
         )
         tally = self._tally(task)
-        record.score = _decimal_text(
-            tally.record_bid(record.bidder, record.cost_micro, record.time_ms, record.confidence)
+        record.score = tally.record_bid(
+            record.bidder, record.cost_micro, record.time_ms, record.confidence
         )
         task.bids.append(record)
         if tally.everyone_answered:
@@ -649,11 +648,3 @@ class Market:
             task_id=escrow.task_id,
             fee=format_micro(escrow.fee_micro),
         )
-
-
-def _decimal_text(value: Fraction) -> str:
-    """A score as a decimal string with 6 places (for people; ranking uses the exact value)."""
-    scaled = value * 10**6
-    rounded = round(scaled)
-    text = format(Decimal(rounded).scaleb(-6), "f")
-    return text.rstrip("0").rstrip(".") if "." in text else text
