@@ -55,27 +55,71 @@ def link_hash_hex(
     Raises ValueError if ``prev_hash_hex`` is not hex, UnicodeEncodeError for unencodable text and
     struct.error for an integer outside u64; callers validate first.
     """
+    return _link_hash_hex(
+        prev_hash_hex,
+        seq,
+        at_ns,
+        sender.encode(),
+        verb.encode(),
+        body,
+        reply,
+        [_encode_posting(p) for p in postings],
+    )
+
+
+# A posting's hashed fields, text already UTF-8: debit, credit, amount_micro, kind, memo.
+_EncodedPosting = tuple[bytes, bytes, int, bytes, bytes]
+
+
+def _encode_posting(posting: Posting) -> _EncodedPosting:
+    return (
+        posting.debit_account.encode(),
+        posting.credit_account.encode(),
+        posting.amount_micro,
+        posting.kind.encode(),
+        posting.memo.encode(),
+    )
+
+
+def _link_hash_hex(
+    prev_hash_hex: str,
+    seq: int,
+    at_ns: int,
+    sender: bytes,
+    verb: bytes,
+    body: bytes,
+    reply: bytes,
+    postings: list[_EncodedPosting],
+) -> str:
+    """``link_hash_hex`` with the text already encoded (so validation's encoding is reused)."""
+    u32 = _u32.pack
     parts = [
         hash_format_tag,
         bytes.fromhex(prev_hash_hex),
         _seq_at.pack(seq, at_ns),
-        *_sized(sender.encode()),
-        *_sized(verb.encode()),
-        *_sized(body),
-        *_sized(reply),
-        _u32.pack(len(postings)),
+        u32(len(sender)),
+        sender,
+        u32(len(verb)),
+        verb,
+        u32(len(body)),
+        body,
+        u32(len(reply)),
+        reply,
+        u32(len(postings)),
     ]
-    for posting in postings:
-        parts += _sized(posting.debit_account.encode())
-        parts += _sized(posting.credit_account.encode())
-        parts.append(_u64.pack(posting.amount_micro))
-        parts += _sized(posting.kind.encode())
-        parts += _sized(posting.memo.encode())
+    for debit, credit, amount_micro, kind, memo in postings:
+        parts += (
+            u32(len(debit)),
+            debit,
+            u32(len(credit)),
+            credit,
+            _u64.pack(amount_micro),
+            u32(len(kind)),
+            kind,
+            u32(len(memo)),
+            memo,
+        )
     return hashlib.sha256(b"".join(parts)).hexdigest()
-
-
-def _sized(data: bytes) -> tuple[bytes, bytes]:
-    return _u32.pack(len(data)), data
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,19 +152,24 @@ def prepare_batch(
     posting_rows: list[PostingRow] = []
     seq, prev_hash_hex, prev_at_ns = last_seq, last_hash_hex, last_at_ns
     for position, item in enumerate(batch):
-        path = f"batch[{position}]"
-        body_text, reply_text = _check_entry(item, path, prev_at_ns)
+        valid = _valid_encoded(item, prev_at_ns)
+        if valid is None:
+            # Something is off: the full checks name the first bad field and raise. (Should they
+            # pass, the quick check was only stricter, as for a str subclass: encode plainly.)
+            _check_entry(item, f"batch[{position}]", prev_at_ns)
+            valid = _plain_encoded(item)
+        sender_utf8, verb_utf8, body_text, reply_text, encoded_postings = valid
         seq += 1
         at_ns = item.at_ns
-        hash_hex = link_hash_hex(
+        hash_hex = _link_hash_hex(
             prev_hash_hex,
             seq,
             at_ns,
-            item.sender,
-            item.verb,
+            sender_utf8,
+            verb_utf8,
             item.body,
             item.reply,
-            item.postings,
+            encoded_postings,
         )
         postings = tuple(item.postings)
         entry = Entry(
@@ -144,6 +193,77 @@ def prepare_batch(
         prev_hash_hex, prev_at_ns = hash_hex, at_ns
     assert seq == last_seq + len(batch)
     return PreparedBatch(tuple(entries), tuple(entry_rows), tuple(posting_rows))
+
+
+# An entry that passed validation: sender and verb as UTF-8, body and reply as text, postings
+# encoded for hashing.
+_ValidEncoded = tuple[bytes, bytes, str, str, list[_EncodedPosting]]
+
+
+def _valid_encoded(item: object, prev_at_ns: int) -> _ValidEncoded | None:
+    """The quick check of an entry, encoding each text once for both its size and its hash.
+
+    Accepts only what ``_check_entry`` accepts; returns None for anything it doesn't (and for a
+    few oddities it does, such as str subclasses), so the caller runs the full checks, which
+    build the error message. Why two: the full checks build a path string for every field of
+    every entry, which cost as much as the rest of the journal's work per entry.
+    """
+    if not isinstance(item, EntryInput):
+        return None
+    at_ns, body, reply, postings = item.at_ns, item.body, item.reply, item.postings
+    if type(at_ns) is not int or not prev_at_ns <= at_ns <= limits.int64_max or at_ns < 0:
+        return None
+    if type(body) is not bytes or type(reply) is not bytes:
+        return None
+    if len(body) > limits.body_bytes_max or len(reply) > limits.reply_bytes_max:
+        return None
+    if type(postings) not in (tuple, list) or len(postings) > limits.postings_per_entry_max:
+        return None
+    name_max = limits.name_bytes_max
+    try:
+        sender, verb = _utf8(item.sender, name_max), _utf8(item.verb, name_max)
+        body_text, reply_text = body.decode(), reply.decode()
+        encoded_postings = []
+        for posting in postings:
+            if type(posting) is not Posting:
+                return None
+            amount_micro = posting.amount_micro
+            if type(amount_micro) is not int or not 1 <= amount_micro <= limits.int64_max:
+                return None
+            debit = _utf8(posting.debit_account, name_max)
+            credit = _utf8(posting.credit_account, name_max)
+            kind = _utf8(posting.kind, name_max)
+            memo = _utf8(posting.memo, limits.memo_bytes_max, empty_ok=True)
+            if debit == credit:
+                return None
+            encoded_postings.append((debit, credit, amount_micro, kind, memo))
+    except (_Invalid, UnicodeError):
+        return None
+    return sender, verb, body_text, reply_text, encoded_postings
+
+
+class _Invalid(Exception):
+    """A quick check failed; the full checks will say why."""
+
+
+def _utf8(value: object, bytes_max: int, *, empty_ok: bool = False) -> bytes:
+    if type(value) is not str:
+        raise _Invalid
+    encoded = value.encode()
+    if not (0 if empty_ok else 1) <= len(encoded) <= bytes_max:
+        raise _Invalid
+    return encoded
+
+
+def _plain_encoded(item: EntryInput) -> _ValidEncoded:
+    """The encoding of an entry that the full checks accepted."""
+    return (
+        item.sender.encode(),
+        item.verb.encode(),
+        item.body.decode(),
+        item.reply.decode(),
+        [_encode_posting(p) for p in item.postings],
+    )
 
 
 def _check_entry(item: object, path: str, prev_at_ns: int) -> tuple[str, str]:
