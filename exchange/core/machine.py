@@ -359,6 +359,13 @@ class Exchange:
     def snapshot(self) -> bytes:
         return _snapshot_encoder.encode(self.state())
 
+    def snapshot_and_digest(self) -> tuple[bytes, str]:
+        """``snapshot()`` and ``digest()`` of this moment, walking the state once."""
+        state = self.state()
+        snapshot = _snapshot_encoder.encode(state)
+        del state["seq"], state["now_ns"]
+        return snapshot, hashlib.sha256(_snapshot_encoder.encode(state)).hexdigest()
+
     def digest(self) -> str:
         """A hash of the logical state. The command counter and the clock are left out, so a
         refused command (which changes nothing) leaves the digest as it was."""

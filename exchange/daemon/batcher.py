@@ -79,6 +79,9 @@ class Reply(msgspec.Struct, frozen=True, gc=False):
 class SnapshotTaken:
     seq: int
     state: bytes
+    # The digest of the live state at ``seq``. A restart restores ``state`` and checks that it
+    # has this digest, so a snapshot that does not restore exactly is caught there.
+    digest: str
 
 
 @dataclass(slots=True)
@@ -262,8 +265,9 @@ class Pipeline:
     def take_snapshot(self) -> SnapshotTaken:
         """The state as of now (between batches), for writing once its last batch is durable."""
         # Serialising must happen here, on the loop, between batches: the state is live objects.
-        # It is O(state); its digest, as costly, is computed later in the worker thread.
-        taken = SnapshotTaken(self.exchange.seq, self.exchange.snapshot())
+        # It is O(state), and so is the digest, computed from the same walk.
+        state, digest = self.exchange.snapshot_and_digest()
+        taken = SnapshotTaken(self.exchange.seq, state, digest)
         self._snapshot_seq = taken.seq
         return taken
 
@@ -324,20 +328,15 @@ class Pipeline:
         """Stores a snapshot whose seq is durable, in a worker thread."""
         assert snapshot.seq <= self._durable_seq, "snapshot only what is journaled"
         started_ns = time.perf_counter_ns()
-        await anyio.to_thread.run_sync(self._store_snapshot, snapshot)
+        await anyio.to_thread.run_sync(
+            self.journal.write_snapshot, snapshot.seq, snapshot.state, snapshot.digest
+        )
         log.info(
             "snapshot_written",
             seq=snapshot.seq,
             state_bytes=len(snapshot.state),
             write_ms=(time.perf_counter_ns() - started_ns) // 1_000_000,
         )
-
-    def _store_snapshot(self, snapshot: SnapshotTaken) -> None:
-        """Worker thread: the digest of the snapshot as restored (so the bytes are known to load),
-        then the write. ``exchange doctor`` compares this digest with the state that a replay from
-        genesis reaches at the same seq."""
-        digest = Exchange.restore(self.exchange.config, snapshot.state).digest()
-        self.journal.write_snapshot(snapshot.seq, snapshot.state, digest)
 
     async def snapshot_if_behind(self) -> None:
         """A snapshot of the current state unless the latest one is already at this seq.
