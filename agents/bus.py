@@ -26,18 +26,26 @@ from nats.aio.client import Client
 
 from agents import limits
 from agents.errors import ExchangeUnavailableError, RefusedError, ReplyDecodeError
-from agents.messages import Empty, Heartbeat
+from agents.messages import Empty
 from protocols import subjects
 from protocols.commands import Command
 from protocols.errors import ErrorCode
 from protocols.ids import RequestId
 from protocols.queries import Query
 from protocols.results import ErrorBody
-from protocols.swarm import AgentSignal, Ballot, Bid, PriceUpdate, RefuseTask, TaskReport
+from protocols.swarm import (
+    HEARTBEAT_VERB,
+    AgentSignal,
+    Ballot,
+    Bid,
+    Heartbeat,
+    PriceUpdate,
+    RefuseTask,
+    TaskReport,
+)
 
 T = TypeVar("T")
 
-HEARTBEAT_VERB: Final = "heartbeat"
 _REQUEST_ID_CHARS_MAX: Final = 64
 
 

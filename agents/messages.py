@@ -1,7 +1,5 @@
 """Bodies the workers send or read that ``protocols/`` does not (yet) define.
 
-- ``Heartbeat``: published on ``exchange.cmd.<agent>.heartbeat`` without a reply inbox; the
-  exchange records liveness (PROTOCOL.md lists no such verb yet; see docs/agents.md).
 - Tolerant readers of results the exchange returns for market commands and queries (the task and
   escrow views, the announce result). Their Structs live in the exchange's core, which workers
   must not import; these skip unknown fields and give defaults, so a newer exchange still decodes.
@@ -17,12 +15,6 @@ from typing import Any
 import msgspec
 
 from protocols.swarm import BidScore
-
-
-class Heartbeat(msgspec.Struct, frozen=True, kw_only=True):
-    role: str
-    capabilities: list[str]
-    at_ms: int
 
 
 class AnnounceReply(msgspec.Struct, frozen=True, kw_only=True):

@@ -33,7 +33,7 @@ from agents import limits
 from agents.bus import Bus
 from agents.config import RuntimeConfig
 from agents.errors import BusError, ConnectionLostError
-from agents.messages import Heartbeat
+from protocols.swarm import Heartbeat
 
 T = TypeVar("T")
 Logger = structlog.typing.FilteringBoundLogger

@@ -31,6 +31,7 @@ SWARM_BODIES: Final[dict[str, tuple[str, type[msgspec.Struct]]]] = {
     "TaskReport": ("swarm.task.{task_id}.inform.{sender} | .failure.{sender}", s.TaskReport),
     "Ballot": ("swarm.vote.{proposal_id}.cast.{sender}", s.Ballot),
     "PriceUpdate": ("swarm.price.{asset}", s.PriceUpdate),
+    "Heartbeat": ("exchange.cmd.{sender}.heartbeat", s.Heartbeat),
     "CallForProposals": ("swarm.task.cfp.{task_type}", s.CallForProposals),
     "TaskAward": ("swarm.task.{task_id}.award", s.TaskAward),
     "TaskClosed": ("swarm.task.{task_id}.closed", s.TaskClosed),

@@ -10,7 +10,7 @@ bind the sender, so they forbid unknown fields.
 """
 
 from decimal import Decimal
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Final, Literal
 
 import msgspec
 
@@ -65,6 +65,22 @@ class PriceUpdate(msgspec.Struct, frozen=True, kw_only=True):
     price: Decimal
     at_ns: int
     source: str = ""
+
+
+class Heartbeat(msgspec.Struct, frozen=True, kw_only=True):
+    """Published by a worker on ``exchange.cmd.<agent>.heartbeat``, with or without a reply inbox.
+
+    Liveness only: the exchange records when it last heard from each agent (the Prometheus
+    gauge ``exchange_agent_heartbeat_age_seconds``); it is not a command and is not journaled.
+    ``at_ms`` is the worker's own clock (milliseconds since the epoch).
+    """
+
+    role: Annotated[str, msgspec.Meta(max_length=64)] = ""
+    capabilities: Annotated[list[Token], msgspec.Meta(max_length=64)] = []
+    at_ms: Annotated[int, msgspec.Meta(ge=0)] = 0
+
+
+HEARTBEAT_VERB: Final = "heartbeat"
 
 
 # ----------------------------------------------------------------------------- Contract Net

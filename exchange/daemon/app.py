@@ -43,6 +43,7 @@ from exchange.daemon.discovery import EndpointCounters, ServiceIdentity, control
 from exchange.daemon.endpoint import EndpointFile, remove_endpoint, write_endpoint
 from exchange.daemon.errors import DataDirInUseError
 from exchange.daemon.inbound import InboundQueue
+from exchange.daemon.liveness import Liveness
 from exchange.daemon.natsserver import (
     NatsServer,
     NatsServerConfig,
@@ -259,7 +260,12 @@ async def _serve_metrics_until_cancelled(
 
 
 def _scrape(
-    exchange: Exchange, pipeline: Pipeline, endpoints: list[EndpointCounters], nc: Client
+    exchange: Exchange,
+    pipeline: Pipeline,
+    endpoints: list[EndpointCounters],
+    nc: Client,
+    liveness: Liveness,
+    clock: ExchangeClock,
 ) -> str:
     return render_metrics(
         exchange,
@@ -267,6 +273,8 @@ def _scrape(
         batches_committed=pipeline.batches_committed,
         endpoints=endpoints,
         bus={k: int(v) for k, v in nc.stats.items()},
+        heartbeats=liveness.last(),
+        wall_ns=clock.wall_ns(),
     )
 
 
@@ -314,6 +322,7 @@ class _Service:
     handle: ExchangeHandle
     pipeline: Pipeline
     inbound: InboundQueue
+    liveness: Liveness
     identity: ServiceIdentity
     routes: tuple[Route, ...]
     subscriptions: list[Subscription]
@@ -344,7 +353,13 @@ async def _build(
     )
     # Subscribed before the batcher runs: what arrives meanwhile waits in the inbound queue.
     inbound = InboundQueue(settings.inbound_queue_size_max)
-    receiver = Receiver(publish=publish, message_bytes_max=settings.message_bytes_max)
+    liveness = Liveness(settings.liveness_agents_max)
+    receiver = Receiver(
+        publish=publish,
+        message_bytes_max=settings.message_bytes_max,
+        liveness=liveness,
+        wall_ns=recovered.clock.wall_ns,
+    )
     subscriptions = [
         await side.nc.subscribe(
             route.subscription,
@@ -364,7 +379,7 @@ async def _build(
         for subject in control_subjects(handle.service_id)
     ]
     await side.nc.flush()
-    return _Service(handle, pipeline, inbound, identity, routes, subscriptions, control)
+    return _Service(handle, pipeline, inbound, liveness, identity, routes, subscriptions, control)
 
 
 async def _serve(
@@ -389,7 +404,13 @@ async def _serve(
             metrics_scope = anyio.CancelScope()
             if settings.metrics_port is not None:
                 scrape = functools.partial(
-                    _scrape, recovered.exchange, pipeline, endpoints, side.nc
+                    _scrape,
+                    recovered.exchange,
+                    pipeline,
+                    endpoints,
+                    side.nc,
+                    service.liveness,
+                    recovered.clock,
                 )
                 handle.metrics_port = await tg.start(
                     _serve_metrics_until_cancelled, metrics_scope, settings, scrape

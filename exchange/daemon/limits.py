@@ -22,6 +22,9 @@ batch_size_max: Final = 1024
 subscription_pending_msgs_max: Final = 65_536
 subscription_pending_bytes_max: Final = 64 * 1024 * 1024
 
+# Agents whose last heartbeat the exchange remembers (in memory; the longest silent goes first).
+liveness_agents_max: Final = 10_000
+
 # A snapshot every this many journaled commands, and one at every clean shutdown. Taking one
 # serialises the whole state on the event loop (about 200 ms at 100k remembered request ids),
 # and a restart replays at most this many entries (about 30 us each).

@@ -16,6 +16,7 @@ from anyio.abc import SocketStream, TaskStatus
 from exchange.core.machine import Exchange
 from exchange.core.swarm_metrics import evaluate
 from exchange.daemon.discovery import EndpointCounters
+from exchange.daemon.liveness import LastHeartbeat
 from protocols.amounts import MICRO_PER_TOKEN
 
 log = structlog.get_logger()
@@ -47,8 +48,10 @@ def render_metrics(
     batches_committed: int,
     endpoints: Iterable[EndpointCounters],
     bus: dict[str, int],
+    heartbeats: Iterable[LastHeartbeat] = (),
+    wall_ns: int = 0,
 ) -> str:
-    """The exposition text for one scrape."""
+    """The exposition text for one scrape (``wall_ns``: now, to age the heartbeats)."""
     ledger = exchange.ledger
     book = ledger.book
     endpoints = list(endpoints)
@@ -137,6 +140,18 @@ def render_metrics(
             (f'{{name="{m.name}",status="{s}"}}', 1 if m.status == s else 0)
             for m in readings
             for s in _STATUSES
+        ],
+    )
+    lines += _family(
+        "exchange_agent_heartbeat_age_seconds",
+        "gauge",
+        "Seconds since each agent's last heartbeat reached the exchange (since its start).",
+        [
+            (
+                f'{{agent="{_escape(beat.agent)}",role="{_escape(beat.role)}"}}',
+                max(0, wall_ns - beat.received_wall_ns) / 1e9,
+            )
+            for beat in heartbeats
         ],
     )
     return "\n".join(lines) + "\n"

@@ -28,8 +28,10 @@ from protocols.ids import SYSTEM_SENDERS, is_agent_id
 from protocols.queries import Query
 from protocols.registry import COMMAND_DECODERS, QUERY_DECODERS
 from protocols.results import ErrorBody
+from protocols.swarm import HEARTBEAT_VERB, Heartbeat
 
 _encoder: Final = msgspec.json.Encoder()
+_heartbeat_decoder: Final = msgspec.json.Decoder(Heartbeat)
 # msgspec ends a validation message with " - at `$.path`" when the problem is below the root.
 _path_re: Final = re.compile(r" - at `(?P<path>[^`]*)`$")
 
@@ -51,7 +53,14 @@ class QueryWork(msgspec.Struct, frozen=True, gc=False):
     query: Query
 
 
-Resolved = CommandWork | QueryWork | ErrorBody
+class HeartbeatWork(msgspec.Struct, frozen=True, gc=False):
+    """A worker's heartbeat: recorded by the receiver, never queued, applied or journaled."""
+
+    sender: str
+    heartbeat: Heartbeat
+
+
+Resolved = CommandWork | QueryWork | HeartbeatWork | ErrorBody
 Resolver = Callable[[str, bytes], Resolved]
 
 
@@ -117,6 +126,11 @@ def resolve_command(subject: str, body: bytes) -> Resolved:
         )
     if (refused := _sender_refusal(parsed.sender, subject)) is not None:
         return refused
+    if parsed.verb == HEARTBEAT_VERB:
+        try:
+            return HeartbeatWork(parsed.sender, _heartbeat_decoder.decode(body or b"{}"))
+        except msgspec.DecodeError as exc:
+            return invalid_message(exc, "the heartbeat")
     decoder = COMMAND_DECODERS.get(parsed.verb)
     if decoder is None:
         return _unknown_verb(

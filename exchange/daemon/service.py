@@ -29,13 +29,15 @@ from nats.aio.msg import Msg
 
 from exchange.daemon.discovery import EndpointCounters, ServiceIdentity, verb_of
 from exchange.daemon.inbound import Inbound, InboundQueue
-from exchange.daemon.routes import QueryWork, Route, refusal
+from exchange.daemon.liveness import Liveness
+from exchange.daemon.routes import HeartbeatWork, QueryWork, Route, refusal
 from protocols.errors import ErrorCode
 from protocols.results import Envelope, ErrorBody
 
 log = structlog.get_logger()
 
 _encoder: Final = msgspec.json.Encoder()
+_empty_ok: Final = b'{"ok":true,"result":{}}'
 # A subject is logged up to this many characters (subjects come from peers).
 _subject_log_chars_max: Final = 200
 
@@ -58,9 +60,18 @@ class Publisher:
 class Receiver:
     """Turns messages on the routes' subscriptions into queued work or immediate refusals."""
 
-    def __init__(self, *, publish: Publisher, message_bytes_max: int) -> None:
+    def __init__(
+        self,
+        *,
+        publish: Publisher,
+        message_bytes_max: int,
+        liveness: Liveness,
+        wall_ns: Callable[[], int],
+    ) -> None:
         self._publish = publish
         self._message_bytes_max = message_bytes_max
+        self._liveness = liveness
+        self._wall_ns = wall_ns
 
     def callback(
         self, route: Route, counters: EndpointCounters, inbound: InboundQueue
@@ -93,6 +104,14 @@ class Receiver:
         resolved = route.resolve(msg.subject, msg.data)
         if isinstance(resolved, ErrorBody):
             await self._refuse(msg.subject, reply_to, counters, received_ns, resolved)
+            return
+        if isinstance(resolved, HeartbeatWork):
+            self._liveness.record(
+                resolved.sender, resolved.heartbeat, received_wall_ns=self._wall_ns()
+            )
+            counters.record(ok=True, elapsed_ns=time.perf_counter_ns() - received_ns)
+            if reply_to is not None:
+                await self._publish(reply_to, _empty_ok)
             return
         if reply_to is None and (isinstance(resolved, QueryWork) or resolved.reply_expected):
             log.info(

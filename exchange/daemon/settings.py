@@ -73,6 +73,7 @@ class Settings:
     inbound_queue_size_max: int = limits.inbound_queue_size_max
     batch_size_max: int = limits.batch_size_max
     snapshot_every_commands: int = limits.snapshot_every_commands
+    liveness_agents_max: int = limits.liveness_agents_max
     subscription_pending_msgs_max: int = limits.subscription_pending_msgs_max
     subscription_pending_bytes_max: int = limits.subscription_pending_bytes_max
     drain_timeout_s: float = limits.drain_timeout_s

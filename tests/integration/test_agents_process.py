@@ -17,10 +17,9 @@ import pytest
 from anyio.abc import Process
 from nats.aio.client import Client
 
-from agents.messages import Heartbeat
 from exchange.daemon.natsserver import NatsServer, NatsServerConfig, run_nats_server
 from protocols import subjects
-from protocols.swarm import PriceUpdate
+from protocols.swarm import Heartbeat, PriceUpdate
 
 pytestmark = pytest.mark.anyio
 

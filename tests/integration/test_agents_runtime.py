@@ -22,7 +22,7 @@ from nats.aio.subscription import Subscription
 
 from agents.config import Credentials, RuntimeConfig
 from agents.errors import ConnectionLostError, ExchangeUnavailableError, RefusedError
-from agents.messages import AnnounceReply, Empty, Heartbeat
+from agents.messages import AnnounceReply, Empty
 from agents.roles.oracle import OracleOptions, OracleWorker
 from agents.roles.scout import ScoutOptions, ScoutWorker
 from agents.runtime import Worker, WorkerContext, run_worker
@@ -35,7 +35,7 @@ from exchange.daemon.natsserver import (
 )
 from protocols import subjects
 from protocols.queries import StatusQuery
-from protocols.swarm import AgentSignal, AnnounceTask, PriceUpdate
+from protocols.swarm import AgentSignal, AnnounceTask, Heartbeat, PriceUpdate
 
 pytestmark = pytest.mark.anyio
 
