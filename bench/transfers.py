@@ -15,8 +15,8 @@ What runs, each in its own process:
   request id; against the echo service the same body on the echo subject.
 
 Reported per in-flight count: requests per second, p50 and p99 latency (median of ``--repeats``
-runs), and transfers/echo throughput. Target: at 64 in flight, transfers reach >= 50% of the echo
-service's throughput.
+runs, which alternate between the echo service and the exchange), and transfers/echo throughput.
+Target: at 64 in flight, transfers reach >= 50% of the echo service's throughput.
 """
 
 import argparse
@@ -238,12 +238,17 @@ def main() -> int:
             )
             results: dict[str, dict[int, Sample]] = {target: {} for target in targets}
             for in_flight in args.in_flight:
-                for target in targets:
-                    runs = []
-                    for repeat in range(args.repeats):
+                # Runs alternate between the targets, so that a change in the machine's
+                # background load (it is small and shared) hits each of them alike.
+                runs: dict[str, list[Sample]] = {target: [] for target in targets}
+                for repeat in range(args.repeats):
+                    for target in targets:
                         console.print(f"{target} in flight {in_flight}, run {repeat + 1}")
-                        runs.append(_measure(ctx, creds, target, in_flight, args.duration_s))
-                    results[target][in_flight] = _median(runs)
+                        runs[target].append(
+                            _measure(ctx, creds, target, in_flight, args.duration_s)
+                        )
+                for target in targets:
+                    results[target][in_flight] = _median(runs[target])
             stop.set()
             echo.join()
         finally:
