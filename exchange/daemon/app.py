@@ -2,13 +2,12 @@
 
 Owns the order of startup: lock the data directory → the economy config → open the journal →
 recover the state (latest snapshot + checked replay) or, for a new journal, journal the genesis →
-close it and start the journal writer process → the clock → credentials → the embedded
-nats-server (unless ``--nats URL``) → the NATS connection → the subscriptions of the routing
-table and ``$SRV.*`` → the loops → ``exchange_ready``. And the order of a clean stop
-(``ExchangeHandle.stop()``, which ``exchange up`` calls on SIGINT/SIGTERM): stop the timer →
-drain the subscriptions (no new messages; those already received are queued) → the batcher and
-committer finish, so every queued command is journaled and answered → a snapshot → close NATS →
-stop the server → end the journal writer.
+the clock → credentials → the embedded nats-server (unless ``--nats URL``) → the NATS connection →
+the subscriptions of the routing table and ``$SRV.*`` → the loops → ``exchange_ready``. And the
+order of a clean stop (``ExchangeHandle.stop()``, which ``exchange up`` calls on SIGINT/SIGTERM):
+stop the timer → drain the subscriptions (no new messages; those already received are queued) →
+the batcher and committer finish, so every queued command is journaled and answered → a snapshot
+→ close NATS → stop the server → close the journal.
 Must not: contain business logic or message handling (batcher.py, service.py), read the
 environment or the command line (the CLI builds ``Settings``), or leave a task, a thread or a
 process behind when it returns, fails or is cancelled.
@@ -44,7 +43,6 @@ from exchange.daemon.discovery import EndpointCounters, ServiceIdentity, control
 from exchange.daemon.endpoint import EndpointFile, remove_endpoint, write_endpoint
 from exchange.daemon.errors import DataDirInUseError
 from exchange.daemon.inbound import InboundQueue
-from exchange.daemon.journal_writer import JournalWriter, open_journal_writer
 from exchange.daemon.liveness import Liveness
 from exchange.daemon.natsserver import (
     NatsServer,
@@ -310,15 +308,11 @@ async def run_exchange(
         journal = await anyio.to_thread.run_sync(Journal.open, paths.journal)
         try:
             recovered = await anyio.to_thread.run_sync(_recover_or_create, journal, config, wall_ns)
+            async with _nats_side(settings, recovered.exchange) as side:
+                await _serve(settings, journal, recovered, side, task_status)
         finally:
-            # From here on the writer process is the journal's only writer.
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(journal.close)
-        async with (
-            open_journal_writer(paths.journal, last_seq=recovered.exchange.seq) as writer,
-            _nats_side(settings, recovered.exchange) as side,
-        ):
-            await _serve(settings, writer, recovered, side, task_status)
 
 
 @dataclass(slots=True)
@@ -336,7 +330,7 @@ class _Service:
 
 
 async def _build(
-    settings: Settings, journal: JournalWriter, recovered: _Recovered, side: _NatsSide
+    settings: Settings, journal: Journal, recovered: _Recovered, side: _NatsSide
 ) -> _Service:
     handle = ExchangeHandle(side.url, settings.data_dir, settings.secure, uuid.uuid4().hex)
     routes = default_routes()
@@ -390,7 +384,7 @@ async def _build(
 
 async def _serve(
     settings: Settings,
-    journal: JournalWriter,
+    journal: Journal,
     recovered: _Recovered,
     side: _NatsSide,
     task_status: TaskStatus[ExchangeHandle],

@@ -5,9 +5,9 @@ Owns: the single writer of the exchange's state. Two loops around one open batch
 - the batcher takes everything queued (``InboundQueue.take``), stamps each command with the
   clock, applies it to the core in order and answers each query at its place in the order, all
   into the open batch (entries, replies, events), as soon as it arrives;
-- the committer, whenever the open batch is not empty, takes that batch, has the journal writer
-  process append it (one transaction, one fsync), and only then replies, publishes the postings
-  as events and the core's publications, and has a snapshot written when one was taken.
+- the committer, whenever the open batch is not empty, takes that batch, appends it to the
+  journal (one transaction, one fsync), and only then replies, publishes the postings as events
+  and the core's publications, and writes a snapshot (in a worker thread) when one was taken.
 
 That is group commit: everything that arrives while batch k is being written and answered is
 applied into batch k+1, which is committed as one transaction as soon as k is done, however many
@@ -17,11 +17,12 @@ wait. Replies of k+1 wait for its own commit. Queries take the same path, so a r
 state that is not durable, and a client that got a success reply sees its effect in every later
 query.
 
-Why the journal is written by a process of its own (``journal_writer.py``): on the loop, the
-commit's fsync blocked everything else (a third of the loop's time at 64 transfers in flight);
-in a worker thread, the thread fought the loop for the GIL at every row SQLite steps, so a
-commit that takes 0.8 ms alone took 2.6 ms. Measured with bench/transfers.py at 64 in flight:
-7.1k transfers/s with the thread, 9.7k/s on the loop; the process: see docs/daemon.md.
+Why the commit blocks the loop (as Redis's ``appendfsync always`` does) instead of running in a
+worker thread: the thread fights the loop for the GIL at every row SQLite steps, so a commit that
+takes 0.8 ms alone took 2.6 ms beside a busy loop, and the loop had nothing better to do
+meanwhile than to queue the next batch. Measured with bench/transfers.py at 64 in flight:
+7.1k transfers/s with the thread, 9.7k/s on the loop. Incoming messages wait in the socket
+meanwhile, and are the next batch.
 
 Timers: after applying, the batcher tells ``TimerSchedule`` when the core's next timer is due;
 the timer loop then feeds a ``Tick`` from sender ``exchange`` through the same inbound queue, so
@@ -34,9 +35,9 @@ restart, which replays the journal, makes them agree again; no reply of that bat
 """
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Final, Protocol
+from typing import Final
 
 import anyio
 import msgspec
@@ -50,7 +51,7 @@ from exchange.daemon.events import posting_events
 from exchange.daemon.inbound import Inbound, InboundQueue, Wakeup
 from exchange.daemon.recovery import journal_postings
 from exchange.daemon.routes import CommandWork, QueryWork
-from exchange.journal import EntryInput
+from exchange.journal import Entry, EntryInput, Journal
 from protocols.commands import RegisterAgent, Tick
 from protocols.ids import EXCHANGE
 
@@ -95,19 +96,6 @@ class AppliedBatch:
     registered: list[str] = field(default_factory=list)
     last_seq: int = 0
     snapshot: SnapshotTaken | None = None
-
-
-class JournalSink(Protocol):
-    """Where committed batches go: ``journal_writer.JournalWriter`` (a process) in the daemon."""
-
-    @property
-    def last_seq(self) -> int: ...
-
-    async def append_batch(self, entries: Sequence[EntryInput]) -> int:
-        """Appends ``entries`` as one transaction; returns the last seq once durable."""
-        ...
-
-    async def write_snapshot(self, seq: int, state: bytes, digest: str) -> None: ...
 
 
 class TimerSchedule:
@@ -166,7 +154,7 @@ class Pipeline:
         self,
         *,
         exchange: Exchange,
-        journal: JournalSink,
+        journal: Journal,
         clock: ExchangeClock,
         timers: TimerSchedule,
         publish: Publish,
@@ -176,7 +164,6 @@ class Pipeline:
         snapshot_seq: int,
     ) -> None:
         assert exchange.seq == journal.last_seq, "the exchange must be recovered from this journal"
-
         self.exchange = exchange
         self.journal = journal
         self.clock = clock
@@ -304,21 +291,20 @@ class Pipeline:
 
     async def commit(self, batch: AppliedBatch) -> None:
         """Journals ``batch`` (raising on failure: see the module doc), then replies, publishes."""
-        entries = batch.entries
-        first_seq = batch.last_seq - len(entries) + 1
-        if entries:
+        committed: tuple[Entry, ...] = ()
+        if batch.entries:
             started_ns = time.perf_counter_ns()
-            # Meanwhile the loop goes on applying the next batch (see journal_writer.py).
-            last_seq = await self.journal.append_batch(entries)
-            assert last_seq == batch.last_seq, (last_seq, batch.last_seq)
+            # On the loop, not in a worker thread: see "Why the commit blocks the loop" above.
+            committed = self.journal.append_batch(batch.entries)
+            assert committed[-1].seq == batch.last_seq, (committed[-1].seq, batch.last_seq)
             self._durable_seq = batch.last_seq
             self.batches_committed += 1
             # One line per batch, not per command: on the hot path a log call costs as much as
             # the journal's work for one entry. The journal itself names every command.
             log.debug(
                 "batch_committed",
-                entries=len(entries),
-                first_seq=first_seq,
+                entries=len(committed),
+                first_seq=committed[0].seq,
                 last_seq=batch.last_seq,
                 replies=len(batch.replies),
                 commit_us=(time.perf_counter_ns() - started_ns) // 1000,
@@ -330,20 +316,21 @@ class Pipeline:
             await self._publish(reply.subject, reply.payload)
             if reply.counters is not None:
                 reply.counters.record(ok=reply.ok, elapsed_ns=now_ns - reply.received_ns)
-        for seq, entry in enumerate(entries, start=first_seq):
-            if entry.postings:
-                for subject, body in posting_events(seq, entry):
-                    await self._publish(subject, body)
+        for entry in committed:
+            for subject, body in posting_events(entry):
+                await self._publish(subject, body)
         for publication in batch.publications:
             await self._publish(publication.subject, _encoder.encode(publication.payload))
         if batch.snapshot is not None:
             await self.write_snapshot(batch.snapshot)
 
     async def write_snapshot(self, snapshot: SnapshotTaken) -> None:
-        """Stores a snapshot whose seq is durable (the writer process does the work)."""
+        """Stores a snapshot whose seq is durable, in a worker thread."""
         assert snapshot.seq <= self._durable_seq, "snapshot only what is journaled"
         started_ns = time.perf_counter_ns()
-        await self.journal.write_snapshot(snapshot.seq, snapshot.state, snapshot.digest)
+        await anyio.to_thread.run_sync(
+            self.journal.write_snapshot, snapshot.seq, snapshot.state, snapshot.digest
+        )
         log.info(
             "snapshot_written",
             seq=snapshot.seq,

@@ -13,7 +13,7 @@ from typing import Final
 
 import msgspec
 
-from exchange.journal import EntryInput
+from exchange.journal import Entry
 from protocols import subjects
 from protocols.amounts import format_micro
 from protocols.ids import is_agent_id
@@ -40,13 +40,12 @@ class PostingEvent(msgspec.Struct, frozen=True, kw_only=True):
     memo: str
 
 
-def posting_events(seq: int, entry: EntryInput) -> Iterator[tuple[str, bytes]]:
-    """(subject, body) for every agent touched by every posting of ``entry`` (journaled as
-    ``seq``), in order."""
+def posting_events(entry: Entry) -> Iterator[tuple[str, bytes]]:
+    """(subject, body) for every agent touched by every posting of ``entry``, in order."""
     for idx, posting in enumerate(entry.postings):
         body = _encoder.encode(
             PostingEvent(
-                seq=seq,
+                seq=entry.seq,
                 idx=idx,
                 at_ns=entry.at_ns,
                 sender=entry.sender,
