@@ -74,10 +74,27 @@ def format_micro(micro: int) -> str:
     """Formats micro-tokens as the shortest exact decimal string: 237600000 -> "237.6"."""
     if micro < 0:
         return "-" + format_micro(-micro)
-    whole, frac = divmod(micro, MICRO_PER_TOKEN)
-    if frac:
-        return f"{whole}.{frac:06d}".rstrip("0")
-    return str(whole)
+    if micro % MICRO_PER_TOKEN == 0:
+        return str(micro // MICRO_PER_TOKEN)
+    # Fewest operations (this formats every balance in every reply): the digits once, then the
+    # point put in by slicing; below one token a leading 1 pads the fraction to 6 digits.
+    if micro < MICRO_PER_TOKEN:
+        return f"0.{str(micro + MICRO_PER_TOKEN)[1:].rstrip('0')}"
+    digits = str(micro)
+    return f"{digits[:-DECIMALS_MAX]}.{digits[-DECIMALS_MAX:].rstrip('0')}"
+
+
+def format_amount(tokens: Decimal, micro: int) -> str:
+    """``format_micro(micro)`` for an amount ``to_micro`` gave ``micro`` from ``tokens``.
+
+    Most amounts arrive already in the shortest form ("2.5", "10"); then the Decimal's own text
+    is the answer, and taking it costs a fraction of formatting the integer. Only an exponent
+    ("1E+1") or trailing zeros after the point ("2.50") need the general formatting.
+    """
+    text = str(tokens)
+    if "E" in text or ("." in text and text[-1] == "0") or text[0] == "-":
+        return format_micro(micro)
+    return text
 
 
 def tokens_of(micro: int) -> Decimal:

@@ -35,24 +35,75 @@ MAY_GO_NEGATIVE: Final = frozenset({MINT, ROUNDING})
 
 
 class Posting(msgspec.Struct, frozen=True, gc=False):
-    # A Struct, not a frozen dataclass: one is made for every movement, and a frozen
-    # dataclass's __init__ costs about ten times as much.
+    """One movement, as the outcome hands it out and as the histories of its agent accounts keep
+    it: with the command that made it (``seq``, ``at_ns``) and the balance it left on each side.
+
+    One object serves the outcome and both histories (a transfer between two agents is one
+    Posting in two histories). A Struct, not a frozen dataclass: one is made for every movement,
+    and a frozen dataclass's __init__ costs about ten times as much. gc-free: up to
+    ``history_per_agent_max`` live per agent, and they refer only to strings and ints, so the
+    collector need never look at them.
+    """
+
     debit: str
     credit: str
     amount_micro: int
     kind: str
-    memo: str = ""
+    memo: str
+    seq: int
+    at_ns: int
+    debit_balance_after_micro: int
+    credit_balance_after_micro: int
 
 
-# (seq, at_ns, kind, counterparty, signed amount, balance after, memo) — tuples, not Structs,
-# because one is made for each side of every posting on the hot path.
+# (seq, at_ns, kind, counterparty, signed amount, balance after, memo): one posting as one agent
+# sees it, in queries and snapshots.
 HistoryRow = tuple[int, int, str, str, int, int, str]
+
+
+def history_row(account: str, posting: Posting) -> HistoryRow:
+    """The posting from the side of ``account`` (its debit or its credit)."""
+    if posting.debit == account:
+        return (
+            posting.seq,
+            posting.at_ns,
+            posting.kind,
+            posting.credit,
+            -posting.amount_micro,
+            posting.debit_balance_after_micro,
+            posting.memo,
+        )
+    assert posting.credit == account, f"{account} is not a side of posting {posting.seq}"
+    return (
+        posting.seq,
+        posting.at_ns,
+        posting.kind,
+        posting.debit,
+        posting.amount_micro,
+        posting.credit_balance_after_micro,
+        posting.memo,
+    )
+
+
+def history_posting(account: str, row: HistoryRow) -> Posting:
+    """Rebuilds a posting from one side's history row (a snapshot keeps rows). Only that side's
+    balance is known; the other side's is set to 0 and is never read, since the posting is
+    then in the history of ``account`` alone."""
+    seq, at_ns, kind, counterparty, signed_micro, balance_after_micro, memo = row
+    assert signed_micro != 0, "a posting moves a positive amount"
+    if signed_micro < 0:
+        return Posting(
+            account, counterparty, -signed_micro, kind, memo, seq, at_ns, balance_after_micro, 0
+        )
+    return Posting(
+        counterparty, account, signed_micro, kind, memo, seq, at_ns, 0, balance_after_micro
+    )
 
 
 @dataclass(slots=True)
 class Book:
     balances: dict[str, int] = field(default_factory=dict)
-    histories: dict[str, deque[HistoryRow]] = field(default_factory=dict)
+    histories: dict[str, deque[Posting]] = field(default_factory=dict)
     # Postings of the command being applied; the ledger hands them out with its outcome.
     pending: list[Posting] = field(default_factory=list)
     seq: int = 0
@@ -76,12 +127,23 @@ class Book:
         assert debit_after >= 0 or debit in MAY_GO_NEGATIVE, f"{debit} would go negative"
         balances[debit] = debit_after
         balances[credit] = credit_after
-        self.pending.append(Posting(debit, credit, amount_micro, kind, memo))
+        posting = Posting(
+            debit,
+            credit,
+            amount_micro,
+            kind,
+            memo,
+            self.seq,
+            self.now_ns,
+            debit_after,
+            credit_after,
+        )
+        self.pending.append(posting)
         histories = self.histories
         if (history := histories.get(debit)) is not None:
-            history.append((self.seq, self.now_ns, kind, credit, -amount_micro, debit_after, memo))
+            history.append(posting)
         if (history := histories.get(credit)) is not None:
-            history.append((self.seq, self.now_ns, kind, debit, amount_micro, credit_after, memo))
+            history.append(posting)
 
     def take_postings(self) -> tuple[Posting, ...]:
         postings = tuple(self.pending)

@@ -11,7 +11,7 @@ from exchange.core.ledger import Agent, Ledger, Refusal, refuse
 from exchange.core.limits import NS_PER_S, LimitBreach, check_spend
 from protocols import commands as c
 from protocols import results as r
-from protocols.amounts import format_micro, to_micro
+from protocols.amounts import format_amount, format_micro, to_micro
 from protocols.errors import ErrorCode
 from protocols.ids import ADMIN, SYSTEM_SENDERS
 
@@ -25,7 +25,7 @@ class Spending:
         ledger.register_handler(c.LlmSettle, self._llm_settle)
         ledger.register_handler(c.SetLimits, self._set_limits)
 
-    def _transfer(self, sender: str, cmd: c.Transfer) -> msgspec.Struct | Refusal:
+    def _transfer(self, sender: str, cmd: c.Transfer) -> bytes | Refusal:
         # The hot path: the common case is checked inline and each refusal is made by the
         # general lookup that explains it (same checks, same order).
         agents = self.ledger.agents
@@ -40,18 +40,21 @@ class Spending:
         amount = to_micro(cmd.amount)
         if type(amount) is not int or amount <= 0:
             return self._refusal(self.ledger.amount(cmd.amount, "amount"))
-        balance_after = self.ledger.book.balances[source.id] - amount
+        book = self.ledger.book
+        balance_after = book.balances[sender] - amount
         if balance_after < source.limits.reserve_micro or balance_after < 0:
             denied = self.ledger.check_debit(source, amount)
             assert denied is not None
             return denied
-        self.ledger.book.post(source.id, target.id, amount, "transfer", cmd.memo)
-        return r.TransferResult(
-            sender=source.id,
-            recipient=target.id,
-            amount=format_micro(amount),
-            balance=format_micro(balance_after),
-        )
+        book.post(sender, cmd.to, amount, "transfer", cmd.memo)
+        # The reply r.TransferResult encodes to, from a template: agent ids are registered only
+        # if they match AGENT_ID_PATTERN and amounts are digits and a dot, so nothing needs
+        # escaping (a unit test holds the template to the Struct's encoding).
+        return (
+            f'{{"ok":true,"result":{{"sender":"{sender}","recipient":"{cmd.to}",'
+            f'"amount":"{format_amount(cmd.amount, amount)}",'
+            f'"balance":"{format_micro(balance_after)}"}}}}'
+        ).encode()
 
     @staticmethod
     def _refusal(value: "Agent | int | Refusal") -> Refusal:

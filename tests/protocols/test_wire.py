@@ -6,11 +6,13 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from protocols import commands as c
 from protocols import registry, routes, schema, subjects
 from protocols import swarm as s
-from protocols.amounts import format_micro, positive_micro, to_micro
+from protocols.amounts import format_amount, format_micro, positive_micro, to_micro
 from protocols.errors import ErrorCode
 from protocols.results import Envelope, ErrorBody
 
@@ -127,6 +129,23 @@ def test_amounts_are_exact_from_json_numbers_and_strings() -> None:
     assert positive_micro(Decimal("-1")) is ErrorCode.amount_must_be_positive
     assert format_micro(237_600_000) == "237.6"
     assert format_micro(150_000) == "0.15"
+
+
+@given(st.decimals(allow_nan=True, allow_infinity=True, places=None))
+def test_an_amount_formats_as_its_micro_tokens_do(tokens: Decimal) -> None:
+    # format_amount takes the Decimal's own text when it is already the shortest form; it must
+    # agree with format_micro whatever the text (exponents, trailing zeros, signs).
+    micro = to_micro(tokens)
+    if isinstance(micro, int):
+        assert format_amount(tokens, micro) == format_micro(micro)
+
+
+@given(st.integers(min_value=-(10**19), max_value=10**19))
+def test_micro_tokens_format_as_the_shortest_exact_decimal(micro: int) -> None:
+    text = format_micro(micro)
+    assert Decimal(text).scaleb(6) == micro
+    assert "E" not in text
+    assert not ("." in text and text.endswith("0"))
 
 
 def test_subjects_build_and_parse_back() -> None:

@@ -8,10 +8,15 @@ from typing import Any
 
 import pytest
 from core_support import ROSTER, D, Harness
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from exchange.core.config import EconomyConfig
+from exchange.core.ledger import result_reply
 from protocols import commands as c
 from protocols import queries as q
+from protocols import results as r
+from protocols.amounts import format_micro
 from protocols.errors import ErrorCode
 from protocols.ids import ADMIN, EXCHANGE
 from protocols.registry import COMMAND_DECODERS
@@ -52,6 +57,48 @@ def test_a_transfer_debits_one_agent_and_credits_the_other() -> None:
     assert [
         (e["kind"], e["counterparty"], e["amount"], e["balance"], e["memo"]) for e in history
     ] == [("transfer", "claude", "12.5", "10012.5", "thanks")]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    micro=st.integers(min_value=1, max_value=9_000 * 1_000_000),
+    form=st.sampled_from(["plain", "trailing_zeros", "exponent"]),
+)
+def test_a_transfer_reply_is_the_encoded_transfer_result(micro: int, form: str) -> None:
+    # The transfer handler builds its reply from a template; it must be, byte for byte, what
+    # encoding the result Struct gives, whatever text the amount was written in.
+    amount = Decimal(micro).scaleb(-6)
+    if form == "trailing_zeros":
+        amount = amount.quantize(Decimal("0.0000001"))
+    elif form == "exponent":
+        amount = Decimal(f"{micro}E-6")
+    h = Harness()
+    before_micro = h.ex.ledger.book.balance("claude")
+    outcome = h.send("claude", c.Transfer, to="zero", amount=amount)
+    assert outcome.ok, outcome.reply
+    expected = result_reply(
+        r.TransferResult(
+            sender="claude",
+            recipient="zero",
+            amount=format_micro(micro),
+            balance=format_micro(before_micro - micro),
+        )
+    )
+    assert outcome.reply == expected
+
+
+def test_both_sides_of_a_transfer_see_it_in_their_history() -> None:
+    # One posting is kept in both histories; each side reads its own view of it.
+    h = Harness()
+    h.ok("claude", c.Transfer, to="zero", amount=D("0.5"), memo="m")
+    sent = h.query(q.HistoryQuery(agent="claude", limit=1))["entries"]
+    received = h.query(q.HistoryQuery(agent="zero", limit=1))["entries"]
+    assert [(e["counterparty"], e["amount"], e["balance"], e["memo"]) for e in sent] == [
+        ("zero", "-0.5", "9999.5", "m")
+    ]
+    assert [(e["counterparty"], e["amount"], e["balance"], e["memo"]) for e in received] == [
+        ("claude", "0.5", "10000.5", "m")
+    ]
 
 
 def test_a_transfer_may_go_down_to_the_reserve_and_no_further() -> None:
