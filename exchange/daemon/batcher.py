@@ -22,7 +22,8 @@ worker thread: the thread fights the loop for the GIL at every row SQLite steps,
 takes 0.8 ms alone took 2.6 ms beside a busy loop, and the loop had nothing better to do
 meanwhile than to queue the next batch. Measured with bench/transfers.py at 64 in flight:
 7.1k transfers/s with the thread, 9.7k/s on the loop. Incoming messages wait in the socket
-meanwhile, and are the next batch.
+meanwhile, and are the next batch. (A writer process fed by a pipe was slower still on two
+cores, and a commit delay to grow batches lost throughput: docs/daemon.md, Performance.)
 
 Timers: after applying, the batcher tells ``TimerSchedule`` when the core's next timer is due;
 the timer loop then feeds a ``Tick`` from sender ``exchange`` through the same inbound queue, so
