@@ -234,24 +234,23 @@ class Ledger:
         hashed: hashing cost more than the ~50 bytes a record it would save.)"""
         return _verb_prefixes[type(command)] + _encoder.encode(command)
 
-    def done_records(self) -> list[tuple[tuple[str, str], tuple[bytes, bytes]]]:
-        """The remembered successful commands with their fingerprints and replies, oldest first
-        (for snapshots)."""
-        records = []
-        for key, record in self._done.items():
-            sender, request_id = key.rsplit(" ", 1)
-            fingerprint, _, reply = record.partition(b"\n")
-            records.append(((sender, request_id), (fingerprint, reply)))
-        return records
+    def remembered(self) -> tuple[list[str], list[bytes]]:
+        """The remembered successful commands, oldest first, for snapshots: their keys
+        ("<sender> <request_id>") and records ("<fingerprint>\\n<reply>") as they are kept.
 
-    def remember(self, key: tuple[str, str], fingerprint: bytes, reply: bytes) -> None:
-        assert b"\n" not in fingerprint, "a fingerprint is compact JSON, without a raw newline"
-        sender, request_id = key
-        joined = f"{sender} {request_id}"
-        self._done[joined] = fingerprint + b"\n" + reply
-        self._done_order.append(joined)
-        if len(self._done_order) > idempotency_keys_max:
-            del self._done[self._done_order.popleft()]
+        Handed out whole, not split into fields: a snapshot holds up to idempotency_keys_max of
+        them, and splitting each cost ~2 us, half a second at 150k, with the loop blocked.
+        """
+        return list(self._done), list(self._done.values())
+
+    def restore_remembered(self, keys: list[str], records: list[bytes]) -> None:
+        """Takes back what ``remembered`` gave, into a ledger that remembers nothing yet."""
+        assert not self._done and len(keys) == len(records) <= idempotency_keys_max
+        for key, record in zip(keys, records, strict=True):
+            assert " " in key and b"\n" in record, "a key is '<sender> <request_id>'"
+        self._done.update(zip(keys, records, strict=True))
+        self._done_order.extend(keys)
+        assert len(self._done) == len(self._done_order), "a key is remembered twice"
 
     # ----------------------------------------------------------------------------- timers
 

@@ -43,9 +43,17 @@ from protocols.amounts import format_micro
 from protocols.errors import ErrorCode
 from protocols.ids import ADMIN
 
-SNAPSHOT_VERSION: Final = 2
+# 3: the idempotency records as the ledger keeps them ("done": {"keys", "records"}).
+SNAPSHOT_VERSION: Final = 3
 _snapshot_encoder: Final = msgspec.msgpack.Encoder()
 _snapshot_decoder: Final = msgspec.msgpack.Decoder()
+
+
+class _Versioned(msgspec.Struct):
+    version: int | None = None
+
+
+_version_decoder: Final = msgspec.msgpack.Decoder(_Versioned)
 
 
 class Exchange:
@@ -349,7 +357,7 @@ class Exchange:
             "contract_minted": ledger.contract_minted_micro,
             "counters": ledger.counters,
             "timers": sorted(ledger.timers),
-            "done": [[k[0], k[1], fp, reply] for k, (fp, reply) in ledger.done_records()],
+            "done": dict(zip(("keys", "records"), ledger.remembered(), strict=True)),
             "pools": [msgspec.to_builtins(p) for p in self.pools.pools.values()],
             "prices": {m: str(p) for m, p in ledger.prices_micro.items()},
             "amendments": ledger.rules.amendments,
@@ -376,6 +384,15 @@ class Exchange:
         state = self.state()
         del state["seq"], state["now_ns"]
         return hashlib.sha256(_snapshot_encoder.encode(state)).hexdigest()
+
+    @staticmethod
+    def snapshot_version(snapshot: bytes) -> int | None:
+        """The format version of ``snapshot()`` bytes (None if they say none or are not one).
+        Only ``SNAPSHOT_VERSION`` restores; an older snapshot is replaced by a replay."""
+        try:
+            return _version_decoder.decode(snapshot).version
+        except msgspec.DecodeError:
+            return None
 
     @classmethod
     def restore(cls, config: EconomyConfig, snapshot: bytes) -> "Exchange":
@@ -440,8 +457,7 @@ class Exchange:
         ledger.contract_minted_micro.update(data["contract_minted"])
         ledger.counters.update(data["counters"])
         ledger.timers.extend(tuple(t) for t in data["timers"])
-        for sender, request_id, fingerprint, reply in data["done"]:
-            ledger.remember((sender, request_id), fingerprint, reply)
+        ledger.restore_remembered(data["done"]["keys"], data["done"]["records"])
         for p in data["pools"]:
             exchange.pools.pools[p["id"]] = msgspec.convert(p, Pool)
         ledger.prices_micro = {m: Decimal(p) for m, p in data["prices"].items()}

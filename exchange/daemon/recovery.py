@@ -21,17 +21,20 @@ from pathlib import Path
 from typing import Final
 
 import msgspec
+import structlog
 
 from exchange.core.accounts import Posting as CorePosting
 from exchange.core.config import ConfigError, EconomyConfig, default_toml, parse_config
 from exchange.core.ledger import Outcome
-from exchange.core.machine import Exchange, genesis_commands
+from exchange.core.machine import SNAPSHOT_VERSION, Exchange, genesis_commands
 from exchange.daemon.errors import DaemonError
 from exchange.journal import Entry, EntryInput, Journal
 from exchange.journal import Posting as JournalPosting
 from protocols.commands import Command
 from protocols.ids import ADMIN
 from protocols.registry import COMMAND_DECODERS, VERB_OF
+
+log = structlog.get_logger()
 
 _encoder: Final = msgspec.json.Encoder()
 
@@ -154,6 +157,18 @@ def recover(journal: Journal, config: EconomyConfig) -> Recovered:
     (JournalCorruptError at the first broken link).
     """
     snapshot = journal.latest_snapshot()
+    if snapshot is not None and Exchange.snapshot_version(snapshot.state) != SNAPSHOT_VERSION:
+        # Written by an older release: its digest was taken over another layout, so it can be
+        # neither restored nor checked. The journal is whole: replay it from the start (once; the
+        # next snapshot is of this format).
+        log.warning(
+            "snapshot_format_old",
+            seq=snapshot.seq,
+            version=Exchange.snapshot_version(snapshot.state),
+            expected=SNAPSHOT_VERSION,
+            action="replaying the journal from its start",
+        )
+        snapshot = None
     if snapshot is None:
         exchange, after_seq = Exchange(config), 0
     else:

@@ -3,12 +3,16 @@ periodic snapshots bound the replay, the config of a journal is fixed, and one d
 has one daemon. In-process exchanges; the SIGKILL cases are in test_daemon_crash.py.
 """
 
+import hashlib
+import sqlite3
 from pathlib import Path
 
+import msgspec
 import pytest
 from daemon_support import client_for, running_exchange, status_of
 from structlog.testing import capture_logs
 
+from exchange.cli.doctor import run_doctor
 from exchange.core.config import default_toml
 from exchange.daemon.errors import DataDirInUseError
 from exchange.daemon.recovery import ConfigMismatchError
@@ -80,3 +84,45 @@ async def test_one_data_directory_has_one_daemon(tmp_path: Path) -> None:
         with pytest.RaisesGroup(pytest.RaisesExc(DataDirInUseError, match="another exchange runs")):
             async with running_exchange(tmp_path / "x"):
                 pass
+
+
+async def test_a_snapshot_of_an_older_format_is_replaced_by_a_replay(tmp_path: Path) -> None:
+    data = tmp_path / "x"
+    async with running_exchange(data) as handle, client_for(handle) as admin:
+        for index in range(5):
+            body = {"request_id": f"t{index}", "to": "zero", "amount": "1"}
+            assert (await admin.command("claude", "transfer", body)).ok
+        before = await status_of(admin)
+    # The clean stop wrote a snapshot; turn it into the previous format (version 2: the
+    # idempotency records as [sender, request_id, fingerprint, reply] lists).
+    path = data / "journal.sqlite"
+    with Journal.open(path, read_only=True) as journal:
+        snapshot = journal.latest_snapshot()
+    assert snapshot is not None and snapshot.seq == before["commands_applied"]
+    state = msgspec.msgpack.decode(snapshot.state)
+    done = state["done"]
+    state["version"] = 2
+    state["done"] = [
+        [*key.rsplit(" ", 1), *record.split(b"\n", 1)]
+        for key, record in zip(done["keys"], done["records"], strict=True)
+    ]
+    old = msgspec.msgpack.encode(state)
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "UPDATE snapshots SET state = ?, state_sha256_hex = ?, digest = ? WHERE seq = ?",
+            (old, hashlib.sha256(old).hexdigest(), "v2-digest", snapshot.seq),
+        )
+    assert run_doctor(data).ok  # The old snapshot's digest is not compared.
+    with capture_logs() as logs:
+        async with running_exchange(data) as handle, client_for(handle) as admin:
+            after = await status_of(admin)
+            # The replayed idempotency records still answer a retry with the first reply.
+            retry = {"request_id": "t0", "to": "zero", "amount": "1"}
+            reply = await admin.command("claude", "transfer", retry)
+            assert reply.ok and reply.result is not None
+            assert reply.result["balance"] == "9999"  # After t0, not after a sixth transfer.
+    assert after == {**before, "now_ns": after["now_ns"]}
+    assert any(e["event"] == "snapshot_format_old" for e in logs)
+    recovered = next(e for e in logs if e["event"] == "journal_recovered")
+    assert recovered["snapshot_seq"] == 0
+    assert recovered["replayed"] == before["commands_applied"]
