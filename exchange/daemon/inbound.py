@@ -59,10 +59,6 @@ class InboundQueue:
     def __len__(self) -> int:
         return len(self._items)
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def put(self, item: Inbound, *, beyond_bound: bool = False) -> bool:
         """Queues ``item``; False (and nothing queued) if the queue is full or closed.
 
