@@ -6,7 +6,7 @@ Modules, in the order a command meets them:
 - ``natsserver``: the embedded nats-server (config, users, permissions, pid file, reload).
 - ``creds`` / ``endpoint``: the files of a data directory that clients read.
 - ``routes``: the routing table, subject and body to a command, a query or a refusal.
-- ``service``: the receive loops, the wire-level refusals, ``$SRV.*``, publishing.
+- ``service``: the subscription callbacks, the wire-level refusals, ``$SRV.*``, publishing.
 - ``batcher``: the ordered path, batch → apply → journal → reply → events; timers.
 - ``recovery``: the economy config of a journal, genesis, replay with checked replies.
 - ``clock``, ``events``, ``discovery``, ``logs``, ``errors``.

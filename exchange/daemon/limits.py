@@ -10,9 +10,9 @@ from typing import Final
 # NATS's own max_payload (1 MiB) stays above it, so the exchange, not the server, answers.
 message_bytes_max: Final = 64 * 1024
 
-# The inbound queue between the NATS receive loops and the batcher. Not 0 (the style's default)
-# because a full queue must answer ``overloaded`` at once: a small buffer absorbs the bursts of
-# a few hundred requests in flight (measured with bench/transfers.py at 256 in flight).
+# The inbound queue between the NATS subscription callbacks and the batcher. Not 0 (the style's
+# default) because a full queue must answer ``overloaded`` at once: a small buffer absorbs the
+# bursts of a few hundred requests in flight (measured with bench/transfers.py at 256 in flight).
 inbound_queue_size_max: Final = 4096
 # Commands (and queries) applied and journaled as one batch, one SQLite transaction. Batches
 # grow by themselves under load: what arrives while one batch is being fsynced is the next one.

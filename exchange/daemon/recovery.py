@@ -157,14 +157,15 @@ def recover(journal: Journal, config: EconomyConfig) -> Recovered:
     (JournalCorruptError at the first broken link).
     """
     snapshot = journal.latest_snapshot()
-    if snapshot is not None and Exchange.snapshot_version(snapshot.state) != SNAPSHOT_VERSION:
+    version = None if snapshot is None else Exchange.snapshot_version(snapshot.state)
+    if snapshot is not None and version != SNAPSHOT_VERSION:
         # Written by an older release: its digest was taken over another layout, so it can be
         # neither restored nor checked. The journal is whole: replay it from the start (once; the
         # next snapshot is of this format).
         log.warning(
             "snapshot_format_old",
             seq=snapshot.seq,
-            version=Exchange.snapshot_version(snapshot.state),
+            version=version,
             expected=SNAPSHOT_VERSION,
             action="replaying the journal from its start",
         )

@@ -1,7 +1,7 @@
 """The durable, hash-chained command journal: SQLite, WAL, one transaction and one fsync per batch.
 
-The daemon (the single writer) appends each applied batch with ``Journal.append_batch`` from a
-worker thread and replies to clients only after it returns. On restart it loads
+The daemon (the single writer) appends each applied batch with ``Journal.append_batch`` on its
+event loop and replies to clients only after it returns. On restart it loads
 ``latest_snapshot()`` and replays ``iter_entries(after_seq=snapshot.seq)`` through the ledger.
 ``verify_file`` and ``export_postings`` serve ``doctor`` and ``export`` on a read-only journal.
 
