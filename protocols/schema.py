@@ -4,6 +4,7 @@
 in the repository differ from what the Structs generate, so the published schema never drifts.
 """
 
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -45,21 +46,27 @@ _INTERNAL_VERBS: Final = frozenset(
 )
 
 
-def _fix_decimals(node: Any) -> Any:
+def _normalise(node: Any) -> Any:
+    """Tokens instead of msgspec's Decimal schema, and descriptions as ``inspect.cleandoc``
+    gives them (msgspec releases differ on whether a docstring's indentation is kept, and the
+    published files must not change with the msgspec version)."""
     if isinstance(node, dict):
         if {k: v for k, v in node.items() if k != "default"} == _DECIMAL:
             fixed = dict(_TOKENS)
             if "default" in node:
                 fixed["default"] = node["default"]
             return fixed
-        return {k: _fix_decimals(v) for k, v in node.items()}
+        return {
+            k: inspect.cleandoc(v) if k == "description" and isinstance(v, str) else _normalise(v)
+            for k, v in node.items()
+        }
     if isinstance(node, list):
-        return [_fix_decimals(v) for v in node]
+        return [_normalise(v) for v in node]
     return node
 
 
 def schema_of(struct_type: Any, title: str, subject: str) -> dict[str, Any]:
-    body = _fix_decimals(msgspec.json.schema(struct_type))
+    body = _normalise(msgspec.json.schema(struct_type))
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": title,
