@@ -113,7 +113,9 @@ def _replay_checks(journal: Journal, config: EconomyConfig, found: _Findings) ->
             if Exchange.snapshot_version(snapshot.state) == SNAPSHOT_VERSION:
                 digests[snapshot.seq] = snapshot.digest
                 check_digest(
-                    Exchange.restore(config, snapshot.state), snapshot.seq, snapshot.digest
+                    Exchange.restore(config, snapshot.state, journal.entries_at),
+                    snapshot.seq,
+                    snapshot.digest,
                 )
         replay(exchange, journal.iter_entries(), digests_expected=digests)
     except (JournalError, RecoveryError, ValueError) as exc:

@@ -8,8 +8,9 @@ so a refusal is a value that changes nothing. No I/O, no clock, no randomness he
 """
 
 import heapq
+import itertools
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final
@@ -40,6 +41,17 @@ from protocols.registry import VERB_OF
 idempotency_keys_max: Final = 1_000_000
 
 _encoder: Final = msgspec.json.Encoder()
+
+
+class _RequestIdOnly(msgspec.Struct):
+    request_id: str
+
+
+_request_id_decoder: Final = msgspec.json.Decoder(_RequestIdOnly)
+# One journal entry of a remembered command: (sender, verb, canonical JSON body, reply).
+RememberedRow = tuple[str, str, bytes, bytes]
+# Given seqs, their journal entries in the same order (the journal, or a test's log).
+RememberedRows = Callable[[list[int]], Iterable[RememberedRow]]
 _verb_prefixes: Final = {kind: verb.encode() + b" " for kind, verb in VERB_OF.items()}
 
 
@@ -146,6 +158,11 @@ class Ledger:
         # for the collector. Neither part can hold a raw newline (compact JSON escapes it).
         self._done: dict[str, bytes] = {}
         self._done_order: deque[str] = deque()
+        # The seq of the command that made each record, in the same order. A snapshot keeps
+        # these numbers, not the records: every record is its command's journal entry (sender,
+        # verb, canonical body, reply), so a restore reads them back from the journal, and a
+        # snapshot stays small however many commands are remembered (see ``restore_remembered``).
+        self._done_seqs: deque[int] = deque()
         self._publications: list[Publication] = []
         self._timer_kinds: dict[str, Callable[[str], None]] = {"hold_expiry": self._expire_hold}
         self._handlers: dict[type, Handler] = {
@@ -189,8 +206,10 @@ class Ledger:
                 (_verb_prefixes[type(command)], _encoder.encode(command), b"\n", reply)
             )
             done_order.append(key)
+            self._done_seqs.append(book.seq)
             if len(done_order) > idempotency_keys_max:
                 del self._done[done_order.popleft()]
+                self._done_seqs.popleft()
         pending = book.pending
         postings = timer_postings + tuple(pending) if pending else timer_postings
         pending.clear()
@@ -234,23 +253,45 @@ class Ledger:
         hashed: hashing cost more than the ~50 bytes a record it would save.)"""
         return _verb_prefixes[type(command)] + _encoder.encode(command)
 
-    def remembered(self) -> tuple[list[str], list[bytes]]:
-        """The remembered successful commands, oldest first, for snapshots: their keys
-        ("<sender> <request_id>") and records ("<fingerprint>\\n<reply>") as they are kept.
+    def remembered(self) -> list[int]:
+        """The seqs of the commands whose replies are remembered, oldest first, for snapshots.
 
-        Handed out whole, not split into fields: a snapshot holds up to idempotency_keys_max of
-        them, and splitting each cost ~2 us, half a second at 150k, with the loop blocked.
-        """
-        return list(self._done), list(self._done.values())
+        Only the numbers: a remembered record is exactly its command's journal entry, so a
+        snapshot need not copy up to ``idempotency_keys_max`` records (hundreds of megabytes at
+        the bound, serialised and hashed with the loop blocked); ``restore_remembered`` reads
+        them back."""
+        return list(self._done_seqs)
 
-    def restore_remembered(self, keys: list[str], records: list[bytes]) -> None:
-        """Takes back what ``remembered`` gave, into a ledger that remembers nothing yet."""
-        assert not self._done and len(keys) == len(records) <= idempotency_keys_max
-        for key, record in zip(keys, records, strict=True):
-            assert " " in key and b"\n" in record, "a key is '<sender> <request_id>'"
-        self._done.update(zip(keys, records, strict=True))
-        self._done_order.extend(keys)
-        assert len(self._done) == len(self._done_order), "a key is remembered twice"
+    def remembered_records(self) -> list[tuple[str, bytes]]:
+        """The remembered (key, record) pairs, oldest first, in the order of ``remembered``:
+        a key is "<sender> <request_id>", a record "<verb> <canonical body>\\n<reply>"."""
+        return list(self._done.items())
+
+    def restore_remembered(self, seqs: list[int], rows: Iterable[RememberedRow]) -> None:
+        """Takes back what ``remembered`` gave, into a ledger that remembers nothing yet: ``rows``
+        are the journal entries at ``seqs``, in that order, as (sender, verb, body, reply)."""
+        assert not self._done, "restore into a ledger that remembers nothing"
+        done, order = self._done, self._done_order
+        count = 0
+        for sender, verb, body, reply in rows:
+            # Checked, not asserted: the rows come from a file.
+            try:
+                request_id = _request_id_decoder.decode(body).request_id
+            except msgspec.DecodeError as exc:
+                raise ValueError(f"a remembered {verb} command has no request_id: {exc}") from exc
+            key = f"{sender} {request_id}"
+            if key in done or not reply.startswith(b'{"ok":true'):
+                raise ValueError(f"{key!r} is remembered twice, or was not a success")
+            # The same bytes apply() keeps: the journal's body is the command's canonical JSON
+            # (recovery.encode_command), and its verb is the command's registered verb.
+            done[key] = b"".join((verb.encode(), b" ", body, b"\n", reply))
+            order.append(key)
+            count += 1
+        if not count == len(seqs) <= idempotency_keys_max or any(
+            a >= b for a, b in itertools.pairwise(seqs)
+        ):
+            raise ValueError(f"{count} rows for {len(seqs)} remembered seqs, or seqs out of order")
+        self._done_seqs.extend(seqs)
 
     # ----------------------------------------------------------------------------- timers
 

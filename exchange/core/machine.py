@@ -22,6 +22,7 @@ from exchange.core.ledger import (
     Ledger,
     Outcome,
     Refusal,
+    RememberedRows,
     refusal_reply,
     refuse,
     result_reply,
@@ -44,7 +45,8 @@ from protocols.errors import ErrorCode
 from protocols.ids import ADMIN
 
 # 3: the idempotency records as the ledger keeps them ("done": {"keys", "records"}).
-SNAPSHOT_VERSION: Final = 3
+# 4: only the seqs of the remembered commands ("done_seqs"); the records come from the journal.
+SNAPSHOT_VERSION: Final = 4
 _snapshot_encoder: Final = msgspec.msgpack.Encoder()
 _snapshot_decoder: Final = msgspec.msgpack.Decoder()
 
@@ -357,7 +359,7 @@ class Exchange:
             "contract_minted": ledger.contract_minted_micro,
             "counters": ledger.counters,
             "timers": sorted(ledger.timers),
-            "done": dict(zip(("keys", "records"), ledger.remembered(), strict=True)),
+            "done_seqs": ledger.remembered(),
             "pools": [msgspec.to_builtins(p) for p in self.pools.pools.values()],
             "prices": {m: str(p) for m, p in ledger.prices_micro.items()},
             "amendments": ledger.rules.amendments,
@@ -395,8 +397,12 @@ class Exchange:
             return None
 
     @classmethod
-    def restore(cls, config: EconomyConfig, snapshot: bytes) -> "Exchange":
-        """Rebuilds an exchange from ``snapshot()`` bytes. Raises ValueError on a bad snapshot."""
+    def restore(
+        cls, config: EconomyConfig, snapshot: bytes, remembered_rows: RememberedRows
+    ) -> "Exchange":
+        """Rebuilds an exchange from ``snapshot()`` bytes and the journal entries of the commands
+        it remembers (``remembered_rows`` is given their seqs: see ``Ledger.remembered``).
+        Raises ValueError on a bad snapshot."""
         data = _snapshot_decoder.decode(snapshot)
         if data.get("version") != SNAPSHOT_VERSION:
             raise ValueError(f"snapshot version {data.get('version')} is not {SNAPSHOT_VERSION}")
@@ -457,7 +463,8 @@ class Exchange:
         ledger.contract_minted_micro.update(data["contract_minted"])
         ledger.counters.update(data["counters"])
         ledger.timers.extend(tuple(t) for t in data["timers"])
-        ledger.restore_remembered(data["done"]["keys"], data["done"]["records"])
+        seqs = data["done_seqs"]
+        ledger.restore_remembered(seqs, remembered_rows(seqs))
         for p in data["pools"]:
             exchange.pools.pools[p["id"]] = msgspec.convert(p, Pool)
         ledger.prices_micro = {m: Decimal(p) for m, p in data["prices"].items()}

@@ -174,7 +174,7 @@ def recover(journal: Journal, config: EconomyConfig) -> Recovered:
         exchange, after_seq = Exchange(config), 0
     else:
         try:
-            exchange = Exchange.restore(config, snapshot.state)
+            exchange = Exchange.restore(config, snapshot.state, journal.entries_at)
         except ValueError as exc:
             raise RecoveryError(f"snapshot at seq {snapshot.seq} cannot be loaded: {exc}") from exc
         check_digest(exchange, snapshot.seq, snapshot.digest)

@@ -33,3 +33,5 @@ page_entries_max: Final = 65536
 busy_timeout_s: Final = 5.0
 # After a checkpoint, SQLite truncates the WAL file down to this size.
 wal_size_bytes_max: Final = 64 * 1024 * 1024
+# Seqs per range read when reading entries by seq (a chunk's rows are held in memory at once).
+entries_at_chunk: Final = 10_000

@@ -30,6 +30,7 @@ FROM entries ORDER BY seq DESC LIMIT 20``.
 import contextlib
 import hashlib
 import heapq
+import itertools
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -310,6 +311,49 @@ class Journal:
             page_entries=min(page_entries, limits.page_entries_max),
         )
         return _raise_on_break(chain, after_seq)
+
+    def entries_at(self, seqs: Sequence[int]) -> Iterator[tuple[str, str, bytes, bytes]]:
+        """(sender, verb, body, reply) of the entries at ``seqs`` (increasing), in that order.
+
+        For restoring a snapshot's remembered replies (``Ledger.remembered``): the snapshot
+        keeps their seqs, the journal their bytes. Reads the range from one seq of a chunk to
+        its last in key order and keeps the seqs asked for (the remembered commands are most
+        of a stretch of the journal, so one range read costs less than looking each one up),
+        so memory holds one chunk. Does not check the hash chain (the snapshot it serves is
+        pinned to it; ``verify`` checks it all). Raises (while iterating) JournalInputError for
+        seqs out of order, JournalCorruptError for a seq that is not in the journal,
+        JournalClosedError.
+        """
+        chunk = limits.entries_at_chunk
+        for start in range(0, len(seqs), chunk):
+            part = seqs[start : start + chunk]
+            if any(a >= b for a, b in itertools.pairwise(part)):
+                raise JournalInputError("entries_at takes increasing seqs")
+            wanted = iter(part)
+            expected: int | None = next(wanted)
+            with self._lock:
+                conn = self._connection()
+                try:
+                    rows = conn.execute(
+                        # The texts as their UTF-8 bytes, without a round trip through str.
+                        "SELECT seq, sender, verb, CAST(body AS BLOB), CAST(reply AS BLOB) "
+                        "FROM entries WHERE seq BETWEEN ? AND ? ORDER BY seq",
+                        (part[0], part[-1]),
+                    ).fetchall()
+                except sqlite3.Error as exc:
+                    raise JournalCorruptError(f"cannot read entries: {exc}", seq=part[0]) from exc
+            for seq, sender, verb, body, reply in rows:
+                assert expected is not None
+                if seq < expected:
+                    continue
+                if seq > expected:
+                    break
+                yield sender, verb, body, reply
+                expected = next(wanted, None)
+                if expected is None:
+                    break
+            if expected is not None:
+                raise JournalCorruptError(f"entry {expected} is missing", seq=expected)
 
     def iter_postings(
         self,

@@ -4,6 +4,7 @@ has one daemon. In-process exchanges; the SIGKILL cases are in test_daemon_crash
 """
 
 import hashlib
+import json
 import sqlite3
 from pathlib import Path
 
@@ -39,6 +40,35 @@ async def test_a_clean_restart_has_the_same_digest_and_replays_nothing(tmp_path:
     recovered = next(e for e in logs if e["event"] == "journal_recovered")
     assert recovered["replayed"] == 0
     assert recovered["snapshot_seq"] == before["commands_applied"]
+
+
+async def test_after_a_restart_from_a_snapshot_a_retry_gets_its_first_reply(
+    tmp_path: Path,
+) -> None:
+    # The snapshot keeps only the seqs of the remembered commands; their replies come back from
+    # the journal's entries.
+    data = tmp_path / "x"
+    body = {"request_id": "pay-1", "to": "zero", "amount": "2.5"}
+    async with running_exchange(data) as handle, client_for(handle) as admin:
+        first = await admin.command("claude", "transfer", body)
+        for index in range(3):
+            more = {"request_id": f"more-{index}", "to": "zero", "amount": "1"}
+            assert (await admin.command("claude", "transfer", more)).ok
+    with Journal.open(data / "journal.sqlite", read_only=True) as journal:
+        snapshot = journal.latest_snapshot()
+        assert snapshot is not None
+        assert b"pay-1" not in snapshot.state  # the seqs only, not the records
+    with capture_logs() as logs:
+        async with running_exchange(data) as handle, client_for(handle) as admin:
+            again = await admin.command("claude", "transfer", body)
+            reused = await admin.command("claude", "transfer", {**body, "amount": "3"})
+            balance = await admin.query("balance", {"agent": "claude"})
+    recovered = next(e for e in logs if e["event"] == "journal_recovered")
+    assert recovered["replayed"] == 0 and recovered["snapshot_seq"] == snapshot.seq
+    assert first.ok and again.ok and again.result == first.result
+    assert again.result is not None and again.result["balance"] == "9997.5"
+    assert reused.error is not None and reused.error.code == "request_id_reused"
+    assert balance.result is not None and balance.result["balance"] == "9994.5"
 
 
 async def test_periodic_snapshots_bound_the_replay(tmp_path: Path) -> None:
@@ -93,24 +123,25 @@ async def test_a_snapshot_of_an_older_format_is_replaced_by_a_replay(tmp_path: P
             body = {"request_id": f"t{index}", "to": "zero", "amount": "1"}
             assert (await admin.command("claude", "transfer", body)).ok
         before = await status_of(admin)
-    # The clean stop wrote a snapshot; turn it into the previous format (version 2: the
-    # idempotency records as [sender, request_id, fingerprint, reply] lists).
+    # The clean stop wrote a snapshot; turn it into the previous format (version 3: the
+    # idempotency records themselves, as {"keys": [...], "records": [...]}).
     path = data / "journal.sqlite"
     with Journal.open(path, read_only=True) as journal:
         snapshot = journal.latest_snapshot()
-    assert snapshot is not None and snapshot.seq == before["commands_applied"]
-    state = msgspec.msgpack.decode(snapshot.state)
-    done = state["done"]
-    state["version"] = 2
-    state["done"] = [
-        [*key.rsplit(" ", 1), *record.split(b"\n", 1)]
-        for key, record in zip(done["keys"], done["records"], strict=True)
-    ]
+        assert snapshot is not None and snapshot.seq == before["commands_applied"]
+        state = msgspec.msgpack.decode(snapshot.state)
+        rows = list(journal.entries_at(state.pop("done_seqs")))
+    assert len(rows) >= 5
+    state["version"] = 3
+    state["done"] = {
+        "keys": [f"{sender} {json.loads(body)['request_id']}" for sender, _, body, _ in rows],
+        "records": [b"%s %s\n%s" % (verb.encode(), body, reply) for _, verb, body, reply in rows],
+    }
     old = msgspec.msgpack.encode(state)
     with sqlite3.connect(path) as conn:
         conn.execute(
             "UPDATE snapshots SET state = ?, state_sha256_hex = ?, digest = ? WHERE seq = ?",
-            (old, hashlib.sha256(old).hexdigest(), "v2-digest", snapshot.seq),
+            (old, hashlib.sha256(old).hexdigest(), "v3-digest", snapshot.seq),
         )
     assert run_doctor(data).ok  # The old snapshot's digest is not compared.
     with capture_logs() as logs:

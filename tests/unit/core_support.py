@@ -2,13 +2,14 @@
 default roster, and asserts that a refusal is a value that changes nothing (digest unchanged)."""
 
 import json
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any, Final
 
 import msgspec
 
 from exchange.core.config import EconomyConfig
-from exchange.core.ledger import Outcome
+from exchange.core.ledger import Outcome, RememberedRow, RememberedRows
 from exchange.core.machine import Exchange
 from protocols import commands as c
 from protocols import queries as q
@@ -18,6 +19,28 @@ from protocols.registry import COMMAND_DECODERS
 NS_PER_S: Final = 1_000_000_000
 ROSTER: Final = ("claude", "builder", "lambda", "spark", "observer", "zero")
 D = Decimal
+
+
+def remembered_rows_of(ex: Exchange) -> RememberedRows:
+    """What a journal would give for ``ex``'s remembered seqs, read back from its own records
+    (a unit test has no journal; the daemon's restart tests and the core's stateful test read
+    the entries themselves)."""
+    by_seq = dict(zip(ex.ledger.remembered(), ex.ledger.remembered_records(), strict=True))
+
+    def rows(seqs: list[int]) -> Iterator[RememberedRow]:
+        for seq in seqs:
+            key, record = by_seq[seq]
+            sender = key.split(" ", 1)[0]
+            head, _, reply = record.partition(b"\n")
+            verb, _, body = head.partition(b" ")
+            yield sender, verb.decode(), body, reply
+
+    return rows
+
+
+def restored(ex: Exchange) -> Exchange:
+    """A copy of ``ex`` through its snapshot, as a restart would make it."""
+    return Exchange.restore(ex.config, ex.snapshot(), remembered_rows_of(ex))
 
 
 class Harness:

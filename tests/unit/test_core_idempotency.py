@@ -4,9 +4,9 @@ second effect; the same id with another body is refused; a refused id stays free
 import msgspec
 import pytest
 from core_support import D, Harness
+from core_support import restored as restore
 
 from exchange.core.ledger import Outcome
-from exchange.core.machine import Exchange
 from protocols import commands as c
 from protocols.errors import ErrorCode
 from protocols.ids import ADMIN
@@ -149,7 +149,7 @@ def test_a_retry_after_a_restore_is_still_a_duplicate() -> None:
     h = Harness()
     command = c.Transfer(request_id="r1", to="zero", amount=D(10))
     first = h.apply("claude", command)
-    restored = Exchange.restore(h.config, h.ex.snapshot())
+    restored = restore(h.ex)
     again = restored.apply("claude", command, now_ns=h.now_ns)
     assert (again.duplicate, again.reply) == (True, first.reply)
     other = restored.apply(

@@ -6,6 +6,7 @@ snapshot that keeps behaving identically, and at the end that folding the log in
 exchange reproduces every reply and the digest."""
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from exchange.core.config import EconomyConfig
-from exchange.core.ledger import Outcome
+from exchange.core.ledger import Outcome, RememberedRow
 from exchange.core.machine import Exchange, genesis_commands
 from protocols import commands as c
 from protocols.amounts import MICRO_PER_TOKEN
@@ -496,10 +497,19 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule()
     def snapshot_and_restore(self) -> None:
         """The restored copy has the same digest and, from now on, gets every command too."""
-        restored = Exchange.restore(self.config, self.ex.snapshot())
+        # The remembered replies come from the log, as the daemon reads them from its journal.
+        restored = Exchange.restore(self.config, self.ex.snapshot(), self.journal_rows)
         assert restored.digest() == self.ex.digest()
         assert restored.snapshot() == self.ex.snapshot()
+        assert restored.ledger.remembered_records() == self.ex.ledger.remembered_records()
         self.shadow = restored
+
+    def journal_rows(self, seqs: list[int]) -> Iterator[RememberedRow]:
+        """The log's entries at ``seqs`` as the journal keeps them (seq n is the n-th command)."""
+        assert len(self.log) == self.ex.seq
+        for seq in seqs:
+            sender, command, _, reply = self.log[seq - 1]
+            yield sender, VERB_OF[type(command)], msgspec.json.encode(command), reply
 
     # ------------------------------------------------------------------------------ invariants
 

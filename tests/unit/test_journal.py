@@ -192,6 +192,24 @@ def test_an_empty_batch_writes_nothing(journal: Journal, path: Path) -> None:
     assert dump(path) == before
 
 
+def test_entries_at_reads_the_seqs_asked_for_in_order(journal: Journal) -> None:
+    fill(journal, 30)
+    seqs = [1, 2, 5, 17, 29, 30]
+    expected = [make_entry(n) for n in seqs]
+    rows = list(journal.entries_at(seqs))
+    assert rows == [(e.sender, e.verb, e.body, e.reply) for e in expected]
+    # Stored as text, read back as its UTF-8 bytes, unchanged.
+    (row,) = journal.entries_at([3])
+    assert row[3] == make_entry(3).reply
+    journal.append_batch([msgspec.structs.replace(make_entry(31), body='{"note":"é"}'.encode())])
+    assert next(journal.entries_at([31]))[2] == '{"note":"é"}'.encode()
+    assert list(journal.entries_at([])) == []
+    with pytest.raises(JournalCorruptError, match="entry 32 is missing"):
+        list(journal.entries_at([29, 32]))
+    with pytest.raises(JournalInputError, match="increasing"):
+        list(journal.entries_at([5, 2]))
+
+
 def spec_hash_hex(prev_hash_hex: str, seq: int, entry: EntryInput) -> str:
     """Hash format v1 written again from the chain.py docstring, independently of the code."""
 

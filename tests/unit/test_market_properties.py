@@ -11,10 +11,10 @@ from typing import Any
 
 import msgspec
 from core_support import NS_PER_S, Harness
+from core_support import restored as restore
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exchange.core.machine import Exchange
 from protocols import commands as c
 from protocols import swarm as s
 from protocols.ids import ADMIN
@@ -192,7 +192,7 @@ def test_restoring_before_every_command_changes_no_award(program: list[tuple[Any
     tasks: dict[int, list[str]] = {0: [], 1: []}
     escrows: dict[int, list[str]] = {0: [], 1: []}
     for op in program:
-        restored.ex = Exchange.restore(restored.config, restored.ex.snapshot())
+        restored.ex = restore(restored.ex)
         outcomes = []
         for n, h in enumerate((straight, restored)):
             step(h, op, tasks[n], escrows[n])
