@@ -236,6 +236,14 @@ class Market:
             return escrow
         if sender != escrow.payer and sender not in SYSTEM_SENDERS:
             return refuse(ErrorCode.not_authorized, f"only {escrow.payer} may release {escrow.id}")
+        if escrow.task_id is not None:
+            # Released here, the task would stay open with its money gone, and its result
+            # deadline would then refund an escrow that is already paid out.
+            return refuse(
+                ErrorCode.not_authorized,
+                f"{escrow.id} pays for task {escrow.task_id}: settle it with task.verify (a score "
+                "of at least the release threshold releases it), which also closes the task",
+            )
         if escrow.state != "locked":
             return refuse(ErrorCode.escrow_not_locked, f"{escrow.id} is {escrow.state}")
         if Decimal(str(cmd.score)) >= self.escrow_config.release_threshold:

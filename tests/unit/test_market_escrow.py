@@ -243,3 +243,18 @@ def test_lock_unreleased_is_refunded_at_timeout() -> None:
     h.tick()
     assert h.ex.market.escrows[view["escrow_id"]].state == "refunded"
     assert bal(h, "claude") == START
+
+
+def test_the_escrow_of_a_task_is_settled_through_the_task_only() -> None:
+    # Released directly, the task would stay awarded with its money paid out, and its result
+    # deadline would then refund an escrow that no longer holds anything.
+    h = Harness()
+    task_id = awarded_task(h, cost=60)
+    escrow_id = h.ex.market.tasks[task_id].escrow_id
+    for sender in ("claude", ADMIN):
+        h.refused(sender, s.ReleaseEscrow, "not_authorized", escrow_id=escrow_id, score=0.9)
+    h.advance(61)
+    (closed,) = published(h.tick(), s.TaskClosed)
+    assert (closed.payload.state, closed.payload.refunded) == ("expired", "60")
+    assert bal(h, "claude") == START
+    h.ex.check_invariants()

@@ -50,6 +50,8 @@ ops = st.one_of(
     st.tuples(st.just("cancel"), index),
     st.tuples(st.just("lock"), agent, agent, st.integers(1, 50_000_000), st.integers(1, 7200)),
     st.tuples(st.just("escrow"), index, st.sampled_from(["release", "dispute"]), unit),
+    # The escrow of a task, through the escrow commands (a release is refused: see market.py).
+    st.tuples(st.just("task-escrow"), index, st.sampled_from(["release", "dispute"]), unit),
     st.tuples(st.just("tick"), st.integers(0, 4000)),  # milliseconds
     st.tuples(st.just("tick"), st.integers(0, 4000)),
     st.tuples(st.just("tick"), st.integers(0, 5000 * 1000)),
@@ -115,6 +117,14 @@ def step(h: Harness, op: tuple[Any, ...], tasks: list[str], escrows: list[str]) 
     if task_id is None:
         return
     task = market.tasks[task_id]
+    if kind == "task-escrow":
+        _, _, action, score = op
+        escrow_id = task.escrow_id or "none"
+        if action == "release":
+            h.send(task.manager, s.ReleaseEscrow, escrow_id=escrow_id, score=score)
+        else:
+            h.send(task.winner or "b2", s.DisputeEscrow, escrow_id=escrow_id)
+        return
     if kind == "bid":
         _, bidder, _, cost_f, time_f, confidence = op
         bid = s.Bid(
