@@ -6,6 +6,7 @@ TOML string is pure (``parse_config``); reading the file is the shell's job.
 
 import tomllib
 from decimal import Decimal
+from typing import Annotated
 
 import msgspec
 
@@ -50,6 +51,9 @@ class EscrowConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     dispute_timeout_s: int = 3600
     result_grace_s: int = 60
     performance_step: Decimal = Decimal("0.05")
+    # Escrows locked outside tasks, once released or refunded, kept for queries; beyond this
+    # many the oldest is forgotten (its totals stay in the swarm metrics).
+    settled_escrows_kept: Annotated[int, msgspec.Meta(ge=1)] = 1000
 
 
 class AuctionConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -57,6 +61,10 @@ class AuctionConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     time_weight: Decimal = Decimal("0.3")
     confidence_weight: Decimal = Decimal("0.3")
     bid_window_ms: int = 2000
+    # Finished tasks (with their bids and escrow) kept for ``task show`` and ``tasks``; beyond
+    # this many the oldest is forgotten (its totals stay in the swarm metrics), so the state and
+    # its snapshots stay bounded however many auctions run. The journal keeps every one.
+    finished_tasks_kept: Annotated[int, msgspec.Meta(ge=1)] = 1000
 
 
 class StigmergyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

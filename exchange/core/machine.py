@@ -28,7 +28,14 @@ from exchange.core.ledger import (
     result_reply,
 )
 from exchange.core.limits import Limits, SpendEntry, SpendWindows, Window
-from exchange.core.market import Escrow, Market, Task
+from exchange.core.market import (
+    SETTLED_ESCROW_STATES,
+    WORK_FINISHED_STATES,
+    Escrow,
+    Market,
+    RetiredTotals,
+    Task,
+)
 from exchange.core.pools import Pool, Pools
 from exchange.core.shapley import GameError, shapley
 from exchange.core.spending import Spending
@@ -45,7 +52,8 @@ from protocols.errors import ErrorCode
 from protocols.ids import ADMIN
 
 # 3: the idempotency records as the ledger keeps them ("done": {"keys", "records"}).
-# 4: only the seqs of the remembered commands ("done_seqs"); the records come from the journal.
+# 4: only the seqs of the remembered commands ("done_seqs"), the records coming from the journal;
+#    finished tasks and settled escrows past the kept number forgotten, their totals "retired".
 SNAPSHOT_VERSION: Final = 4
 _snapshot_encoder: Final = msgspec.msgpack.Encoder()
 _snapshot_decoder: Final = msgspec.msgpack.Decoder()
@@ -215,18 +223,24 @@ class Exchange:
     def metric_inputs(self) -> SwarmMetricInputs:
         """The swarm metrics' counts, from the ledger's own records (see docs/metrics.md)."""
         ledger, market = self.ledger, self.market
-        final = ("completed", "failed", "expired", "refunded")
-        tasks = [t for t in market.tasks.values() if t.state in final]
-        settled = [e for e in market.escrows.values() if e.state in ("released", "refunded")]
+        # The tasks and escrows still kept, plus the totals of those forgotten.
+        retired = market.retired
+        tasks = [t for t in market.tasks.values() if t.state in WORK_FINISHED_STATES]
+        settled = [e for e in market.escrows.values() if e.state in SETTLED_ESCROW_STATES]
         fees = ledger.book.balance("@fees")
         inference = sum(b for a, b in ledger.book.balances.items() if a.startswith("@llm."))
-        task_payments = sum(e.amount_micro for e in settled if e.state == "released")
+        task_payments = retired.escrows_released_micro + sum(
+            e.amount_micro for e in settled if e.state == "released"
+        )
         formed, intact = self.coalitions.counts()
         emitted = self.signals.state.signals_seen
-        acted = sum(1 for t in market.tasks.values() if "signal" in t.payload)
+        acted = retired.tasks_on_signal + sum(
+            1 for t in market.tasks.values() if "signal" in t.payload
+        )
         return SwarmMetricInputs(
-            tasks_total=len(tasks),
-            tasks_successful=sum(1 for t in tasks if t.state == "completed"),
+            tasks_total=retired.tasks_finished + len(tasks),
+            tasks_successful=retired.tasks_completed
+            + sum(1 for t in tasks if t.state == "completed"),
             cost_total_micro=inference + task_payments + fees,
             coordination_cost_micro=fees,
             earnings_micro_by_agent=tuple(a.earned_micro for a in ledger.agents.values()),
@@ -234,8 +248,8 @@ class Exchange:
             coalitions_intact=intact,
             signals_emitted=emitted,
             signals_acted_on=min(acted, emitted),
-            escrow_settlements=len(settled),
-            escrow_disputes=sum(1 for e in settled if e.disputed),
+            escrow_settlements=retired.escrows_settled + len(settled),
+            escrow_disputes=retired.escrows_disputed + sum(1 for e in settled if e.disputed),
         )
 
     def _metrics(self, query: q.MetricsQuery) -> msgspec.Struct:
@@ -363,8 +377,12 @@ class Exchange:
             "pools": [msgspec.to_builtins(p) for p in self.pools.pools.values()],
             "prices": {m: str(p) for m, p in ledger.prices_micro.items()},
             "amendments": ledger.rules.amendments,
-            "tasks": [msgspec.to_builtins(t) for t in self.market.tasks.values()],
-            "escrows": [msgspec.to_builtins(e) for e in self.market.escrows.values()],
+            # Structs, encoded as they are (the same bytes as their builtins, much faster).
+            "tasks": list(self.market.tasks.values()),
+            "escrows": list(self.market.escrows.values()),
+            "finished_tasks": list(self.market.finished_tasks),
+            "settled_escrows": list(self.market.settled_escrows),
+            "retired": msgspec.to_builtins(self.market.retired),
             "coalitions": [msgspec.to_builtins(c) for c in self.coalitions.coalitions.values()],
             "proposals": [msgspec.to_builtins(p) for p in self.votes.proposals.values()],
             "stigmergy": msgspec.to_builtins(self.signals.state),
@@ -475,6 +493,9 @@ class Exchange:
             market.tasks[t["id"]] = msgspec.convert(t, Task)
         for e in data["escrows"]:
             market.escrows[e["id"]] = msgspec.convert(e, Escrow)
+        market.finished_tasks.extend(data["finished_tasks"])
+        market.settled_escrows.extend(data["settled_escrows"])
+        market.retired = msgspec.convert(data["retired"], RetiredTotals)
         for record in data["coalitions"]:
             exchange.coalitions.coalitions[record["id"]] = msgspec.convert(record, CoalitionRecord)
         for p in data["proposals"]:

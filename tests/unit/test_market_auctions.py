@@ -8,7 +8,9 @@ import msgspec
 import pytest
 from core_support import NS_PER_S, Harness
 
+from exchange.core.config import EconomyConfig
 from protocols import commands as c
+from protocols import queries as q
 from protocols import swarm as s
 from protocols.ids import ADMIN
 from protocols.registry import COMMAND_DECODERS
@@ -221,3 +223,30 @@ def test_timeline_uses_exchange_clock_ns() -> None:
     register(h, "a")
     announced = announce(h, bid_window_ms=1500)
     assert announced["closes_at_ns"] == 7 * NS_PER_S + 1_500_000_000
+
+
+def test_only_the_configured_number_of_finished_tasks_is_kept() -> None:
+    config = EconomyConfig()
+    config = msgspec.structs.replace(
+        config, auction=msgspec.structs.replace(config.auction, finished_tasks_kept=2)
+    )
+    h = Harness(config)
+    register(h, "a")
+    ids = []
+    for _ in range(3):
+        task_id = announce(h)["task_id"]
+        assert bid(h, "a", task_id, 10, 500, 0.9).ok  # the only eligible bid: awarded at once
+        assert h.ok("a", s.SubmitResult, task_id=task_id, success=True, output={}) == {}
+        assert h.ok("claude", s.VerifyTask, task_id=task_id, score=0.9)["state"] == "completed"
+        ids.append(task_id)
+    market = h.ex.market
+    assert list(market.tasks) == ids[1:] and list(market.finished_tasks) == ids[1:]
+    first_hold = ids[0].replace("task", "escrow")
+    assert first_hold not in h.ex.ledger.holds and first_hold not in market.escrows
+    refusal = json.loads(h.ex.query(q.TaskQuery(task_id=ids[0])))["error"]
+    assert refusal["code"] == "unknown_task" and "the last 2 finished tasks" in refusal["message"]
+    listed = h.query(q.TasksQuery())["tasks"]
+    assert [t["task_id"] for t in listed] == ids[1:]
+    inputs = h.ex.metric_inputs()
+    assert (inputs.tasks_total, inputs.tasks_successful, inputs.escrow_settlements) == (3, 3, 3)
+    assert bal(h, "a") == START + 3 * 9_900_000  # 10 each, less the 1% fee

@@ -15,6 +15,8 @@ from core_support import restored as restore
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from exchange.core.config import EconomyConfig
+from exchange.core.ledger import Outcome
 from protocols import commands as c
 from protocols import swarm as s
 from protocols.ids import ADMIN
@@ -71,13 +73,20 @@ def pick(items: list[Any], i: int) -> Any:
     return items[i % len(items)]
 
 
-def step(h: Harness, op: tuple[Any, ...], tasks: list[str], escrows: list[str]) -> None:
-    market = h.ex.market
+def step(
+    h: Harness,
+    op: tuple[Any, ...],
+    tasks: list[str],
+    escrows: list[str],
+    facts: Harness | None = None,
+) -> Outcome | None:
+    """Applies ``op``; returns its outcome (None if there was nothing to act on). The parties of
+    a task or escrow are read from ``facts`` if given (an exchange that keeps every one)."""
+    market = (facts or h).ex.market
     kind = op[0]
     if kind == "tick":
         h.advance(op[1] / 1000)
-        h.tick()
-        return
+        return h.tick()
     if kind == "announce":
         _, manager, max_micro, deadline_ms, window_ms, referred = op
         fields: dict[str, Any] = {"referrer": "zero" if manager != "zero" else "claude"}
@@ -91,40 +100,36 @@ def step(h: Harness, op: tuple[Any, ...], tasks: list[str], escrows: list[str]) 
             bid_window_ms=window_ms,
             **(fields if referred else {}),
         )
-        if outcome.ok:
+        if outcome.ok and facts is None:
             tasks.append(json.loads(outcome.reply)["result"]["task_id"])
-        return
+        return outcome
     if kind == "lock":
         _, payer, payee, micro, timeout_s = op
         outcome = h.send(
             payer, s.LockEscrow, payee=payee, amount=tokens(micro), timeout_s=timeout_s
         )
-        if outcome.ok:
+        if outcome.ok and facts is None:
             escrows.append(json.loads(outcome.reply)["result"]["escrow_id"])
-        return
+        return outcome
     if kind == "escrow":
         _, i, action, score = op
         escrow_id = pick(escrows, i)
         if escrow_id is None:
-            return
+            return None
         payer = market.escrows[escrow_id].payer
         if action == "release":
-            h.send(payer, s.ReleaseEscrow, escrow_id=escrow_id, score=score)
-        else:
-            h.send(payer, s.DisputeEscrow, escrow_id=escrow_id)
-        return
+            return h.send(payer, s.ReleaseEscrow, escrow_id=escrow_id, score=score)
+        return h.send(payer, s.DisputeEscrow, escrow_id=escrow_id)
     task_id = pick(tasks, op[2] if kind in ("bid", "refuse") else op[1])
     if task_id is None:
-        return
+        return None
     task = market.tasks[task_id]
     if kind == "task-escrow":
         _, _, action, score = op
         escrow_id = task.escrow_id or "none"
         if action == "release":
-            h.send(task.manager, s.ReleaseEscrow, escrow_id=escrow_id, score=score)
-        else:
-            h.send(task.winner or "b2", s.DisputeEscrow, escrow_id=escrow_id)
-        return
+            return h.send(task.manager, s.ReleaseEscrow, escrow_id=escrow_id, score=score)
+        return h.send(task.winner or "b2", s.DisputeEscrow, escrow_id=escrow_id)
     if kind == "bid":
         _, bidder, _, cost_f, time_f, confidence = op
         bid = s.Bid(
@@ -132,21 +137,21 @@ def step(h: Harness, op: tuple[Any, ...], tasks: list[str], escrows: list[str]) 
             time_ms=max(1, round(task.deadline_ms * time_f)),
             confidence=confidence,
         )
-        h.send(bidder, s.SubmitBid, task_id=task_id, bid=bid)
-    elif kind == "refuse":
-        h.send(op[1], s.SubmitRefusal, task_id=task_id)
-    elif kind == "report":
-        h.send(task.winner or "b2", s.SubmitResult, task_id=task_id, success=op[2])
-    elif kind == "verify":
-        h.send(task.manager, s.VerifyTask, task_id=task_id, score=op[2])
-    elif kind == "resolve":
-        h.send(ADMIN, s.ResolveEscrow, escrow_id=task.escrow_id or "none", outcome=op[2])
-    elif kind == "cancel":
-        h.send(task.manager, s.CancelTask, task_id=task_id)
+        return h.send(bidder, s.SubmitBid, task_id=task_id, bid=bid)
+    if kind == "refuse":
+        return h.send(op[1], s.SubmitRefusal, task_id=task_id)
+    if kind == "report":
+        return h.send(task.winner or "b2", s.SubmitResult, task_id=task_id, success=op[2])
+    if kind == "verify":
+        return h.send(task.manager, s.VerifyTask, task_id=task_id, score=op[2])
+    if kind == "resolve":
+        return h.send(ADMIN, s.ResolveEscrow, escrow_id=task.escrow_id or "none", outcome=op[2])
+    assert kind == "cancel", kind
+    return h.send(task.manager, s.CancelTask, task_id=task_id)
 
 
-def new_harness() -> Harness:
-    h = Harness()
+def new_harness(config: EconomyConfig | None = None) -> Harness:
+    h = Harness(config)
     for bidder in BIDDERS:
         h.ok(
             ADMIN,
@@ -211,3 +216,55 @@ def test_restoring_before_every_command_changes_no_award(program: list[tuple[Any
     assert [msgspec.to_builtins(t) for t in restored.ex.market.tasks.values()] == [
         msgspec.to_builtins(t) for t in straight.ex.market.tasks.values()
     ]
+
+
+FORGETFUL = msgspec.structs.replace(
+    EconomyConfig(),
+    auction=msgspec.structs.replace(EconomyConfig().auction, finished_tasks_kept=1),
+    escrow=msgspec.structs.replace(EconomyConfig().escrow, settled_escrows_kept=1),
+)
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(st.lists(ops, min_size=30, max_size=200))
+def test_forgetting_finished_tasks_changes_no_balance_and_no_metric(
+    program: list[tuple[Any, ...]],
+) -> None:
+    # An exchange that keeps one finished task and one settled escrow against one that keeps
+    # them all: every command on a finished one is refused by both (with unknown_task or
+    # unknown_escrow instead of task_closed and the like), so balances, performance scores and
+    # the swarm metrics' inputs must stay the same, and a snapshot of the forgetful one restores.
+    keeping, forgetful = new_harness(), new_harness(FORGETFUL)
+    tasks: list[str] = []
+    escrows: list[str] = []
+    for op in program:
+        kept = step(keeping, op, tasks, escrows)
+        forgot = step(forgetful, op, tasks, escrows, facts=keeping)
+        assert (kept is None) == (forgot is None)
+        if kept is not None and forgot is not None:
+            assert kept.ok == forgot.ok, (op, kept.reply, forgot.reply)
+        assert forgetful.ex.ledger.book.balances == keeping.ex.ledger.book.balances
+        assert forgetful.ex.metric_inputs() == keeping.ex.metric_inputs()
+        forgetful.ex.check_invariants()
+    # Far in the future every task and escrow has finished: the forgetful one keeps one of each.
+    for days in (60, 120):
+        for h in (keeping, forgetful):
+            h.at(h.now_ns / NS_PER_S + days * DAY_S)
+            h.tick()
+        assert forgetful.ex.ledger.book.balances == keeping.ex.ledger.book.balances
+        assert forgetful.ex.metric_inputs() == keeping.ex.metric_inputs()
+    market = forgetful.ex.market
+    assert len(market.tasks) == min(1, len(tasks)) and len(market.finished_tasks) <= 1
+    standalone = [e for e in market.escrows.values() if e.task_id is None]
+    assert len(standalone) == min(1, len(escrows)) and len(market.settled_escrows) <= 1
+    assert set(forgetful.ex.ledger.holds) <= set(keeping.ex.ledger.holds)
+    assert len(forgetful.ex.ledger.holds) <= 2
+    performance = {a: x.performance for a, x in keeping.ex.ledger.agents.items()}
+    assert {a: x.performance for a, x in forgetful.ex.ledger.agents.items()} == performance
+    again = restore(forgetful.ex)
+    assert again.digest() == forgetful.ex.digest()
+    assert again.metric_inputs() == forgetful.ex.metric_inputs()
