@@ -172,6 +172,10 @@ class EconomyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     escrow: EscrowConfig = msgspec.field(default_factory=EscrowConfig)
     auction: AuctionConfig = msgspec.field(default_factory=AuctionConfig)
     stigmergy: StigmergyConfig = msgspec.field(default_factory=StigmergyConfig)
+    # Settled or voided LLM authorizations kept (a settle sent again is told the authorization
+    # is closed); beyond this many the oldest is forgotten, so holds do not grow with every
+    # inference ever paid.
+    closed_authorizations_kept: Annotated[int, msgspec.Meta(ge=1)] = 10_000
 
 
 _MERGED_TABLES = ("models", "issue_priorities", "issue_types")

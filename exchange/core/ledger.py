@@ -144,6 +144,9 @@ class Ledger:
         # The open ones among them, so that counting or summing open holds costs O(open), not
         # O(every hold ever made). Kept by hold(), pay_out() and void_hold().
         self.open_holds: dict[str, Hold] = {}
+        # Closed LLM authorizations, oldest first (task and escrow holds go with their task or
+        # escrow: market.py). Beyond ``config.closed_authorizations_kept`` the oldest is forgotten.
+        self.closed_authorizations: deque[str] = deque()
         self.rewarded_shas: set[str] = set()
         self.rewarded_issues: set[str] = set()
         self.contract_minted_micro: dict[str, int] = {}
@@ -441,6 +444,7 @@ class Ledger:
             self.book.post(acc.ESCROW, hold.account, rest, f"release.{hold.kind}", hold.id)
         hold.state = "posted"
         del self.open_holds[hold.id]
+        self._closed(hold)
 
     def shrink_hold(self, hold: Hold, amount_micro: int) -> None:
         """Returns the part of an open hold above ``amount_micro`` to the holder."""
@@ -458,6 +462,17 @@ class Ledger:
         del self.open_holds[hold.id]
         if hold.spend is not None:
             self.agents[hold.account].windows.adjust(hold.spend, 0)
+        self._closed(hold)
+
+    def _closed(self, hold: Hold) -> None:
+        if hold.kind != "llm":
+            return
+        closed = self.closed_authorizations
+        closed.append(hold.id)
+        while len(closed) > self.config.closed_authorizations_kept:
+            # Its spend, if any, stays in the agent's windows until it ages out.
+            forgotten = self.holds.pop(closed.popleft())
+            assert forgotten.state != "open"
 
     def _expire_hold(self, hold_id: str) -> None:
         hold = self.holds.get(hold_id)

@@ -53,7 +53,8 @@ from protocols.ids import ADMIN
 
 # 3: the idempotency records as the ledger keeps them ("done": {"keys", "records"}).
 # 4: only the seqs of the remembered commands ("done_seqs"), the records coming from the journal;
-#    finished tasks and settled escrows past the kept number forgotten, their totals "retired".
+#    finished tasks, settled escrows and closed LLM authorizations past the kept number
+#    forgotten (the tasks' and escrows' totals "retired").
 SNAPSHOT_VERSION: Final = 4
 _snapshot_encoder: Final = msgspec.msgpack.Encoder()
 _snapshot_decoder: Final = msgspec.msgpack.Decoder()
@@ -368,6 +369,7 @@ class Exchange:
             },
             "agents": agents,
             "holds": holds,
+            "closed_authorizations": list(ledger.closed_authorizations),
             "rewarded_shas": sorted(ledger.rewarded_shas),
             "rewarded_issues": sorted(ledger.rewarded_issues),
             "contract_minted": ledger.contract_minted_micro,
@@ -476,6 +478,7 @@ class Exchange:
             ledger.holds[hold.id] = hold
             if hold.state == "open":
                 ledger.open_holds[hold.id] = hold
+        ledger.closed_authorizations.extend(data["closed_authorizations"])
         ledger.rewarded_shas.update(data["rewarded_shas"])
         ledger.rewarded_issues.update(data["rewarded_issues"])
         ledger.contract_minted_micro.update(data["contract_minted"])

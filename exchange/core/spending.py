@@ -127,7 +127,8 @@ class Spending:
             return refuse(
                 ErrorCode.unknown_authorization,
                 f"{sender!r} has no authorization {cmd.authorization_id!r}; use the id that "
-                "llm.authorize returned",
+                "llm.authorize returned (the last "
+                f"{self.ledger.config.closed_authorizations_kept} closed ones are kept)",
             )
         if hold.state != "open":
             return refuse(

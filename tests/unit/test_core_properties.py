@@ -90,7 +90,8 @@ def micro(text: str) -> int:
 class LedgerMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.config = EconomyConfig()
+        # Two closed authorizations kept, so that forgetting older ones happens in most runs.
+        self.config = EconomyConfig(closed_authorizations_kept=2)
         self.ex = Exchange(self.config)
         self.shadow: Exchange | None = None
         self.now_ns = 0

@@ -538,3 +538,20 @@ def test_authorizing_a_free_model_is_refused() -> None:
     outcome = h.send("claude", c.LlmRequest, task_type="x", tokens=100, model="free")
     assert outcome.ok
     assert outcome.postings == ()
+
+
+def test_only_the_configured_number_of_closed_authorizations_is_kept() -> None:
+    h = Harness(EconomyConfig(closed_authorizations_kept=2))
+    ids = [
+        h.ok("claude", c.LlmAuthorize, task_type="code", tokens=1000)["authorization_id"]
+        for _ in range(3)
+    ]
+    for auth_id in ids:
+        h.ok("claude", c.LlmSettle, authorization_id=auth_id, tokens=500)
+    assert ids[0] not in h.ex.ledger.holds and list(h.ex.ledger.closed_authorizations) == ids[1:]
+    refusal = h.refused(
+        "claude", c.LlmSettle, "unknown_authorization", authorization_id=ids[0], tokens=1
+    )
+    assert "the last 2 closed ones are kept" in refusal["message"]
+    h.refused("claude", c.LlmSettle, "authorization_closed", authorization_id=ids[1], tokens=1)
+    h.ex.check_invariants()
