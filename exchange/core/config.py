@@ -176,6 +176,9 @@ class EconomyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     # is closed); beyond this many the oldest is forgotten, so holds do not grow with every
     # inference ever paid.
     closed_authorizations_kept: Annotated[int, msgspec.Meta(ge=1)] = 10_000
+    # Closed vote proposals (with their ballots and tally) kept for ``vote show``; beyond this
+    # many the oldest is forgotten (the journal keeps it).
+    closed_proposals_kept: Annotated[int, msgspec.Meta(ge=1)] = 1000
 
 
 _MERGED_TABLES = ("models", "issue_priorities", "issue_types")

@@ -53,8 +53,8 @@ from protocols.ids import ADMIN
 
 # 3: the idempotency records as the ledger keeps them ("done": {"keys", "records"}).
 # 4: only the seqs of the remembered commands ("done_seqs"), the records coming from the journal;
-#    finished tasks, settled escrows and closed LLM authorizations past the kept number
-#    forgotten (the tasks' and escrows' totals "retired").
+#    finished tasks, settled escrows, closed LLM authorizations and closed vote proposals past
+#    the kept number forgotten (the tasks' and escrows' totals "retired").
 SNAPSHOT_VERSION: Final = 4
 _snapshot_encoder: Final = msgspec.msgpack.Encoder()
 _snapshot_decoder: Final = msgspec.msgpack.Decoder()
@@ -216,10 +216,8 @@ class Exchange:
         return escrow if isinstance(escrow, Refusal) else self.market.escrow_view(escrow)
 
     def _proposal(self, query: q.ProposalQuery) -> msgspec.Struct | Refusal:
-        proposal = self.votes.proposals.get(query.proposal_id)
-        if proposal is None:
-            return refuse(ErrorCode.unknown_proposal, f"no proposal {query.proposal_id!r}")
-        return self.votes.view(proposal)
+        proposal = self.votes.find(query.proposal_id)
+        return proposal if isinstance(proposal, Refusal) else self.votes.view(proposal)
 
     def metric_inputs(self) -> SwarmMetricInputs:
         """The swarm metrics' counts, from the ledger's own records (see docs/metrics.md)."""
@@ -387,6 +385,7 @@ class Exchange:
             "retired": msgspec.to_builtins(self.market.retired),
             "coalitions": [msgspec.to_builtins(c) for c in self.coalitions.coalitions.values()],
             "proposals": [msgspec.to_builtins(p) for p in self.votes.proposals.values()],
+            "closed_proposals": list(self.votes.closed),
             "stigmergy": msgspec.to_builtins(self.signals.state),
         }
 
@@ -503,6 +502,7 @@ class Exchange:
             exchange.coalitions.coalitions[record["id"]] = msgspec.convert(record, CoalitionRecord)
         for p in data["proposals"]:
             exchange.votes.proposals[p["id"]] = msgspec.convert(p, Proposal)
+        exchange.votes.closed.extend(data["closed_proposals"])
         exchange.signals.state = msgspec.convert(data["stigmergy"], Stigmergy)
         return exchange
 

@@ -8,6 +8,7 @@ contract's multiplier or budget) is applied by the exchange at once.
 Quadratic ballots cost ``votes²`` tokens, paid to ``@fees``, and count ``votes × weight``.
 """
 
+from collections import deque
 from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
@@ -65,6 +66,9 @@ class Votes:
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
         self.proposals: dict[str, Proposal] = {}
+        # Closed proposals, oldest first: beyond ``config.closed_proposals_kept`` the oldest is
+        # forgotten, so the state does not grow with every vote ever held.
+        self.closed: deque[str] = deque()
         ledger.register_handler(s.ProposeVote, self.propose)
         ledger.register_handler(s.CastVote, self.cast)
         ledger.register_timer_kind("vote_deadline", self._on_deadline)
@@ -142,9 +146,9 @@ class Votes:
         voter = ledger.acting_agent(sender)
         if isinstance(voter, Refusal):
             return voter
-        proposal = self.proposals.get(cmd.proposal_id)
-        if proposal is None:
-            return refuse(ErrorCode.unknown_proposal, f"no proposal {cmd.proposal_id!r}")
+        proposal = self.find(cmd.proposal_id)
+        if isinstance(proposal, Refusal):
+            return proposal
         if proposal.state != "open":
             return refuse(ErrorCode.proposal_closed, f"{proposal.id} is closed")
         if voter.id not in proposal.eligible:
@@ -180,9 +184,20 @@ class Votes:
             self._close(proposal)
         return self.view(proposal)
 
+    def find(self, proposal_id: str) -> Proposal | Refusal:
+        proposal = self.proposals.get(proposal_id)
+        if proposal is None:
+            return refuse(
+                ErrorCode.unknown_proposal,
+                f"no proposal {proposal_id!r} (the last "
+                f"{self.ledger.config.closed_proposals_kept} closed proposals are kept; the "
+                "journal has all: `exchange export`)",
+            )
+        return proposal
+
     def _on_deadline(self, proposal_id: str) -> None:
-        proposal = self.proposals[proposal_id]
-        if proposal.state == "open":
+        proposal = self.proposals.get(proposal_id)  # None: closed early and forgotten since
+        if proposal is not None and proposal.state == "open":
             self._close(proposal)
 
     def tally(self, proposal: Proposal) -> s.VoteTally:
@@ -241,6 +256,9 @@ class Votes:
         proposal.state, proposal.outcome = "closed", tally.outcome
         proposal.tally = msgspec.to_builtins(tally)
         self.ledger.publish(subjects.vote_closed(proposal.id), tally)
+        self.closed.append(proposal.id)
+        while len(self.closed) > self.ledger.config.closed_proposals_kept:
+            del self.proposals[self.closed.popleft()]
 
     def _apply_action(self, action: dict[str, Any]) -> bool:
         ledger = self.ledger

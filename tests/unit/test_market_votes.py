@@ -5,8 +5,11 @@ from decimal import Decimal
 from typing import Any
 
 from core_support import Harness
+from core_support import restored as restore
 
+from exchange.core.config import EconomyConfig
 from protocols import commands as c
+from protocols import queries as q
 from protocols import swarm as s
 from protocols.ids import ADMIN
 
@@ -180,3 +183,24 @@ def test_rejected_action_is_not_applied() -> None:
     assert (tally.outcome, tally.action_applied) == ("rejected", False)
     h.ok("zero", c.LlmRequest, task_type="chat", tokens=5000, model="llama3.2")
     assert h.ex.ledger.book.balance("zero") == START - 500_000
+
+
+def test_only_the_configured_number_of_closed_proposals_is_kept() -> None:
+    h = Harness(EconomyConfig(closed_proposals_kept=1))
+    first = propose(h, deadline_s=60)
+    for voter in VOTERS:
+        cast(h, voter, first, choice="yes")  # closes it early; its deadline timer stays
+    second = propose(h, deadline_s=60)
+    for voter in VOTERS:
+        cast(h, voter, second, choice="no")
+    assert list(h.ex.votes.proposals) == [second] and list(h.ex.votes.closed) == [second]
+    refusal = json.loads(h.ex.query(q.ProposalQuery(proposal_id=first)))["error"]
+    assert refusal["code"] == "unknown_proposal" and "the last 1 closed" in refusal["message"]
+    h.refused(
+        "claude", s.CastVote, "unknown_proposal", proposal_id=first, ballot=s.Ballot(choice="no")
+    )
+    h.advance(61)
+    h.tick()  # both deadlines pass: the forgotten proposal's timer finds nothing
+    assert h.query(q.ProposalQuery(proposal_id=second))["outcome"] == "rejected"
+    again = restore(h.ex)
+    assert again.digest() == h.ex.digest() and list(again.votes.closed) == [second]
