@@ -179,6 +179,9 @@ class EconomyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     # Closed vote proposals (with their ballots and tally) kept for ``vote show``; beyond this
     # many the oldest is forgotten (the journal keeps it).
     closed_proposals_kept: Annotated[int, msgspec.Meta(ge=1)] = 1000
+    # Closed pools kept for ``pool show``; beyond this many the oldest is forgotten (its account,
+    # emptied at close, stays in the book).
+    closed_pools_kept: Annotated[int, msgspec.Meta(ge=1)] = 1000
 
 
 _MERGED_TABLES = ("models", "issue_priorities", "issue_types")

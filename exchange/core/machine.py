@@ -53,7 +53,7 @@ from protocols.ids import ADMIN
 
 # 3: the idempotency records as the ledger keeps them ("done": {"keys", "records"}).
 # 4: only the seqs of the remembered commands ("done_seqs"), the records coming from the journal;
-#    finished tasks, settled escrows, closed LLM authorizations and closed vote proposals past
+#    finished tasks, settled escrows, closed LLM authorizations, vote proposals and pools past
 #    the kept number forgotten (the tasks' and escrows' totals "retired").
 SNAPSHOT_VERSION: Final = 4
 _snapshot_encoder: Final = msgspec.msgpack.Encoder()
@@ -375,6 +375,7 @@ class Exchange:
             "timers": sorted(ledger.timers),
             "done_seqs": ledger.remembered(),
             "pools": [msgspec.to_builtins(p) for p in self.pools.pools.values()],
+            "closed_pools": list(self.pools.closed),
             "prices": {m: str(p) for m, p in ledger.prices_micro.items()},
             "amendments": ledger.rules.amendments,
             # Structs, encoded as they are (the same bytes as their builtins, much faster).
@@ -487,6 +488,7 @@ class Exchange:
         ledger.restore_remembered(seqs, remembered_rows(seqs))
         for p in data["pools"]:
             exchange.pools.pools[p["id"]] = msgspec.convert(p, Pool)
+        exchange.pools.closed.extend(data["closed_pools"])
         ledger.prices_micro = {m: Decimal(p) for m, p in data["prices"].items()}
         for name, (multiplier, budget_micro) in data["amendments"].items():
             ledger.rules.amend_contract(name, Decimal(multiplier), int(budget_micro))

@@ -5,6 +5,7 @@ what they had put in at that moment; closing refunds the rest pro rata, with the
 remainder posted to ``@rounding``.
 """
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -51,6 +52,8 @@ class Pools:
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
         self.pools: dict[str, Pool] = {}
+        # Closed pools, oldest first: beyond ``config.closed_pools_kept`` the oldest is forgotten.
+        self.closed: deque[str] = deque()
         ledger.register_handler(c.PoolCreate, self.create)
         ledger.register_handler(c.PoolJoin, self.join)
         ledger.register_handler(c.PoolContribute, self.contribute)
@@ -63,7 +66,9 @@ class Pools:
         pool = self.pools.get(pool_id)
         if pool is None:
             return refuse(
-                ErrorCode.unknown_pool, f"no pool {pool_id!r}; list pools with `exchange pool list`"
+                ErrorCode.unknown_pool,
+                f"no pool {pool_id!r}; list pools with `exchange pool list` (the last "
+                f"{self.ledger.config.closed_pools_kept} closed pools are kept)",
             )
         if open_only and pool.closed:
             return refuse(ErrorCode.pool_closed, f"pool {pool_id} is closed; create a new pool")
@@ -193,6 +198,9 @@ class Pools:
                 ledger.book.post(account, acc.ROUNDING, remainder, "rounding", pool.id)
         assert ledger.book.balance(account) == 0 or not pool.contributions
         pool.closed = True
+        self.closed.append(pool.id)
+        while len(self.closed) > ledger.config.closed_pools_kept:
+            del self.pools[self.closed.popleft()]
         return self.result(pool)
 
     def deposit(self, sender: str, cmd: coop.PoolDeposit) -> msgspec.Struct | Refusal:

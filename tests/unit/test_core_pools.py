@@ -1,12 +1,14 @@
 """Team pools (seed 1): create, join, contribute, spend with pro-rata credit, close with pro-rata
 refunds and the rounding remainder in ``@rounding``; one example for every pool refusal."""
 
+import json
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from core_support import D, Harness, tokens_for_cost
 
+from exchange.core.config import EconomyConfig
 from protocols import commands as c
 from protocols import queries as q
 from protocols.errors import ErrorCode
@@ -321,3 +323,19 @@ def test_pools_are_created_joined_and_funded_by_agents(sender: str, code: ErrorC
     pool_id = new_pool(h)
     h.refused(sender, c.PoolJoin, code, pool_id=pool_id)
     h.refused(sender, c.PoolContribute, code, pool_id=pool_id, amount=D(100))
+
+
+def test_only_the_configured_number_of_closed_pools_is_kept() -> None:
+    h = Harness(EconomyConfig(closed_pools_kept=1))
+    ids = [
+        h.ok("claude", c.PoolCreate, name="team", min_contribution=D(1))["pool_id"] for _ in "ab"
+    ]
+    for pool_id in ids:
+        h.ok("claude", c.PoolContribute, pool_id=pool_id, amount=D(10))
+        h.ok("claude", c.PoolClose, pool_id=pool_id)
+    assert list(h.ex.pools.pools) == [ids[1]] and list(h.ex.pools.closed) == [ids[1]]
+    error = json.loads(h.ex.query(q.PoolQuery(pool_id=ids[0])))["error"]
+    assert error["code"] == "unknown_pool" and "the last 1 closed pools" in error["message"]
+    h.refused("claude", c.PoolClose, "unknown_pool", pool_id=ids[0])
+    assert h.balance("claude") == D(10_000)  # both refunded in full
+    h.ex.check_invariants()

@@ -90,8 +90,9 @@ def micro(text: str) -> int:
 class LedgerMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        # Two closed authorizations kept, so that forgetting older ones happens in most runs.
-        self.config = EconomyConfig(closed_authorizations_kept=2)
+        # Two closed authorizations and one closed pool kept, so that forgetting happens in most
+        # runs.
+        self.config = EconomyConfig(closed_authorizations_kept=2, closed_pools_kept=1)
         self.ex = Exchange(self.config)
         self.shadow: Exchange | None = None
         self.now_ns = 0
