@@ -4,6 +4,7 @@ the coalition-stability metric when they end (intact or not). The math lives in
 ``coalitions.py`` and ``shapley.py``; this module only records and answers.
 """
 
+from collections import deque
 from dataclasses import dataclass
 
 import msgspec
@@ -42,6 +43,11 @@ class CoalitionRules:
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
         self.coalitions: dict[str, CoalitionRecord] = {}
+        # Ended coalitions, oldest first: beyond ``config.ended_coalitions_kept`` the oldest is
+        # forgotten, its end counted in ``forgotten_ended`` and ``forgotten_intact``.
+        self.ended: deque[str] = deque()
+        self.forgotten_ended = 0
+        self.forgotten_intact = 0
         ledger.register_handler(coop.FormCoalition, self.form)
         ledger.register_handler(coop.EndCoalition, self.end)
 
@@ -80,18 +86,30 @@ class CoalitionRules:
     def end(self, sender: str, cmd: coop.EndCoalition) -> msgspec.Struct | Refusal:
         record = self.coalitions.get(cmd.coalition_id)
         if record is None:
-            return refuse(ErrorCode.invalid_message, f"no coalition {cmd.coalition_id!r}")
+            return refuse(
+                ErrorCode.invalid_message,
+                f"no coalition {cmd.coalition_id!r} (the last "
+                f"{self.ledger.config.ended_coalitions_kept} ended coalitions are kept)",
+            )
         if sender not in SYSTEM_SENDERS and sender != record.founder:
             return refuse(ErrorCode.not_authorized, f"only {record.founder} ends {record.id}")
         if record.state != "active":
             return refuse(ErrorCode.invalid_message, f"{record.id} already ended")
         record.state = "intact" if cmd.intact else "broken"
+        self.ended.append(record.id)
+        while len(self.ended) > self.ledger.config.ended_coalitions_kept:
+            forgotten = self.coalitions.pop(self.ended.popleft())
+            self.forgotten_ended += 1
+            self.forgotten_intact += forgotten.state == "intact"
         return self.view(record)
 
     def counts(self) -> tuple[int, int]:
         """(formed and ended, ended intact) for the coalition-stability metric."""
         ended = [c for c in self.coalitions.values() if c.state != "active"]
-        return len(ended), sum(1 for c in ended if c.state == "intact")
+        return (
+            self.forgotten_ended + len(ended),
+            self.forgotten_intact + sum(1 for c in ended if c.state == "intact"),
+        )
 
     def view(self, record: CoalitionRecord) -> coop.CoalitionResult:
         return coop.CoalitionResult(

@@ -182,6 +182,9 @@ class EconomyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     # Closed pools kept for ``pool show``; beyond this many the oldest is forgotten (its account,
     # emptied at close, stays in the book).
     closed_pools_kept: Annotated[int, msgspec.Meta(ge=1)] = 1000
+    # Ended coalitions kept; beyond this many the oldest is forgotten (the coalition-stability
+    # metric keeps counting it).
+    ended_coalitions_kept: Annotated[int, msgspec.Meta(ge=1)] = 1000
 
 
 _MERGED_TABLES = ("models", "issue_priorities", "issue_types")

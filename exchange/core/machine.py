@@ -53,8 +53,8 @@ from protocols.ids import ADMIN
 
 # 3: the idempotency records as the ledger keeps them ("done": {"keys", "records"}).
 # 4: only the seqs of the remembered commands ("done_seqs"), the records coming from the journal;
-#    finished tasks, settled escrows, closed LLM authorizations, vote proposals and pools past
-#    the kept number forgotten (the tasks' and escrows' totals "retired").
+#    finished tasks, settled escrows, closed LLM authorizations, vote proposals, pools and ended
+#    coalitions past the kept number forgotten (with the counts the metrics need).
 SNAPSHOT_VERSION: Final = 4
 _snapshot_encoder: Final = msgspec.msgpack.Encoder()
 _snapshot_decoder: Final = msgspec.msgpack.Decoder()
@@ -385,6 +385,11 @@ class Exchange:
             "settled_escrows": list(self.market.settled_escrows),
             "retired": msgspec.to_builtins(self.market.retired),
             "coalitions": [msgspec.to_builtins(c) for c in self.coalitions.coalitions.values()],
+            "ended_coalitions": list(self.coalitions.ended),
+            "forgotten_coalitions": [
+                self.coalitions.forgotten_ended,
+                self.coalitions.forgotten_intact,
+            ],
             "proposals": [msgspec.to_builtins(p) for p in self.votes.proposals.values()],
             "closed_proposals": list(self.votes.closed),
             "stigmergy": msgspec.to_builtins(self.signals.state),
@@ -502,6 +507,11 @@ class Exchange:
         market.retired = msgspec.convert(data["retired"], RetiredTotals)
         for record in data["coalitions"]:
             exchange.coalitions.coalitions[record["id"]] = msgspec.convert(record, CoalitionRecord)
+        exchange.coalitions.ended.extend(data["ended_coalitions"])
+        (
+            exchange.coalitions.forgotten_ended,
+            exchange.coalitions.forgotten_intact,
+        ) = data["forgotten_coalitions"]
         for p in data["proposals"]:
             exchange.votes.proposals[p["id"]] = msgspec.convert(p, Proposal)
         exchange.votes.closed.extend(data["closed_proposals"])
