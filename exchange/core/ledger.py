@@ -145,7 +145,8 @@ class Ledger:
         # O(every hold ever made). Kept by hold(), pay_out() and void_hold().
         self.open_holds: dict[str, Hold] = {}
         # Closed LLM authorizations, oldest first (task and escrow holds go with their task or
-        # escrow: market.py). Beyond ``config.closed_authorizations_kept`` the oldest is forgotten.
+        # escrow: market.py, escrow.py). Beyond ``config.closed_authorizations_kept`` the oldest is
+        # forgotten.
         self.closed_authorizations: deque[str] = deque()
         self.rewarded_shas: set[str] = set()
         self.rewarded_issues: set[str] = set()
@@ -471,8 +472,12 @@ class Ledger:
         closed.append(hold.id)
         while len(closed) > self.config.closed_authorizations_kept:
             # Its spend, if any, stays in the agent's windows until it ages out.
-            forgotten = self.holds.pop(closed.popleft())
-            assert forgotten.state != "open"
+            self.forget_hold(closed.popleft())
+
+    def forget_hold(self, hold_id: str) -> None:
+        """Drops a closed hold (nothing if it is gone already: a task's hold is its escrow's)."""
+        hold = self.holds.pop(hold_id, None)
+        assert hold is None or hold.state != "open", f"{hold_id} is open"
 
     def _expire_hold(self, hold_id: str) -> None:
         hold = self.holds.get(hold_id)

@@ -15,6 +15,7 @@ from exchange.core.accounts import Book, history_posting, history_row
 from exchange.core.coalition_rules import CoalitionRecord, CoalitionRules
 from exchange.core.config import EconomyConfig
 from exchange.core.earning import Earning
+from exchange.core.escrow import SETTLED_ESCROW_STATES, Escrow, Escrows, ForgottenEscrows
 from exchange.core.games import compile_game
 from exchange.core.ledger import (
     Agent,
@@ -28,14 +29,7 @@ from exchange.core.ledger import (
     result_reply,
 )
 from exchange.core.limits import Limits, SpendEntry, SpendWindows, Window
-from exchange.core.market import (
-    SETTLED_ESCROW_STATES,
-    WORK_FINISHED_STATES,
-    Escrow,
-    Market,
-    RetiredTotals,
-    Task,
-)
+from exchange.core.market import WORK_FINISHED_STATES, ForgottenTasks, Market, Task
 from exchange.core.pools import Pool, Pools
 from exchange.core.shapley import GameError, shapley
 from exchange.core.spending import Spending
@@ -80,7 +74,8 @@ class Exchange:
         self.spending = Spending(self.ledger)
         self.pools = Pools(self.ledger)
         self.signals = SignalsRules(self.ledger, config.stigmergy)
-        self.market = Market(self.ledger, config)
+        self.escrows = Escrows(self.ledger, config.escrow)
+        self.market = Market(self.ledger, config, self.escrows)
         self.votes = Votes(self.ledger)
         self.coalitions = CoalitionRules(self.ledger)
         self._queries: dict[type, Any] = {
@@ -212,8 +207,8 @@ class Exchange:
         return s.TasksResult(tasks=[self.market.task_view(t) for t in tasks[-query.limit :]])
 
     def _escrow(self, query: q.EscrowQuery) -> msgspec.Struct | Refusal:
-        escrow = self.market.find_escrow(query.escrow_id)
-        return escrow if isinstance(escrow, Refusal) else self.market.escrow_view(escrow)
+        escrow = self.escrows.find(query.escrow_id)
+        return escrow if isinstance(escrow, Refusal) else self.escrows.view(escrow)
 
     def _proposal(self, query: q.ProposalQuery) -> msgspec.Struct | Refusal:
         proposal = self.votes.find(query.proposal_id)
@@ -222,24 +217,23 @@ class Exchange:
     def metric_inputs(self) -> SwarmMetricInputs:
         """The swarm metrics' counts, from the ledger's own records (see docs/metrics.md)."""
         ledger, market = self.ledger, self.market
-        # The tasks and escrows still kept, plus the totals of those forgotten.
-        retired = market.retired
+        # The tasks and escrows still kept, plus the counts of those forgotten.
+        gone_tasks, gone_escrows = market.forgotten, self.escrows.forgotten
         tasks = [t for t in market.tasks.values() if t.state in WORK_FINISHED_STATES]
-        settled = [e for e in market.escrows.values() if e.state in SETTLED_ESCROW_STATES]
+        settled = [e for e in self.escrows.by_id.values() if e.state in SETTLED_ESCROW_STATES]
         fees = ledger.book.balance("@fees")
         inference = sum(b for a, b in ledger.book.balances.items() if a.startswith("@llm."))
-        task_payments = retired.escrows_released_micro + sum(
+        task_payments = gone_escrows.released_micro + sum(
             e.amount_micro for e in settled if e.state == "released"
         )
         formed, intact = self.coalitions.counts()
         emitted = self.signals.state.signals_seen
-        acted = retired.tasks_on_signal + sum(
+        acted = gone_tasks.on_signal + sum(
             1 for t in market.tasks.values() if "signal" in t.payload
         )
         return SwarmMetricInputs(
-            tasks_total=retired.tasks_finished + len(tasks),
-            tasks_successful=retired.tasks_completed
-            + sum(1 for t in tasks if t.state == "completed"),
+            tasks_total=gone_tasks.finished + len(tasks),
+            tasks_successful=gone_tasks.completed + sum(1 for t in tasks if t.state == "completed"),
             cost_total_micro=inference + task_payments + fees,
             coordination_cost_micro=fees,
             earnings_micro_by_agent=tuple(a.earned_micro for a in ledger.agents.values()),
@@ -247,8 +241,8 @@ class Exchange:
             coalitions_intact=intact,
             signals_emitted=emitted,
             signals_acted_on=min(acted, emitted),
-            escrow_settlements=retired.escrows_settled + len(settled),
-            escrow_disputes=retired.escrows_disputed + sum(1 for e in settled if e.disputed),
+            escrow_settlements=gone_escrows.settled + len(settled),
+            escrow_disputes=gone_escrows.disputed + sum(1 for e in settled if e.disputed),
         )
 
     def _metrics(self, query: q.MetricsQuery) -> msgspec.Struct:
@@ -380,10 +374,11 @@ class Exchange:
             "amendments": ledger.rules.amendments,
             # Structs, encoded as they are (the same bytes as their builtins, much faster).
             "tasks": list(self.market.tasks.values()),
-            "escrows": list(self.market.escrows.values()),
+            "escrows": list(self.escrows.by_id.values()),
             "finished_tasks": list(self.market.finished_tasks),
-            "settled_escrows": list(self.market.settled_escrows),
-            "retired": msgspec.to_builtins(self.market.retired),
+            "settled_escrows": list(self.escrows.settled),
+            "forgotten_tasks": msgspec.to_builtins(self.market.forgotten),
+            "forgotten_escrows": msgspec.to_builtins(self.escrows.forgotten),
             "coalitions": [msgspec.to_builtins(c) for c in self.coalitions.coalitions.values()],
             "ended_coalitions": list(self.coalitions.ended),
             "forgotten_coalitions": [
@@ -501,10 +496,11 @@ class Exchange:
         for t in data["tasks"]:
             market.tasks[t["id"]] = msgspec.convert(t, Task)
         for e in data["escrows"]:
-            market.escrows[e["id"]] = msgspec.convert(e, Escrow)
+            exchange.escrows.by_id[e["id"]] = msgspec.convert(e, Escrow)
         market.finished_tasks.extend(data["finished_tasks"])
-        market.settled_escrows.extend(data["settled_escrows"])
-        market.retired = msgspec.convert(data["retired"], RetiredTotals)
+        exchange.escrows.settled.extend(data["settled_escrows"])
+        market.forgotten = msgspec.convert(data["forgotten_tasks"], ForgottenTasks)
+        exchange.escrows.forgotten = msgspec.convert(data["forgotten_escrows"], ForgottenEscrows)
         for record in data["coalitions"]:
             exchange.coalitions.coalitions[record["id"]] = msgspec.convert(record, CoalitionRecord)
         exchange.coalitions.ended.extend(data["ended_coalitions"])

@@ -1,4 +1,4 @@
-"""Contract Net auctions and escrow (seed 2), as ledger rules on the exchange clock.
+"""Contract Net auctions (seed 2), as ledger rules on the exchange clock.
 
 A task's life: ``open`` (max cost held from the manager, bids taken) → ``awarded`` (the hold shrunk
 to the winning cost and turned into an escrow) or ``unawarded`` (no bid: hold voided) → the
@@ -6,14 +6,12 @@ executor reports ``informed`` or ``failed`` → the manager verifies: ``complete
 taken) or ``disputed`` → an arbiter resolves to ``completed`` or ``refunded``. Deadlines refund, so
 no escrow stays locked: an unreported result after ``deadline + grace`` is refunded; an unresolved
 dispute after ``dispute_timeout_s`` is refunded; an informed task the manager never verifies is
-released after ``dispute_timeout_s`` (silence accepts delivered work).
+released after ``dispute_timeout_s`` (silence accepts delivered work). The escrow itself, its fee
+and referral, is escrow.py's; the market is its ``TaskSide``.
 
-Every escrow is a hold in ``@escrow``; releasing pays the payee 1 - fee, ``@fees`` the fee less the
-referral, the referrer its share.
-
-Finished tasks and settled escrows are kept for queries up to a configured number each; beyond
-it the oldest is forgotten with its hold, and its counts move to ``RetiredTotals`` (the swarm
-metrics read both). Timers of a forgotten task or escrow find nothing and do nothing.
+Finished tasks are kept for queries up to ``auction.finished_tasks_kept``; beyond it the oldest is
+forgotten with its escrow and hold, and its counts move to ``ForgottenTasks`` (the swarm metrics
+read both). Timers of a forgotten task find nothing and do nothing.
 """
 
 from collections import deque
@@ -23,12 +21,11 @@ from typing import Any, Final
 
 import msgspec
 
-from exchange.core import accounts as acc
 from exchange.core.bid_tally import BidTally
 from exchange.core.config import EconomyConfig
-from exchange.core.ledger import Agent, Hold, Ledger, Refusal, refuse
+from exchange.core.escrow import Escrow, Escrows
+from exchange.core.ledger import Agent, Ledger, Refusal, refuse
 from exchange.core.limits import NS_PER_S
-from exchange.core.money import scale
 from protocols import results as r
 from protocols import subjects
 from protocols import swarm as s
@@ -40,29 +37,14 @@ NS_PER_MS: Final = 1_000_000
 bids_per_task_max: Final = 1000
 # Task states the swarm metrics count as finished work (not unawarded or cancelled ones).
 WORK_FINISHED_STATES: Final = ("completed", "failed", "expired", "refunded")
-SETTLED_ESCROW_STATES: Final = ("released", "refunded")
 # Performance scores stay within these bounds, so one agent's vote weight cannot run away.
 performance_min: Final = Decimal(0)
 performance_max: Final = Decimal(5)
 
 
-# Escrow, BidRecord and Task are Structs (mutable, like the dataclasses they were) because a
-# snapshot encodes them directly: ~7x faster than converting each to builtins first, and the same
-# bytes. An exchange keeps up to finished_tasks_kept finished tasks with all their bids.
-class Escrow(msgspec.Struct):
-    id: str
-    payer: str
-    payee: str
-    amount_micro: int
-    referrer: str | None
-    state: str
-    task_id: str | None
-    memo: str = ""
-    fee_micro: int = 0
-    deadline_ns: int | None = None
-    disputed: bool = False
-
-
+# BidRecord and Task are Structs (mutable, like the dataclasses they were) because a snapshot
+# encodes them directly: ~7x faster than converting each to builtins first, and the same bytes. An
+# exchange keeps up to finished_tasks_kept finished tasks with all their bids.
 class BidRecord(msgspec.Struct):
     bidder: str
     cost_micro: int
@@ -97,31 +79,27 @@ class Task(msgspec.Struct):
 
 
 @dataclass(slots=True)
-class RetiredTotals:
-    """What the swarm metrics count of the tasks and escrows no longer kept."""
+class ForgottenTasks:
+    """What the swarm metrics count of the finished tasks no longer kept."""
 
-    tasks_finished: int = 0  # in WORK_FINISHED_STATES
-    tasks_completed: int = 0
-    tasks_on_signal: int = 0  # announced with a "signal" in the payload
-    escrows_settled: int = 0
-    escrows_released_micro: int = 0
-    escrows_disputed: int = 0
+    finished: int = 0  # in WORK_FINISHED_STATES
+    completed: int = 0
+    on_signal: int = 0  # announced with a "signal" in the payload
 
 
 class Market:
-    """Contract Net and escrow rules, installed into a ledger."""
+    """Contract Net rules, installed into a ledger; the escrows of tasks are made in ``escrows``."""
 
-    def __init__(self, ledger: Ledger, config: EconomyConfig) -> None:
+    def __init__(self, ledger: Ledger, config: EconomyConfig, escrows: Escrows) -> None:
         self.ledger = ledger
+        self.escrows = escrows
+        escrows.tasks = self
         self.escrow_config = config.escrow
         self.auction_config = config.auction
         self.tasks: dict[str, Task] = {}
-        self.escrows: dict[str, Escrow] = {}
-        # Ids in the order they finished (tasks) or settled (escrows outside tasks), oldest
-        # first: the ones that will be forgotten next.
+        # Ids in the order the tasks finished, oldest first: the ones forgotten next.
         self.finished_tasks: deque[str] = deque()
-        self.settled_escrows: deque[str] = deque()
-        self.retired = RetiredTotals()
+        self.forgotten = ForgottenTasks()
         # Open tasks' answers so far (derived, not in the snapshot: see bid_tally.py).
         self._tallies: dict[str, BidTally] = {}
         for command_type, handler in (
@@ -131,105 +109,14 @@ class Market:
             (s.SubmitResult, self.report),
             (s.VerifyTask, self.verify),
             (s.CancelTask, self.cancel),
-            (s.LockEscrow, self.lock),
-            (s.ReleaseEscrow, self.release_cmd),
-            (s.DisputeEscrow, self.dispute_cmd),
-            (s.ResolveEscrow, self.resolve_cmd),
         ):
             ledger.register_handler(command_type, handler)
         ledger.register_timer_kind("auction_close", self._on_auction_close)
         ledger.register_timer_kind("task_result_due", self._on_result_due)
-        ledger.register_timer_kind("escrow_deadline", self._on_escrow_deadline)
 
-    # ------------------------------------------------------------------------ escrow primitives
+    # ------------------------------------------------------------------------ the escrows' TaskSide
 
-    def open_escrow(
-        self, hold: Hold, payee: str, referrer: str | None, task_id: str | None, memo: str
-    ) -> Escrow:
-        escrow = Escrow(
-            id=hold.id,
-            payer=hold.account,
-            payee=payee,
-            amount_micro=hold.amount_micro,
-            referrer=referrer,
-            state="locked",
-            task_id=task_id,
-            memo=memo,
-        )
-        self.escrows[escrow.id] = escrow
-        return escrow
-
-    def set_deadline(self, escrow: Escrow, deadline_ns: int) -> None:
-        """Sets (or moves) the escrow's deadline. Timers cannot be cancelled, so each carries its
-        deadline and a superseded one does nothing when it fires."""
-        escrow.deadline_ns = deadline_ns
-        self.ledger.add_timer(deadline_ns, "escrow_deadline", f"{escrow.id}@{deadline_ns}")
-
-    def release(self, escrow: Escrow) -> None:
-        """Pays the payee, less the fee; 15% of the fee to the referrer when there is one."""
-        ledger = self.ledger
-        hold = ledger.holds[escrow.id]
-        fee = scale(escrow.amount_micro, self.escrow_config.fee_rate)
-        referral = scale(fee, self.escrow_config.referral_share) if escrow.referrer else 0
-        payments = [(escrow.payee, escrow.amount_micro - fee, "escrow.release")]
-        if fee - referral:
-            payments.append((acc.FEES, fee - referral, "fee"))
-        if referral:
-            assert escrow.referrer is not None
-            payments.append((escrow.referrer, referral, "referral"))
-        ledger.pay_out(hold, payments)
-        escrow.state, escrow.fee_micro = "released", fee
-        payee = ledger.agents.get(escrow.payee)
-        if payee is not None:
-            payee.earned_micro += escrow.amount_micro - fee
-        if escrow.referrer and (referrer := ledger.agents.get(escrow.referrer)) is not None:
-            referrer.earned_micro += referral
-        self._settled(escrow)
-
-    def refund(self, escrow: Escrow) -> None:
-        self.ledger.void_hold(self.ledger.holds[escrow.id])
-        escrow.state = "refunded"
-        self._settled(escrow)
-
-    # ------------------------------------------------------------------------ forgetting
-
-    def _settled(self, escrow: Escrow) -> None:
-        """An escrow outside tasks is kept until ``settled_escrows_kept`` newer ones settled;
-        a task's escrow goes with its task (``_finished``)."""
-        if escrow.task_id is not None:
-            return
-        self.settled_escrows.append(escrow.id)
-        while len(self.settled_escrows) > self.escrow_config.settled_escrows_kept:
-            self._forget_escrow(self.escrows.pop(self.settled_escrows.popleft()))
-
-    def _finished(self, task: Task) -> None:
-        self.finished_tasks.append(task.id)
-        while len(self.finished_tasks) > self.auction_config.finished_tasks_kept:
-            old = self.tasks.pop(self.finished_tasks.popleft())
-            retired = self.retired
-            retired.tasks_finished += old.state in WORK_FINISHED_STATES
-            retired.tasks_completed += old.state == "completed"
-            retired.tasks_on_signal += "signal" in old.payload
-            if old.escrow_id is not None:
-                self._forget_escrow(self.escrows.pop(old.escrow_id))
-            self._forget_hold(old.hold_id)
-
-    def _forget_escrow(self, escrow: Escrow) -> None:
-        assert escrow.state in SETTLED_ESCROW_STATES, f"{escrow.id} is {escrow.state}"
-        retired = self.retired
-        retired.escrows_settled += 1
-        retired.escrows_released_micro += escrow.amount_micro if escrow.state == "released" else 0
-        retired.escrows_disputed += escrow.disputed
-        self._forget_hold(escrow.id)
-
-    def _forget_hold(self, hold_id: str) -> None:
-        hold = self.ledger.holds.pop(hold_id, None)  # a task's hold may be its escrow's
-        assert hold is None or hold_id not in self.ledger.open_holds, f"{hold_id} is open"
-
-    def dispute(self, escrow: Escrow) -> None:
-        escrow.state, escrow.disputed = "disputed", True
-        resolve_by_ns = self.ledger.book.now_ns + self.escrow_config.dispute_timeout_s * NS_PER_S
-        self.set_deadline(escrow, resolve_by_ns)
+    def escrow_disputed(self, escrow: Escrow, resolve_by_ns: int) -> None:
         task = self.tasks.get(escrow.task_id or "")
         if task is not None:
             self.ledger.publish(
@@ -244,128 +131,45 @@ class Market:
                 ),
             )
 
-    def find_escrow(self, escrow_id: str) -> Escrow | Refusal:
-        escrow = self.escrows.get(escrow_id)
-        if escrow is None:
-            return refuse(
-                ErrorCode.unknown_escrow,
-                f"no escrow {escrow_id!r} (the last {self.escrow_config.settled_escrows_kept} "
-                "settled escrows are kept; the journal has all: `exchange export`)",
-            )
-        return escrow
-
-    def _on_escrow_deadline(self, ref: str) -> None:
-        escrow_id, _, deadline = ref.rpartition("@")
-        escrow = self.escrows.get(escrow_id)
-        if escrow is None or escrow.deadline_ns != int(deadline):
-            return  # forgotten (settled long ago), or the deadline moved
-        task = self.tasks.get(escrow.task_id) if escrow.task_id else None
+    def escrow_deadline(self, escrow: Escrow) -> None:
+        task = self.tasks.get(escrow.task_id or "")
         if escrow.state == "disputed":
-            self.refund(escrow)
+            self.escrows.refund(escrow)
             if task is not None:
                 self._close_task(task, "refunded", "dispute unresolved by its deadline")
-        elif escrow.state == "locked":
-            if task is not None and task.state == "informed":
-                self.release(escrow)
-                self._performance(task.winner, +1)
-                self._close_task(task, "completed", "the manager did not verify in time")
-            else:
-                self.refund(escrow)
-                if task is not None:
-                    self._close_task(task, "refunded", "escrow deadline passed")
-
-    # ------------------------------------------------------------------------ escrow commands
-
-    def lock(self, sender: str, cmd: s.LockEscrow) -> msgspec.Struct | Refusal:
-        ledger = self.ledger
-        payer = ledger.acting_agent(sender)
-        if isinstance(payer, Refusal):
-            return payer
-        payee = ledger.agent(cmd.payee)
-        if isinstance(payee, Refusal):
-            return payee
-        if cmd.referrer is not None and isinstance(referrer := ledger.agent(cmd.referrer), Refusal):
-            return referrer
-        amount = ledger.amount(cmd.amount, "amount")
-        if isinstance(amount, Refusal):
-            return amount
-        if (denied := ledger.check_debit(payer, amount)) is not None:
-            return denied
-        hold = ledger.hold(payer.id, amount, "escrow", expires_at_ns=None, prefix="escrow")
-        escrow = self.open_escrow(hold, payee.id, cmd.referrer, None, cmd.memo)
-        self.set_deadline(escrow, ledger.book.now_ns + cmd.timeout_s * NS_PER_S)
-        return self.escrow_view(escrow)
-
-    def release_cmd(self, sender: str, cmd: s.ReleaseEscrow) -> msgspec.Struct | Refusal:
-        escrow = self.find_escrow(cmd.escrow_id)
-        if isinstance(escrow, Refusal):
-            return escrow
-        if sender != escrow.payer and sender not in SYSTEM_SENDERS:
-            return refuse(ErrorCode.not_authorized, f"only {escrow.payer} may release {escrow.id}")
-        if escrow.task_id is not None:
-            # Released here, the task would stay open with its money gone, and its result
-            # deadline would then refund an escrow that is already paid out.
-            return refuse(
-                ErrorCode.not_authorized,
-                f"{escrow.id} pays for task {escrow.task_id}: settle it with task.verify (a score "
-                "of at least the release threshold releases it), which also closes the task",
-            )
-        if escrow.state != "locked":
-            return refuse(ErrorCode.escrow_not_locked, f"{escrow.id} is {escrow.state}")
-        if Decimal(str(cmd.score)) >= self.escrow_config.release_threshold:
-            self.release(escrow)
+        elif task is not None and task.state == "informed":
+            self.escrows.release(escrow)
+            self._performance(task.winner, +1)
+            self._close_task(task, "completed", "the manager did not verify in time")
         else:
-            self.dispute(escrow)
-        return self.escrow_view(escrow)
+            self.escrows.refund(escrow)
+            if task is not None:
+                self._close_task(task, "refunded", "escrow deadline passed")
 
-    def dispute_cmd(self, sender: str, cmd: s.DisputeEscrow) -> msgspec.Struct | Refusal:
-        escrow = self.find_escrow(cmd.escrow_id)
-        if isinstance(escrow, Refusal):
-            return escrow
-        if sender not in (escrow.payer, escrow.payee) and sender not in SYSTEM_SENDERS:
-            return refuse(ErrorCode.not_authorized, f"only a party may dispute {escrow.id}")
-        if escrow.state != "locked":
-            return refuse(ErrorCode.escrow_not_locked, f"{escrow.id} is {escrow.state}")
-        self.dispute(escrow)
-        return self.escrow_view(escrow)
-
-    def resolve_cmd(self, sender: str, cmd: s.ResolveEscrow) -> msgspec.Struct | Refusal:
-        escrow = self.find_escrow(cmd.escrow_id)
-        if isinstance(escrow, Refusal):
-            return escrow
-        if not self._is_arbiter(sender, escrow):
-            return refuse(
-                ErrorCode.not_authorized,
-                f"{sender} may not arbitrate {escrow.id}: arbiters are admin or a treasury agent "
-                "that is not a party",
-            )
-        if escrow.state != "disputed":
-            return refuse(ErrorCode.escrow_not_disputed, f"{escrow.id} is {escrow.state}")
-        self.resolve(escrow, cmd.outcome)
-        return self.escrow_view(escrow)
-
-    def resolve(self, escrow: Escrow, outcome: str) -> None:
-        task = self.tasks.get(escrow.task_id) if escrow.task_id else None
+    def escrow_resolved(self, escrow: Escrow, outcome: str) -> None:
+        task = self.tasks.get(escrow.task_id or "")
+        if task is None:
+            return
         if outcome == "release":
-            self.release(escrow)
-            if task is not None:
-                self._performance(task.winner, +1)
-                self._close_task(task, "completed", "released by arbitration")
+            self._performance(task.winner, +1)
+            self._close_task(task, "completed", "released by arbitration")
         else:
-            self.refund(escrow)
-            if task is not None:
-                self._performance(task.winner, -1)
-                self._close_task(task, "refunded", "refunded by arbitration")
+            self._performance(task.winner, -1)
+            self._close_task(task, "refunded", "refunded by arbitration")
 
-    def _is_arbiter(self, sender: str, escrow: Escrow) -> bool:
-        if sender in SYSTEM_SENDERS:
-            return True
-        agent = self.ledger.agents.get(sender)
-        return (
-            agent is not None
-            and agent.role == "treasury"
-            and sender not in (escrow.payer, escrow.payee)
-        )
+    # ------------------------------------------------------------------------ forgetting
+
+    def _finished(self, task: Task) -> None:
+        self.finished_tasks.append(task.id)
+        while len(self.finished_tasks) > self.auction_config.finished_tasks_kept:
+            old = self.tasks.pop(self.finished_tasks.popleft())
+            forgotten = self.forgotten
+            forgotten.finished += old.state in WORK_FINISHED_STATES
+            forgotten.completed += old.state == "completed"
+            forgotten.on_signal += "signal" in old.payload
+            if old.escrow_id is not None:
+                self.escrows.forget(old.escrow_id)
+            self.ledger.forget_hold(old.hold_id)
 
     # ------------------------------------------------------------------------ Contract Net
 
@@ -556,7 +360,7 @@ class Market:
         winner = task.bids[self._tally(task).best_index]
         del self._tallies[task.id]
         ledger.shrink_hold(hold, winner.cost_micro)
-        escrow = self.open_escrow(hold, winner.bidder, task.referrer, task.id, task.task_type)
+        escrow = self.escrows.open(hold, winner.bidder, task.referrer, task.id, task.task_type)
         now_ns = ledger.book.now_ns
         task.state, task.winner, task.escrow_id = "awarded", winner.bidder, escrow.id
         task.result_due_at_ns = (
@@ -603,16 +407,16 @@ class Market:
                 ErrorCode.task_closed, f"{task.id} is {task.state}, not awaiting a result"
             )
         task.output, task.reason = dict(cmd.output), cmd.reason
-        escrow = self.escrows[task.escrow_id or ""]
+        escrow = self.escrows.by_id[task.escrow_id or ""]
         if cmd.success:
             task.state = "informed"
             # The manager now has until the dispute timeout to verify; silence releases.
-            self.set_deadline(
+            self.escrows.set_deadline(
                 escrow,
                 self.ledger.book.now_ns + self.escrow_config.dispute_timeout_s * NS_PER_S,
             )
         else:
-            self.refund(escrow)
+            self.escrows.refund(escrow)
             self._performance(task.winner, -1)
             self._close_task(task, "failed", cmd.reason or "the executor reported failure")
         return r.Result()
@@ -628,14 +432,14 @@ class Market:
                 ErrorCode.task_closed,
                 f"{task.id} is {task.state}; a result is verified after the executor's inform",
             )
-        escrow = self.escrows[task.escrow_id or ""]
+        escrow = self.escrows.by_id[task.escrow_id or ""]
         if Decimal(str(cmd.score)) >= self.escrow_config.release_threshold:
-            self.release(escrow)
+            self.escrows.release(escrow)
             self._performance(task.winner, +1)
             self._close_task(task, "completed", f"verified at {cmd.score}")
         else:
             task.state = "disputed"
-            self.dispute(escrow)
+            self.escrows.dispute(escrow)
         return self.task_view(task)
 
     def cancel(self, sender: str, cmd: s.CancelTask) -> msgspec.Struct | Refusal:
@@ -647,7 +451,7 @@ class Market:
         if task.state == "open":
             self.ledger.void_hold(self.ledger.holds[task.hold_id])
         elif task.state == "awarded":
-            self.refund(self.escrows[task.escrow_id or ""])
+            self.escrows.refund(self.escrows.by_id[task.escrow_id or ""])
         else:
             return refuse(ErrorCode.task_closed, f"{task.id} is {task.state}: too late to cancel")
         self._close_task(task, "cancelled", cmd.reason or "cancelled by the manager")
@@ -656,7 +460,7 @@ class Market:
     def _on_result_due(self, task_id: str) -> None:
         task = self.tasks.get(task_id)  # None: finished and forgotten since
         if task is not None and task.state == "awarded":
-            self.refund(self.escrows[task.escrow_id or ""])
+            self.escrows.refund(self.escrows.by_id[task.escrow_id or ""])
             self._performance(task.winner, -1)
             self._close_task(task, "expired", "no result by the deadline")
 
@@ -670,7 +474,7 @@ class Market:
     def _close_task(self, task: Task, state: str, reason: str) -> None:
         task.state, task.reason = state, reason
         self._tallies.pop(task.id, None)
-        escrow = self.escrows.get(task.escrow_id or "")
+        escrow = self.escrows.by_id.get(task.escrow_id or "")
         paid = fee = refunded = 0
         if escrow is not None:
             if escrow.state == "released":
@@ -696,7 +500,7 @@ class Market:
     # ------------------------------------------------------------------------ views
 
     def task_view(self, task: Task) -> s.TaskView:
-        escrow = self.escrows.get(task.escrow_id or "")
+        escrow = self.escrows.by_id.get(task.escrow_id or "")
         return s.TaskView(
             task_id=task.id,
             manager=task.manager,
@@ -715,16 +519,4 @@ class Market:
             output=task.output,
             reason=task.reason,
             payload=task.payload,
-        )
-
-    def escrow_view(self, escrow: Escrow) -> s.EscrowView:
-        return s.EscrowView(
-            escrow_id=escrow.id,
-            payer=escrow.payer,
-            payee=escrow.payee,
-            amount=format_micro(escrow.amount_micro),
-            referrer=escrow.referrer,
-            state=escrow.state,
-            task_id=escrow.task_id,
-            fee=format_micro(escrow.fee_micro),
         )

@@ -50,7 +50,7 @@ def test_demo_runs_auctions_to_released_escrow_and_leaves_nothing_running(tmp_pa
     tasks = list(exchange.market.tasks.values())
     completed = [t for t in tasks if t.state == "completed"]
     assert len(completed) >= 2, [(t.id, t.state) for t in tasks]
-    escrows = [exchange.market.escrows[t.escrow_id or ""] for t in completed]
+    escrows = [exchange.escrows.by_id[t.escrow_id or ""] for t in completed]
     assert all(e.state == "released" and e.fee_micro > 0 for e in escrows)
     assert exchange.ledger.book.balance("@fees") > 0
     # Every winner was paid: its balance is above the opening 10,000 tokens.

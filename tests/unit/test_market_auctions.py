@@ -83,7 +83,7 @@ def test_economy_example_a_wins_and_hold_shrinks_to_winning_cost() -> None:
     # The hold shrinks to 50: the manager gets 50 back, 50 stays locked as the task's escrow.
     assert bal(h, "claude") == START - 50 * MICRO
     assert bal(h, "@escrow") == 50 * MICRO
-    escrow = h.ex.market.escrows[payload.escrow_id]
+    escrow = h.ex.escrows.by_id[payload.escrow_id]
     assert (escrow.state, escrow.payer, escrow.payee, escrow.amount_micro) == (
         "locked",
         "claude",
@@ -242,7 +242,7 @@ def test_only_the_configured_number_of_finished_tasks_is_kept() -> None:
     market = h.ex.market
     assert list(market.tasks) == ids[1:] and list(market.finished_tasks) == ids[1:]
     first_hold = ids[0].replace("task", "escrow")
-    assert first_hold not in h.ex.ledger.holds and first_hold not in market.escrows
+    assert first_hold not in h.ex.ledger.holds and first_hold not in h.ex.escrows.by_id
     refusal = json.loads(h.ex.query(q.TaskQuery(task_id=ids[0])))["error"]
     assert refusal["code"] == "unknown_task" and "the last 2 finished tasks" in refusal["message"]
     listed = h.query(q.TasksQuery())["tasks"]

@@ -119,7 +119,7 @@ def disputed_task(h: Harness) -> tuple[str, str]:
     assert (payload.manager, payload.winner, payload.amount) == ("claude", "a", "100")
     assert payload.resolve_by_ns == h.now_ns + 3600 * 1_000_000_000
     assert h.ex.market.tasks[task_id].state == "disputed"
-    assert h.ex.market.escrows[payload.escrow_id].state == "disputed"
+    assert h.ex.escrows.by_id[payload.escrow_id].state == "disputed"
     assert bal(h, "@escrow") == 100 * MICRO
     return task_id, payload.escrow_id
 
@@ -179,11 +179,11 @@ def test_unresolved_dispute_is_refunded_after_timeout() -> None:
     _, escrow_id = disputed_task(h)
     h.advance(3599.999)
     h.tick()
-    assert h.ex.market.escrows[escrow_id].state == "disputed"
+    assert h.ex.escrows.by_id[escrow_id].state == "disputed"
     h.advance(0.001)
     (closed,) = published(h.tick(), s.TaskClosed)
     assert closed.payload.state == "refunded"
-    assert h.ex.market.escrows[escrow_id].state == "refunded"
+    assert h.ex.escrows.by_id[escrow_id].state == "refunded"
     assert bal(h, "claude") == START
     assert bal(h, "@escrow") == 0
     h.ex.check_invariants()
@@ -202,7 +202,7 @@ def test_no_result_by_deadline_plus_grace_refunds_and_lowers_performance() -> No
     (closed,) = published(h.tick(), s.TaskClosed)
     assert (closed.payload.state, closed.payload.refunded) == ("expired", "60")
     assert task.state == "expired"
-    assert h.ex.market.escrows[task.escrow_id].state == "refunded"
+    assert h.ex.escrows.by_id[task.escrow_id].state == "refunded"
     assert bal(h, "claude") == START
     assert bal(h, "a") == START
     assert h.ex.ledger.agents["a"].performance == Decimal("0.95")
@@ -241,7 +241,7 @@ def test_lock_unreleased_is_refunded_at_timeout() -> None:
     view = h.ok("claude", s.LockEscrow, payee="a", amount=Decimal(7), timeout_s=10)
     h.advance(10)
     h.tick()
-    assert h.ex.market.escrows[view["escrow_id"]].state == "refunded"
+    assert h.ex.escrows.by_id[view["escrow_id"]].state == "refunded"
     assert bal(h, "claude") == START
 
 

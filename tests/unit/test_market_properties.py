@@ -52,7 +52,7 @@ ops = st.one_of(
     st.tuples(st.just("cancel"), index),
     st.tuples(st.just("lock"), agent, agent, st.integers(1, 50_000_000), st.integers(1, 7200)),
     st.tuples(st.just("escrow"), index, st.sampled_from(["release", "dispute"]), unit),
-    # The escrow of a task, through the escrow commands (a release is refused: see market.py).
+    # The escrow of a task, through the escrow commands (a release is refused: see escrow.py).
     st.tuples(st.just("task-escrow"), index, st.sampled_from(["release", "dispute"]), unit),
     st.tuples(st.just("tick"), st.integers(0, 4000)),  # milliseconds
     st.tuples(st.just("tick"), st.integers(0, 4000)),
@@ -116,7 +116,7 @@ def step(
         escrow_id = pick(escrows, i)
         if escrow_id is None:
             return None
-        payer = market.escrows[escrow_id].payer
+        payer = (facts or h).ex.escrows.by_id[escrow_id].payer
         if action == "release":
             return h.send(payer, s.ReleaseEscrow, escrow_id=escrow_id, score=score)
         return h.send(payer, s.DisputeEscrow, escrow_id=escrow_id)
@@ -188,7 +188,7 @@ def test_random_auctions_conserve_and_settle_every_escrow(program: list[tuple[An
     assert all(
         t.state not in ("open", "awarded", "informed", "disputed") for t in market.tasks.values()
     )
-    assert all(e.state in ("released", "refunded") for e in market.escrows.values())
+    assert all(e.state in ("released", "refunded") for e in h.ex.escrows.by_id.values())
     assert h.ex.ledger.book.balance("@escrow") == 0
     assert not h.ex.ledger.open_holds
 
@@ -259,8 +259,8 @@ def test_forgetting_finished_tasks_changes_no_balance_and_no_metric(
         assert forgetful.ex.metric_inputs() == keeping.ex.metric_inputs()
     market = forgetful.ex.market
     assert len(market.tasks) == min(1, len(tasks)) and len(market.finished_tasks) <= 1
-    standalone = [e for e in market.escrows.values() if e.task_id is None]
-    assert len(standalone) == min(1, len(escrows)) and len(market.settled_escrows) <= 1
+    standalone = [e for e in forgetful.ex.escrows.by_id.values() if e.task_id is None]
+    assert len(standalone) == min(1, len(escrows)) and len(forgetful.ex.escrows.settled) <= 1
     assert set(forgetful.ex.ledger.holds) <= set(keeping.ex.ledger.holds)
     assert len(forgetful.ex.ledger.holds) <= 2
     performance = {a: x.performance for a, x in keeping.ex.ledger.agents.items()}
