@@ -87,6 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve Prometheus metrics on http://127.0.0.1:P/metrics",
     )
     up.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    up.add_argument(
+        "--snapshot-every",
+        type=_positive_int,
+        default=limits.snapshot_every_commands,
+        metavar="N",
+        help="snapshot the state every N commands (a restart replays at most N)",
+    )
     groups: dict[str, argparse._SubParsersAction[argparse.ArgumentParser]] = {}
     for verb in verbs.NET_VERBS:
         target = sub
@@ -206,6 +213,13 @@ async def _network(args: argparse.Namespace, output: Output) -> int:
 # ----------------------------------------------------------------------------------- up
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _up(args: argparse.Namespace, output: Output) -> int:
     try:
         config_text = None if args.config is None else args.config.read_text(encoding="utf-8")
@@ -221,6 +235,7 @@ def _up(args: argparse.Namespace, output: Output) -> int:
         open_mode=args.open,
         config_text=config_text,
         metrics_port=args.metrics_port,
+        snapshot_every_commands=args.snapshot_every,
     )
     if settings.embedded and settings.open_mode:
         output.errors.print(

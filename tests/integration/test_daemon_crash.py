@@ -2,9 +2,10 @@
 none twice. Method: eight clients send transfers, each with its own request id used as its memo,
 and keep retrying through outages; the daemon is killed (SIGKILL) three times once enough new
 acknowledgements arrived, and restarted on the same port (its orphaned nats-server is stopped by
-the new one, from the pid file). Then every acknowledged request id is re-sent (same reply, no
-second effect), the journal holds each acknowledged memo exactly once and no memo twice, doctor
-finds the chain, the replay and conservation sound, and a SIGTERM leaves no process behind.
+the new one, from the pid file). A snapshot is taken every 25 commands, so restarts restore one
+and replay the rest. Then every acknowledged request id is re-sent (same reply, no second
+effect), the journal holds each acknowledged memo exactly once and no memo twice, doctor finds
+the chain, the replay and conservation sound, and a SIGTERM leaves no process behind.
 """
 
 import collections
@@ -68,7 +69,9 @@ async def test_sigkill_under_load_loses_no_acknowledged_command(tmp_path: Path) 
                 if len(acked) >= target:
                     enough.set()
 
-    daemon = DaemonProcess(data, port)
+    # Snapshots every 25 commands, so that restarts restore one (their remembered replies read
+    # back from the journal) and replay what came after it.
+    daemon = DaemonProcess(data, port, "--snapshot-every", "25")
     async with anyio.create_task_group() as load:
         for round_index in range(CRASHES + 1):
             async with daemon.running():
@@ -95,6 +98,9 @@ async def test_sigkill_under_load_loses_no_acknowledged_command(tmp_path: Path) 
             assert status == 0
             await daemon.wait_event("exchange_stopped")
     assert len(acked) >= (CRASHES + 1) * ACKS_PER_ROUND
+    recoveries = [e for e in daemon.events if e.get("event") == "journal_recovered"]
+    assert len(recoveries) == CRASHES + 2
+    assert any(e["snapshot_seq"] > 0 and e["replayed"] > 0 for e in recoveries), recoveries
     memos = _journaled_transfer_memos(data / "journal.sqlite")
     assert all(memos[request_id] == 1 for request_id in acked), "an acked transfer is missing"
     assert max(memos.values()) == 1, "a transfer was applied twice"
