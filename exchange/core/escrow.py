@@ -61,7 +61,8 @@ class ForgottenEscrows:
 class TaskSide(Protocol):
     """What happens to the task an escrow pays for (market.py)."""
 
-    def escrow_disputed(self, escrow: Escrow, resolve_by_ns: int) -> None: ...
+    def escrow_disputed(self, escrow: Escrow, resolve_by_ns: int) -> None:
+        """The task's escrow is disputed; an arbiter has until ``resolve_by_ns``."""
 
     def escrow_deadline(self, escrow: Escrow) -> None:
         """The deadline of the task's locked or disputed escrow has passed: settle both."""
