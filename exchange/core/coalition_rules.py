@@ -13,6 +13,7 @@ import numpy as np
 from exchange.core.coalitions import core_check, form_coalition_greedy
 from exchange.core.games import compile_game
 from exchange.core.ledger import Ledger, Refusal, refuse
+from exchange.core.retention import keep_newest
 from exchange.core.shapley import (
     GameError,
     SynergyGame,
@@ -96,12 +97,13 @@ class CoalitionRules:
         if record.state != "active":
             return refuse(ErrorCode.invalid_message, f"{record.id} already ended")
         record.state = "intact" if cmd.intact else "broken"
-        self.ended.append(record.id)
-        while len(self.ended) > self.ledger.config.ended_coalitions_kept:
-            forgotten = self.coalitions.pop(self.ended.popleft())
-            self.forgotten_ended += 1
-            self.forgotten_intact += forgotten.state == "intact"
+        keep_newest(self.ended, record.id, self.ledger.config.ended_coalitions_kept, self._forget)
         return self.view(record)
+
+    def _forget(self, coalition_id: str) -> None:
+        forgotten = self.coalitions.pop(coalition_id)
+        self.forgotten_ended += 1
+        self.forgotten_intact += forgotten.state == "intact"
 
     def counts(self) -> tuple[int, int]:
         """(formed and ended, ended intact) for the coalition-stability metric."""

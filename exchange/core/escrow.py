@@ -25,6 +25,7 @@ from exchange.core.config import EscrowConfig
 from exchange.core.ledger import Hold, Ledger, Refusal, refuse
 from exchange.core.limits import NS_PER_S
 from exchange.core.money import scale
+from exchange.core.retention import keep_newest
 from protocols import swarm as s
 from protocols.amounts import format_micro
 from protocols.errors import ErrorCode
@@ -178,9 +179,7 @@ class Escrows:
         a task's escrow goes with its task (``forget``, from market.py)."""
         if escrow.task_id is not None:
             return
-        self.settled.append(escrow.id)
-        while len(self.settled) > self.config.settled_escrows_kept:
-            self.forget(self.settled.popleft())
+        keep_newest(self.settled, escrow.id, self.config.settled_escrows_kept, self.forget)
 
     def forget(self, escrow_id: str) -> None:
         escrow = self.by_id.pop(escrow_id)

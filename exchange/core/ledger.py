@@ -28,6 +28,7 @@ from exchange.core.limits import (
     check_reserve,
 )
 from exchange.core.money import micro_of, round_half_even
+from exchange.core.retention import keep_newest
 from exchange.core.rewards import RewardRules
 from protocols import commands as c
 from protocols import results as r
@@ -468,11 +469,13 @@ class Ledger:
     def _closed(self, hold: Hold) -> None:
         if hold.kind != "llm":
             return
-        closed = self.closed_authorizations
-        closed.append(hold.id)
-        while len(closed) > self.config.closed_authorizations_kept:
-            # Its spend, if any, stays in the agent's windows until it ages out.
-            self.forget_hold(closed.popleft())
+        # A forgotten authorization's spend, if any, stays in the agent's windows until it ages out.
+        keep_newest(
+            self.closed_authorizations,
+            hold.id,
+            self.config.closed_authorizations_kept,
+            self.forget_hold,
+        )
 
     def forget_hold(self, hold_id: str) -> None:
         """Drops a closed hold (nothing if it is gone already: a task's hold is its escrow's)."""

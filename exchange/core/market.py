@@ -26,6 +26,7 @@ from exchange.core.config import EconomyConfig
 from exchange.core.escrow import Escrow, Escrows
 from exchange.core.ledger import Agent, Ledger, Refusal, refuse
 from exchange.core.limits import NS_PER_S
+from exchange.core.retention import keep_newest
 from protocols import results as r
 from protocols import subjects
 from protocols import swarm as s
@@ -160,16 +161,19 @@ class Market:
     # ------------------------------------------------------------------------ forgetting
 
     def _finished(self, task: Task) -> None:
-        self.finished_tasks.append(task.id)
-        while len(self.finished_tasks) > self.auction_config.finished_tasks_kept:
-            old = self.tasks.pop(self.finished_tasks.popleft())
-            forgotten = self.forgotten
-            forgotten.finished += old.state in WORK_FINISHED_STATES
-            forgotten.completed += old.state == "completed"
-            forgotten.on_signal += "signal" in old.payload
-            if old.escrow_id is not None:
-                self.escrows.forget(old.escrow_id)
-            self.ledger.forget_hold(old.hold_id)
+        keep_newest(
+            self.finished_tasks, task.id, self.auction_config.finished_tasks_kept, self._forget
+        )
+
+    def _forget(self, task_id: str) -> None:
+        old = self.tasks.pop(task_id)
+        forgotten = self.forgotten
+        forgotten.finished += old.state in WORK_FINISHED_STATES
+        forgotten.completed += old.state == "completed"
+        forgotten.on_signal += "signal" in old.payload
+        if old.escrow_id is not None:
+            self.escrows.forget(old.escrow_id)
+        self.ledger.forget_hold(old.hold_id)
 
     # ------------------------------------------------------------------------ Contract Net
 

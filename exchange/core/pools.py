@@ -15,6 +15,7 @@ from exchange.core import accounts as acc
 from exchange.core.games import compile_game
 from exchange.core.ledger import Ledger, Refusal, refuse
 from exchange.core.money import split_pro_rata
+from exchange.core.retention import keep_newest
 from exchange.core.shapley import GameError, shapley
 from protocols import commands as c
 from protocols import cooperation as coop
@@ -198,9 +199,7 @@ class Pools:
                 ledger.book.post(account, acc.ROUNDING, remainder, "rounding", pool.id)
         assert ledger.book.balance(account) == 0 or not pool.contributions
         pool.closed = True
-        self.closed.append(pool.id)
-        while len(self.closed) > ledger.config.closed_pools_kept:
-            del self.pools[self.closed.popleft()]
+        keep_newest(self.closed, pool.id, ledger.config.closed_pools_kept, self.pools.pop)
         return self.result(pool)
 
     def deposit(self, sender: str, cmd: coop.PoolDeposit) -> msgspec.Struct | Refusal:

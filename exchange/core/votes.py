@@ -20,6 +20,7 @@ from exchange.core import accounts as acc
 from exchange.core.ledger import Ledger, Refusal, refuse
 from exchange.core.limits import NS_PER_S
 from exchange.core.money import micro_of
+from exchange.core.retention import keep_newest
 from protocols import subjects
 from protocols import swarm as s
 from protocols.amounts import MICRO_PER_TOKEN, format_micro
@@ -256,9 +257,9 @@ class Votes:
         proposal.state, proposal.outcome = "closed", tally.outcome
         proposal.tally = msgspec.to_builtins(tally)
         self.ledger.publish(subjects.vote_closed(proposal.id), tally)
-        self.closed.append(proposal.id)
-        while len(self.closed) > self.ledger.config.closed_proposals_kept:
-            del self.proposals[self.closed.popleft()]
+        keep_newest(
+            self.closed, proposal.id, self.ledger.config.closed_proposals_kept, self.proposals.pop
+        )
 
     def _apply_action(self, action: dict[str, Any]) -> bool:
         ledger = self.ledger

@@ -329,31 +329,25 @@ class Journal:
             part = seqs[start : start + chunk]
             if any(a >= b for a, b in itertools.pairwise(part)):
                 raise JournalInputError("entries_at takes increasing seqs")
-            wanted = iter(part)
-            expected: int | None = next(wanted)
             with self._lock:
                 conn = self._connection()
                 try:
-                    rows = conn.execute(
-                        # The texts as their UTF-8 bytes, without a round trip through str.
-                        "SELECT seq, sender, verb, CAST(body AS BLOB), CAST(reply AS BLOB) "
-                        "FROM entries WHERE seq BETWEEN ? AND ? ORDER BY seq",
-                        (part[0], part[-1]),
-                    ).fetchall()
+                    rows = {
+                        seq: (sender, verb, body, reply)
+                        for seq, sender, verb, body, reply in conn.execute(
+                            # The texts as their UTF-8 bytes, without a round trip through str.
+                            "SELECT seq, sender, verb, CAST(body AS BLOB), CAST(reply AS BLOB) "
+                            "FROM entries WHERE seq BETWEEN ? AND ?",
+                            (part[0], part[-1]),
+                        )
+                    }
                 except sqlite3.Error as exc:
                     raise JournalCorruptError(f"cannot read entries: {exc}", seq=part[0]) from exc
-            for seq, sender, verb, body, reply in rows:
-                assert expected is not None
-                if seq < expected:
-                    continue
-                if seq > expected:
-                    break
-                yield sender, verb, body, reply
-                expected = next(wanted, None)
-                if expected is None:
-                    break
-            if expected is not None:
-                raise JournalCorruptError(f"entry {expected} is missing", seq=expected)
+            for seq in part:
+                row = rows.get(seq)
+                if row is None:
+                    raise JournalCorruptError(f"entry {seq} is missing", seq=seq)
+                yield row
 
     def iter_postings(
         self,
