@@ -13,7 +13,7 @@ import numpy as np
 from exchange.core.coalitions import core_check, form_coalition_greedy
 from exchange.core.games import compile_game
 from exchange.core.ledger import Ledger, Refusal, refuse
-from exchange.core.retention import keep_newest
+from exchange.core.retention import keep_newest, kept_note
 from exchange.core.shapley import (
     GameError,
     SynergyGame,
@@ -89,8 +89,8 @@ class CoalitionRules:
         if record is None:
             return refuse(
                 ErrorCode.invalid_message,
-                f"no coalition {cmd.coalition_id!r} (the last "
-                f"{self.ledger.config.ended_coalitions_kept} ended coalitions are kept)",
+                f"no coalition {cmd.coalition_id!r} "
+                + kept_note(self.ledger.config.ended_coalitions_kept, "ended coalitions"),
             )
         if sender not in SYSTEM_SENDERS and sender != record.founder:
             return refuse(ErrorCode.not_authorized, f"only {record.founder} ends {record.id}")

@@ -25,7 +25,7 @@ from exchange.core.config import EscrowConfig
 from exchange.core.ledger import Hold, Ledger, Refusal, refuse
 from exchange.core.limits import NS_PER_S
 from exchange.core.money import scale
-from exchange.core.retention import keep_newest
+from exchange.core.retention import keep_newest, kept_note
 from protocols import swarm as s
 from protocols.amounts import format_micro
 from protocols.errors import ErrorCode
@@ -155,8 +155,8 @@ class Escrows:
         if escrow is None:
             return refuse(
                 ErrorCode.unknown_escrow,
-                f"no escrow {escrow_id!r} (the last {self.config.settled_escrows_kept} "
-                "settled escrows are kept; the journal has all: `exchange export`)",
+                f"no escrow {escrow_id!r} "
+                + kept_note(self.config.settled_escrows_kept, "settled escrows"),
             )
         return escrow
 

@@ -26,7 +26,7 @@ from exchange.core.config import EconomyConfig
 from exchange.core.escrow import Escrow, Escrows
 from exchange.core.ledger import Agent, Ledger, Refusal, refuse
 from exchange.core.limits import NS_PER_S
-from exchange.core.retention import keep_newest
+from exchange.core.retention import keep_newest, kept_note
 from protocols import results as r
 from protocols import subjects
 from protocols import swarm as s
@@ -254,9 +254,8 @@ class Market:
         if task is None:
             return refuse(
                 ErrorCode.unknown_task,
-                f"no task {task_id!r}; see `exchange tasks` (the last "
-                f"{self.auction_config.finished_tasks_kept} finished tasks are kept; the journal "
-                "has all: `exchange export`)",
+                f"no task {task_id!r}; see `exchange tasks` "
+                + kept_note(self.auction_config.finished_tasks_kept, "finished tasks"),
             )
         return task
 

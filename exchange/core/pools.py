@@ -15,7 +15,7 @@ from exchange.core import accounts as acc
 from exchange.core.games import compile_game
 from exchange.core.ledger import Ledger, Refusal, refuse
 from exchange.core.money import split_pro_rata
-from exchange.core.retention import keep_newest
+from exchange.core.retention import keep_newest, kept_note
 from exchange.core.shapley import GameError, shapley
 from protocols import commands as c
 from protocols import cooperation as coop
@@ -68,8 +68,8 @@ class Pools:
         if pool is None:
             return refuse(
                 ErrorCode.unknown_pool,
-                f"no pool {pool_id!r}; list pools with `exchange pool list` (the last "
-                f"{self.ledger.config.closed_pools_kept} closed pools are kept)",
+                f"no pool {pool_id!r}; list pools with `exchange pool list` "
+                + kept_note(self.ledger.config.closed_pools_kept, "closed pools"),
             )
         if open_only and pool.closed:
             return refuse(ErrorCode.pool_closed, f"pool {pool_id} is closed; create a new pool")

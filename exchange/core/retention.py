@@ -18,3 +18,8 @@ def keep_newest(
     order.append(closed_id)
     while len(order) > kept:
         forget(order.popleft())
+
+
+def kept_note(kept: int, what: str) -> str:
+    """The part of an ``unknown_*`` refusal that says an id may have been forgotten."""
+    return f"(the last {kept} {what} are kept; the journal has all: `exchange export`)"

@@ -9,6 +9,7 @@ import msgspec
 from exchange.core import accounts as acc
 from exchange.core.ledger import Agent, Ledger, Refusal, refuse
 from exchange.core.limits import NS_PER_S, LimitBreach, check_spend
+from exchange.core.retention import kept_note
 from protocols import commands as c
 from protocols import results as r
 from protocols.amounts import format_amount, format_micro, to_micro
@@ -127,8 +128,8 @@ class Spending:
             return refuse(
                 ErrorCode.unknown_authorization,
                 f"{sender!r} has no authorization {cmd.authorization_id!r}; use the id that "
-                "llm.authorize returned (the last "
-                f"{self.ledger.config.closed_authorizations_kept} closed ones are kept)",
+                "llm.authorize returned "
+                + kept_note(self.ledger.config.closed_authorizations_kept, "closed ones"),
             )
         if hold.state != "open":
             return refuse(

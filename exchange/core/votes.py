@@ -20,7 +20,7 @@ from exchange.core import accounts as acc
 from exchange.core.ledger import Ledger, Refusal, refuse
 from exchange.core.limits import NS_PER_S
 from exchange.core.money import micro_of
-from exchange.core.retention import keep_newest
+from exchange.core.retention import keep_newest, kept_note
 from protocols import subjects
 from protocols import swarm as s
 from protocols.amounts import MICRO_PER_TOKEN, format_micro
@@ -190,9 +190,8 @@ class Votes:
         if proposal is None:
             return refuse(
                 ErrorCode.unknown_proposal,
-                f"no proposal {proposal_id!r} (the last "
-                f"{self.ledger.config.closed_proposals_kept} closed proposals are kept; the "
-                "journal has all: `exchange export`)",
+                f"no proposal {proposal_id!r} "
+                + kept_note(self.ledger.config.closed_proposals_kept, "closed proposals"),
             )
         return proposal
 
