@@ -8,7 +8,11 @@ What runs:
   per bidder count;
 - N bidders in separate processes (``bench/auction_bidder.py``): several bidders per process, each
   with its own bare nats-py connection, answering every call for proposals on
-  ``swarm.task.cfp.<type>`` at once with a bid on ``swarm.task.<id>.propose.<bidder>``;
+  ``swarm.task.cfp.<type>`` at once with a bid on ``swarm.task.<id>.propose.<bidder>``. Their
+  event loop is uvloop's unless ``--bidder-loop asyncio``: they stand in for agents on other
+  machines, yet here they share two cores with the exchange and nats-server, and with asyncio's
+  loop they took ~45% of the machine's CPU in a 100-bidder round (the exchange ~28%), so their
+  cost per message was most of what the round's latency measured;
 - the manager: one ``ExchangeClient`` connection in this process, announcing a task as ``claude``
   (max cost 0.001 tokens, bids of 0.000001-0.001) with a 5 s bid window. Every eligible bidder
   answers, so the exchange closes the window early and publishes the award; a round that waits for
@@ -142,7 +146,9 @@ async def _measure(
     return Sample(rounds, seconds, _percentile(latencies, 0.50), _percentile(latencies, 0.99), late)
 
 
-async def _spawn_bidders(url: str, task_type: str, names: list[str], procs: int) -> list[Any]:
+async def _spawn_bidders(
+    url: str, task_type: str, names: list[str], procs: int, loop: str
+) -> list[Any]:
     groups = [names[i::procs] for i in range(procs)]
     script = str(ROOT / "bench" / "auction_bidder.py")
     processes = []
@@ -153,6 +159,7 @@ async def _spawn_bidders(url: str, task_type: str, names: list[str], procs: int)
             url,
             task_type,
             ",".join(group),
+            loop,
             stdout=asyncio.subprocess.PIPE,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
@@ -188,7 +195,7 @@ async def _stop_bidders(processes: list[Any]) -> dict[str, Any]:
 
 
 async def bench_size(
-    n: int, procs: int, rounds: int, runs: int, parallel: int, data_dir: Path
+    n: int, procs: int, rounds: int, runs: int, parallel: int, loop: str, data_dir: Path
 ) -> dict[str, Any]:
     task_type = f"bench{n}"
     names = [f"bidder{n}x{i:03d}" for i in range(n)]
@@ -212,7 +219,7 @@ async def bench_size(
         subscription = await client.nc.subscribe("swarm.task.*.award", cb=awards.on_award)
         await client.nc.flush()
         await client.nc.flush()
-        processes = await _spawn_bidders(handle.url, task_type, names, procs)
+        processes = await _spawn_bidders(handle.url, task_type, names, procs, loop)
         try:
             await _measure(client, awards, task_type, n, WARMUP_ROUNDS, 1)
             sequential = [
@@ -242,7 +249,7 @@ def _print(results: dict[int, dict[str, Any]], args: argparse.Namespace) -> None
     )
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs; exchange + manager in one")
     print("process, bidders in separate processes (several bidders per process, one NATS")
-    print("connection per bidder)")
+    print(f"connection per bidder, {args.bidder_loop} event loop)")
     print()
     header = (
         f"{'bidders':>7} {'procs':>5} {'mode':<12} {'rounds':>6} {'p50 ms':>8} {'p99 ms':>8} "
@@ -296,7 +303,7 @@ async def amain(args: argparse.Namespace) -> dict[int, dict[str, Any]]:
             rounds = args.rounds or DEFAULT_ROUNDS.get(n, 100)
             started = time.perf_counter()
             result = await bench_size(
-                n, procs, rounds, args.runs, args.parallel, Path(tmp) / f"x{n}"
+                n, procs, rounds, args.runs, args.parallel, args.bidder_loop, Path(tmp) / f"x{n}"
             )
             result["procs"] = procs
             results[n] = result
@@ -311,6 +318,12 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--parallel", type=int, default=4, help="rounds in flight (1: skip)")
     parser.add_argument("--procs", type=int, default=0, help="bidder processes (default 2 / 4)")
+    parser.add_argument(
+        "--bidder-loop",
+        choices=("uvloop", "asyncio"),
+        default="uvloop",
+        help="the bidder processes' event loop (the exchange's is asyncio's either way)",
+    )
     parser.add_argument("--log-level", default="warning", help="the exchange's (debug costs CPU)")
     args = parser.parse_args()
     configure_logging(level=args.log_level)

@@ -1,6 +1,7 @@
 """One bidder process for ``bench/auction.py``: several bidders, one bare nats-py connection each.
 
-Run by the bench, not by hand: ``python bench/auction_bidder.py URL TASK_TYPE NAME[,NAME...]``.
+Run by the bench, not by hand:
+``python bench/auction_bidder.py URL TASK_TYPE NAME[,NAME...] [asyncio|uvloop]``.
 
 Each bidder subscribes to ``swarm.task.cfp.<TASK_TYPE>`` and, for every call for proposals that
 lists it as eligible, publishes at once a bid (raw JSON, as a stranger's client would) on
@@ -8,7 +9,9 @@ lists it as eligible, publishes at once a bid (raw JSON, as a stranger's client 
 counted by a callback, never awaited one by one. Prints ``ready`` once every subscription is
 confirmed by the server (two flushes per connection: nats-py's flush can return early once), and
 on SIGTERM prints one JSON line of counters (bids sent, ok replies, error codes) and exits.
-Uses no project code.
+Uses no project code. The event loop is uvloop's by default (the bench's ``--bidder-loop``): the
+bidders stand in for agents on other machines but share this one's two cores with the exchange, so
+the less CPU they take per message, the more the round's latency is the exchange's own.
 """
 
 import asyncio
@@ -78,7 +81,13 @@ async def run(url: str, task_type: str, names: list[str]) -> dict[str, Any]:
 
 def main() -> None:
     url, task_type, names = sys.argv[1], sys.argv[2], sys.argv[3].split(",")
-    stats = asyncio.run(run(url, task_type, names))
+    loop = sys.argv[4] if len(sys.argv) > 4 else "asyncio"
+    if loop == "uvloop":
+        import uvloop
+
+        stats = uvloop.run(run(url, task_type, names))
+    else:
+        stats = asyncio.run(run(url, task_type, names))
     print(json.dumps(stats), flush=True)
 
 
