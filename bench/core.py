@@ -32,6 +32,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from steal import StealWindow, share_text
+
 from exchange.core.config import EconomyConfig
 from exchange.core.ledger import Outcome
 from exchange.core.machine import Exchange
@@ -218,13 +220,15 @@ def run(ex: Exchange, stream: Stream) -> tuple[float, float, list[Outcome]]:
     return len(stream) / wall_s, len(stream) / cpu_s, outcomes
 
 
-Rates = tuple[list[float], list[float]]
+# Wall-clock rates, CPU-time rates, and the share of CPU time stolen by the hypervisor meanwhile.
+Rates = tuple[list[float], list[float], float | None]
 
 
 def runs(streams: Iterator[tuple[Exchange, Stream]], count: int) -> tuple[Rates, Counter[str]]:
     rates: list[float] = []
     cpu_rates: list[float] = []
     codes: Counter[str] = Counter()
+    window = StealWindow.start()
     for _ in range(count):
         ex, stream = next(streams)
         gc.collect()
@@ -235,7 +239,7 @@ def runs(streams: Iterator[tuple[Exchange, Stream]], count: int) -> tuple[Rates,
             ("duplicate" if o.duplicate else "ok") if o.ok else str(o.code) for o in outcomes
         )
         ex.check_invariants()
-    return (rates, cpu_rates), codes
+    return (rates, cpu_rates, window.share()), codes
 
 
 def fresh_transfers(n: int) -> Iterator[tuple[Exchange, Stream]]:
@@ -263,11 +267,12 @@ def loaded(
 
 
 def row(name: str, history: int, rates: Rates) -> str:
-    wall, cpu = rates
+    wall, cpu, steal = rates
     median, median_cpu = statistics.median(wall), statistics.median(cpu)
     return (
         f"| {name:<9} | {history:>9,} | {len(wall):>4} | {median:>10,.0f} | {min(wall):>10,.0f} "
-        f"| {max(wall):>10,.0f} | {median_cpu:>10,.0f} | {1e6 / median_cpu:>8.2f} |"
+        f"| {max(wall):>10,.0f} | {median_cpu:>10,.0f} | {1e6 / median_cpu:>8.2f} "
+        f"| {share_text(steal):<11} |"
     )
 
 
@@ -280,11 +285,11 @@ def main() -> None:
 
     header = (
         "| stream    |   history | runs | median/s   | min/s      | max/s      | median/s   | "
-        "µs/cmd   |\n"
+        "µs/cmd   | steal       |\n"
         "|           |           |      | (wall)     | (wall)     | (wall)     | (CPU)      | "
-        "(CPU)    |\n"
+        "(CPU)    |             |\n"
         "|-----------|-----------|------|------------|------------|------------|------------|"
-        "----------|"
+        "----------|-------------|"
     )
     lines = [header]
     transfer_rates, _ = runs(fresh_transfers(args.commands), args.runs)
@@ -317,6 +322,10 @@ def main() -> None:
     total = sum(mix.values())
     shares = ", ".join(f"{code} {count / total:.1%}" for code, count in mix.most_common())
     print(f"mixed stream outcomes: {shares}")
+    print(
+        "steal: the share of CPU time the hypervisor gave to other guests during a row's runs; "
+        "a noisy row measures the neighbours more than the code"
+    )
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import nats
 from rich.console import Console
 from rich.table import Table
+from steal import StealWindow, share_text
 
 IN_FLIGHT = (1, 16, 64, 256)
 AGENTS = ("claude", "builder", "lambda", "spark", "observer", "zero")
@@ -54,6 +55,8 @@ class Sample:
     p50_ms: float
     p99_ms: float
     errors: int
+    # The share of CPU time the hypervisor gave to other guests during the run (None: unknown).
+    steal: float | None = None
 
 
 def _free_port() -> int:
@@ -191,10 +194,11 @@ def _measure(
     process = ctx.Process(
         target=_requester, args=(creds, target, in_flight, duration_s, queue), daemon=True
     )
+    window = StealWindow.start()
     process.start()
     sample: Sample = queue.get(timeout=duration_s + 60)
     process.join()
-    return sample
+    return replace(sample, steal=window.share())
 
 
 def _median(samples: list[Sample]) -> Sample:
@@ -203,7 +207,13 @@ def _median(samples: list[Sample]) -> Sample:
         p50_ms=statistics.median(s.p50_ms for s in samples),
         p99_ms=statistics.median(s.p99_ms for s in samples),
         errors=sum(s.errors for s in samples),
+        steal=_median_steal(samples),
     )
+
+
+def _median_steal(samples: list[Sample]) -> float | None:
+    shares = [s.steal for s in samples if s.steal is not None]
+    return statistics.median(shares) if shares else None
 
 
 def main() -> int:
@@ -285,6 +295,7 @@ def _print(results: dict[str, dict[int, Sample]], args: argparse.Namespace) -> N
         "ratio",
         *(("iter echo/s", "ratio to iter") if "echo_iter" in results else ()),
         "errors",
+        "steal (exchange / echo)",
     ):
         table.add_column(column, justify="right")
     for in_flight in args.in_flight:
@@ -304,11 +315,15 @@ def _print(results: dict[str, dict[int, Sample]], args: argparse.Namespace) -> N
             i = results["echo_iter"][in_flight]
             row += [f"{i.requests_per_s:,.0f}", f"{x.requests_per_s / i.requests_per_s:.0%}"]
             errors += i.errors
-        table.add_row(*row, str(errors))
+        table.add_row(*row, str(errors), f"{share_text(x.steal)} / {share_text(e.steal)}")
     console = Console()
     if not console.is_terminal:
         console = Console(width=160)
     console.print(table)
+    console.print(
+        "steal: the median share of CPU time the hypervisor gave to other guests during the runs; "
+        "a noisy figure measures the neighbours more than the code"
+    )
 
 
 if __name__ == "__main__":
