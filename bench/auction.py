@@ -7,12 +7,15 @@ What runs:
   its embedded nats-server on a random port, SQLite journal, open mode), one fresh data directory
   per bidder count;
 - N bidders in separate processes (``bench/auction_bidder.py``): several bidders per process, each
-  with its own bare nats-py connection, answering every call for proposals on
-  ``swarm.task.cfp.<type>`` at once with a bid on ``swarm.task.<id>.propose.<bidder>``. Their
-  event loop is uvloop's unless ``--bidder-loop asyncio``: they stand in for agents on other
-  machines, yet here they share two cores with the exchange and nats-server, and with asyncio's
-  loop they took ~45% of the machine's CPU in a 100-bidder round (the exchange ~28%), so their
-  cost per message was most of what the round's latency measured;
+  with its own NATS connection, answering every call for proposals on ``swarm.task.cfp.<type>``
+  at once with a bid on ``swarm.task.<id>.propose.<bidder>`` (a reply subject under its own
+  inbox; the replies are counted). The bidders stand in for agents on other machines, yet here
+  they share two cores with the exchange and nats-server: with nats-py on asyncio's loop they
+  took ~45% of the machine's CPU in a 100-bidder round (the exchange ~28%), so their cost per
+  message was most of what the round's latency measured. So by default each is a bare client of
+  the NATS text protocol (``--bidder-client raw``: the same messages on the wire, about half the
+  CPU of nats-py per round) on uvloop (``--bidder-loop``); ``--bidder-client nats-py`` and
+  ``--bidder-loop asyncio`` measure with the heavier ones;
 - the manager: one ``ExchangeClient`` connection in this process, announcing a task as ``claude``
   (max cost 0.001 tokens, bids of 0.000001-0.001) with a 5 s bid window. Every eligible bidder
   answers, so the exchange closes the window early and publishes the award; a round that waits for
@@ -157,7 +160,7 @@ async def _measure(
 
 
 async def _spawn_bidders(
-    url: str, task_type: str, names: list[str], procs: int, loop: str
+    url: str, task_type: str, names: list[str], procs: int, client: str, loop: str
 ) -> list[Any]:
     groups = [names[i::procs] for i in range(procs)]
     script = str(ROOT / "bench" / "auction_bidder.py")
@@ -169,6 +172,7 @@ async def _spawn_bidders(
             url,
             task_type,
             ",".join(group),
+            client,
             loop,
             stdout=asyncio.subprocess.PIPE,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -205,7 +209,13 @@ async def _stop_bidders(processes: list[Any]) -> dict[str, Any]:
 
 
 async def bench_size(
-    n: int, procs: int, rounds: int, runs: int, parallel: int, loop: str, data_dir: Path
+    n: int,
+    procs: int,
+    rounds: int,
+    runs: int,
+    parallel: int,
+    bidders: tuple[str, str],
+    data_dir: Path,
 ) -> dict[str, Any]:
     task_type = f"bench{n}"
     names = [f"bidder{n}x{i:03d}" for i in range(n)]
@@ -229,7 +239,7 @@ async def bench_size(
         subscription = await client.nc.subscribe("swarm.task.*.award", cb=awards.on_award)
         await client.nc.flush()
         await client.nc.flush()
-        processes = await _spawn_bidders(handle.url, task_type, names, procs, loop)
+        processes = await _spawn_bidders(handle.url, task_type, names, procs, *bidders)
         try:
             await _measure(client, awards, task_type, n, WARMUP_ROUNDS, 1)
             sequential = [
@@ -264,7 +274,7 @@ def _print(results: dict[int, dict[str, Any]], args: argparse.Namespace) -> None
     )
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs; exchange + manager in one")
     print("process, bidders in separate processes (several bidders per process, one NATS")
-    print(f"connection per bidder, {args.bidder_loop} event loop)")
+    print(f"connection per bidder: {args.bidder_client} client, {args.bidder_loop} event loop)")
     print()
     header = (
         f"{'bidders':>7} {'procs':>5} {'mode':<12} {'rounds':>6} {'p50 ms':>8} {'p99 ms':>8} "
@@ -323,7 +333,13 @@ async def amain(args: argparse.Namespace) -> dict[int, dict[str, Any]]:
             rounds = args.rounds or DEFAULT_ROUNDS.get(n, 100)
             started = time.perf_counter()
             result = await bench_size(
-                n, procs, rounds, args.runs, args.parallel, args.bidder_loop, Path(tmp) / f"x{n}"
+                n,
+                procs,
+                rounds,
+                args.runs,
+                args.parallel,
+                (args.bidder_client, args.bidder_loop),
+                Path(tmp) / f"x{n}",
             )
             result["procs"] = procs
             results[n] = result
@@ -338,6 +354,12 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--parallel", type=int, default=4, help="rounds in flight (1: skip)")
     parser.add_argument("--procs", type=int, default=0, help="bidder processes (default 2 / 4)")
+    parser.add_argument(
+        "--bidder-client",
+        choices=("raw", "nats-py"),
+        default="raw",
+        help="the bidders' NATS client: nats-py, or a bare client of the NATS text protocol",
+    )
     parser.add_argument(
         "--bidder-loop",
         choices=("uvloop", "asyncio"),
