@@ -38,6 +38,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,7 @@ sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
 import anyio  # noqa: E402
 from daemon_support import running_exchange  # noqa: E402
-from steal import StealWindow, share_text  # noqa: E402
+from steal import ATTEMPTS_MAX, StealWindow, quiet_enough, share_text  # noqa: E402
 
 from exchange.client import ExchangeClient, connect  # noqa: E402
 from exchange.daemon.logs import configure_logging  # noqa: E402
@@ -208,6 +209,23 @@ async def _stop_bidders(processes: list[Any]) -> dict[str, Any]:
     return totals
 
 
+async def _quiet_measure(
+    measure: Callable[[], Awaitable[Sample]], max_steal: float | None, set_aside: list[Sample]
+) -> Sample:
+    """One measurement, taken again while the hypervisor stole more than ``max_steal`` (at most
+    ``ATTEMPTS_MAX`` times; then the least stolen is kept). The others go to ``set_aside``."""
+    tried: list[Sample] = []
+    for _ in range(ATTEMPTS_MAX):
+        sample = await measure()
+        if quiet_enough(sample.steal, max_steal):
+            set_aside.extend(tried)
+            return sample
+        tried.append(sample)
+    tried.sort(key=lambda s: s.steal or 0.0)
+    set_aside.extend(tried[1:])
+    return tried[0]
+
+
 async def bench_size(
     n: int,
     procs: int,
@@ -215,6 +233,7 @@ async def bench_size(
     runs: int,
     parallel: int,
     bidders: tuple[str, str],
+    max_steal: float | None,
     data_dir: Path,
 ) -> dict[str, Any]:
     task_type = f"bench{n}"
@@ -241,21 +260,31 @@ async def bench_size(
         await client.nc.flush()
         processes = await _spawn_bidders(handle.url, task_type, names, procs, *bidders)
         try:
+            set_aside: list[Sample] = []
+
+            def measure(in_flight: int) -> Callable[[], Awaitable[Sample]]:
+                return lambda: _measure(client, awards, task_type, n, rounds, in_flight)
+
             await _measure(client, awards, task_type, n, WARMUP_ROUNDS, 1)
             sequential = [
-                await _measure(client, awards, task_type, n, rounds, 1) for _ in range(runs)
+                await _quiet_measure(measure(1), max_steal, set_aside) for _ in range(runs)
             ]
             concurrent = []
             if parallel > 1:
                 await _measure(client, awards, task_type, n, WARMUP_ROUNDS, parallel)
                 concurrent = [
-                    await _measure(client, awards, task_type, n, rounds, parallel)
+                    await _quiet_measure(measure(parallel), max_steal, set_aside)
                     for _ in range(runs)
                 ]
         finally:
             totals = await _stop_bidders(processes)
             await subscription.unsubscribe()
-    return {"sequential": sequential, "parallel": concurrent, "totals": totals}
+    return {
+        "sequential": sequential,
+        "parallel": concurrent,
+        "totals": totals,
+        "set_aside": len(set_aside),
+    }
 
 
 def _median(samples: list[Sample], field: str) -> float:
@@ -303,6 +332,11 @@ def _print(results: dict[int, dict[str, Any]], args: argparse.Namespace) -> None
             f"N={n}: bids sent {totals['bids']}, accepted {totals['ok']}, "
             f"refused {totals['errors'] or 0}"
         )
+        if args.max_steal is not None:
+            print(
+                f"N={n}: {result['set_aside']} runs set aside for steal above "
+                f"{args.max_steal:.0%} (--max-steal)"
+            )
     print()
     print(
         "steal: the median share of CPU time the hypervisor gave to other guests during the "
@@ -339,6 +373,7 @@ async def amain(args: argparse.Namespace) -> dict[int, dict[str, Any]]:
                 args.runs,
                 args.parallel,
                 (args.bidder_client, args.bidder_loop),
+                args.max_steal,
                 Path(tmp) / f"x{n}",
             )
             result["procs"] = procs
@@ -365,6 +400,13 @@ def main() -> int:
         choices=("uvloop", "asyncio"),
         default="uvloop",
         help="the bidder processes' event loop (the exchange's is asyncio's either way)",
+    )
+    parser.add_argument(
+        "--max-steal",
+        type=float,
+        default=None,
+        help="measure a run again (up to 4 times) when the hypervisor took more than this share "
+        "of the CPU meanwhile, e.g. 0.05",
     )
     parser.add_argument("--log-level", default="warning", help="the exchange's (debug costs CPU)")
     args = parser.parse_args()

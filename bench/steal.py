@@ -7,7 +7,10 @@ share of each measurement beside it. Linux only (``/proc/stat``); elsewhere the 
 
     window = StealWindow.start()
     ...  # measure
-    print(window.share_text())  # "steal 3%"
+    print(share_text(window.share()))  # "3%"
+
+With ``--max-steal`` a bench measures again, a bounded number of times, a run during which the
+hypervisor took more than that share (``quiet_enough``), and says how many it set aside.
 """
 
 from dataclasses import dataclass
@@ -55,6 +58,15 @@ class StealWindow:
 
     def share(self) -> float | None:
         return steal_share(self.before, cpu_ticks())
+
+
+def quiet_enough(share: float | None, max_share: float | None) -> bool:
+    """Whether a run's steal share is within ``max_share`` (None: no bound, or not measurable)."""
+    return max_share is None or share is None or share <= max_share
+
+
+# How many times a bench runs one measurement before it keeps the least stolen of them.
+ATTEMPTS_MAX = 4
 
 
 def share_text(share: float | None) -> str:
