@@ -118,6 +118,7 @@ class RawBidder(asyncio.Protocol):
         self.inbox = f"_INBOX.benchbid.{name}"
         self.buffer = bytearray()
         self.transport: asyncio.Transport | None = None
+        self.greeted = False
         self.subscribed = False
         self.pongs: list[asyncio.Future[None]] = []
 
@@ -153,6 +154,9 @@ class RawBidder(asyncio.Protocol):
     def _control(self, line: bytes) -> None:
         assert self.transport is not None
         if line.startswith(b"INFO "):
+            if self.greeted:
+                return  # The server sends INFO again when its cluster or config changes.
+            self.greeted = True
             connect = {"verbose": False, "pedantic": False, "protocol": 1, "name": self.name}
             self.transport.write(
                 f"CONNECT {json.dumps(connect)}\r\n"
