@@ -37,6 +37,7 @@ import nats
 
 Stats = dict[str, Any]
 _CRLF = b"\r\n"
+# The raw client's subscription ids: calls for proposals, and replies to its bids.
 _CFP_SID = b"1"
 _REPLY_SID = b"2"
 # msgspec's JSON, not the json module: a call for proposals lists every eligible bidder (~1.8 KB
@@ -160,8 +161,8 @@ class RawBidder(asyncio.Protocol):
             connect = {"verbose": False, "pedantic": False, "protocol": 1, "name": self.name}
             self.transport.write(
                 f"CONNECT {json.dumps(connect)}\r\n"
-                f"SUB swarm.task.cfp.{self.task_type} 1\r\n"
-                f"SUB {self.inbox}.* 2\r\nPING\r\n".encode()
+                f"SUB swarm.task.cfp.{self.task_type} {_CFP_SID.decode()}\r\n"
+                f"SUB {self.inbox}.* {_REPLY_SID.decode()}\r\nPING\r\n".encode()
             )
         elif line == b"PING":
             self.transport.write(b"PONG\r\n")
