@@ -49,7 +49,13 @@ sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
 import anyio  # noqa: E402
 from daemon_support import running_exchange  # noqa: E402
-from steal import ATTEMPTS_MAX, StealWindow, quiet_enough, share_text  # noqa: E402
+from steal import (  # noqa: E402
+    ATTEMPTS_MAX,
+    StealWindow,
+    median_share,
+    quiet_enough,
+    share_text,
+)
 
 from exchange.client import ExchangeClient, connect  # noqa: E402
 from exchange.daemon.logs import configure_logging  # noqa: E402
@@ -291,11 +297,6 @@ def _median(samples: list[Sample], field: str) -> float:
     return statistics.median(getattr(s, field) for s in samples)
 
 
-def _steal(samples: list[Sample]) -> float | None:
-    shares = [s.steal for s in samples if s.steal is not None]
-    return statistics.median(shares) if shares else None
-
-
 def _print(results: dict[int, dict[str, Any]], args: argparse.Namespace) -> None:
     print()
     print(
@@ -323,7 +324,7 @@ def _print(results: dict[int, dict[str, Any]], args: argparse.Namespace) -> None
                 f"{n:>7} {result['procs']:>5} {label:<12} {samples[0].rounds:>6} "
                 f"{_median(samples, 'p50_ms'):>8.2f} {_median(samples, 'p99_ms'):>8.2f} "
                 f"{_median(samples, 'rounds_per_s'):>9.1f} {sum(s.late for s in samples):>4}  "
-                f"{share_text(_steal(samples))}"
+                f"{share_text(median_share(s.steal for s in samples))}"
             )
     print()
     for n, result in results.items():

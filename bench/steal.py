@@ -13,6 +13,8 @@ With ``--max-steal`` a bench measures again, a bounded number of times, a run du
 hypervisor took more than that share (``quiet_enough``), and says how many it set aside.
 """
 
+import statistics
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +60,12 @@ class StealWindow:
 
     def share(self) -> float | None:
         return steal_share(self.before, cpu_ticks())
+
+
+def median_share(shares: Iterable[float | None]) -> float | None:
+    """The median of the runs' steal shares that could be measured (None if none could)."""
+    known = [share for share in shares if share is not None]
+    return statistics.median(known) if known else None
 
 
 def quiet_enough(share: float | None, max_share: float | None) -> bool:

@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import nats
 from rich.console import Console
 from rich.table import Table
-from steal import ATTEMPTS_MAX, StealWindow, quiet_enough, share_text
+from steal import ATTEMPTS_MAX, StealWindow, median_share, quiet_enough, share_text
 
 IN_FLIGHT = (1, 16, 64, 256)
 AGENTS = ("claude", "builder", "lambda", "spark", "observer", "zero")
@@ -207,13 +207,8 @@ def _median(samples: list[Sample]) -> Sample:
         p50_ms=statistics.median(s.p50_ms for s in samples),
         p99_ms=statistics.median(s.p99_ms for s in samples),
         errors=sum(s.errors for s in samples),
-        steal=_median_steal(samples),
+        steal=median_share(s.steal for s in samples),
     )
-
-
-def _median_steal(samples: list[Sample]) -> float | None:
-    shares = [s.steal for s in samples if s.steal is not None]
-    return statistics.median(shares) if shares else None
 
 
 def main() -> int:
