@@ -13,6 +13,12 @@ class ErrorCode(StrEnum):
     unknown_verb = "unknown_verb"
     message_too_large = "message_too_large"
     overloaded = "overloaded"
+    # The exchange failed applying this one command (a broken invariant, a bug): it refused it,
+    # kept its state as it was before it, and serves on. Safe to retry; report it if it repeats.
+    internal_error = "internal_error"
+    # A query beyond the size or time the exchange spends on one request.
+    query_too_large = "query_too_large"
+    query_timed_out = "query_timed_out"
     # Identity and permission.
     not_authorized = "not_authorized"
     invalid_agent_id = "invalid_agent_id"
@@ -24,6 +30,8 @@ class ErrorCode(StrEnum):
     too_many_decimals = "too_many_decimals"
     amount_not_finite = "amount_not_finite"
     amount_too_large = "amount_too_large"
+    # Not the amount grammar: ASCII digits, an optional single point with 1-6 digits after it.
+    invalid_amount = "invalid_amount"
     # Idempotency.
     request_id_reused = "request_id_reused"
     # Balances and limits (in the order limits are checked).
@@ -64,3 +72,9 @@ class ErrorCode(StrEnum):
     already_voted = "already_voted"
     not_eligible = "not_eligible"
     invalid_ballot = "invalid_ballot"
+    # Governance (who may propose what, to whom, within which bounds) and self-dealing.
+    electorate_not_allowed = "electorate_not_allowed"
+    parameter_out_of_bounds = "parameter_out_of_bounds"
+    not_ratifiable = "not_ratifiable"
+    self_dealing = "self_dealing"
+    reward_rounds_to_zero = "reward_rounds_to_zero"
