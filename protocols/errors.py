@@ -74,6 +74,7 @@ class ErrorCode(StrEnum):
     invalid_ballot = "invalid_ballot"
     # Governance (who may propose what, to whom, within which bounds) and self-dealing.
     electorate_not_allowed = "electorate_not_allowed"
+    vote_kind_not_allowed = "vote_kind_not_allowed"
     parameter_out_of_bounds = "parameter_out_of_bounds"
     not_ratifiable = "not_ratifiable"
     self_dealing = "self_dealing"

@@ -33,6 +33,7 @@ COMMANDS: Final[dict[str, type[c.Command]]] = {
     "escrow.dispute": s.DisputeEscrow,
     "escrow.resolve": s.ResolveEscrow,
     "vote.propose": s.ProposeVote,
+    "vote.ratify": s.RatifyVote,
     "pool.deposit": coop.PoolDeposit,
     "pool.distribute": coop.PoolDistribute,
     "coalition.form": coop.FormCoalition,

@@ -287,6 +287,14 @@ class ProposeVote(StrictCommand, frozen=True, kw_only=True):
     action: Action | None = None
 
 
+class RatifyVote(StrictCommand, frozen=True, kw_only=True):
+    """The operator applies (or, with ``approve`` false, vetoes) an approved action that an agent
+    proposed. Sent by ``admin``."""
+
+    proposal_id: Name
+    approve: bool = True
+
+
 class Ballot(msgspec.Struct, frozen=True, kw_only=True):
     """Body of ``swarm.vote.<proposal_id>.cast.<sender>``."""
 
@@ -411,3 +419,7 @@ class ProposalView(Result, frozen=True, kw_only=True):
     outcome: str
     votes_cast: int
     tally: VoteTally | None
+    action: Action | None = None
+    # "" (no action), "pending" (the vote is open), "awaiting_ratification", "applied",
+    # "not_applied" (rejected, no quorum, or a target gone since) or "vetoed".
+    action_state: str = ""

@@ -391,6 +391,14 @@ NET_VERBS: tuple[NetVerb, ...] = (
         ),
     ),
     NetVerb(
+        ("vote", "ratify"),
+        "as the operator, apply an approved action an agent proposed (--veto to refuse it)",
+        _with(_positional("proposal_id"), ("--veto", {"action": "store_true"})),
+        lambda a: CommandRequest(
+            ADMIN, "vote.ratify", {"proposal_id": a.proposal_id, "approve": not a.veto}
+        ),
+    ),
+    NetVerb(
         ("vote", "show"),
         "a proposal and, once closed, its tally",
         _positional("proposal_id"),

@@ -160,6 +160,31 @@ def _default_issue_types() -> dict[str, Decimal]:
     }
 
 
+class GovernanceConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Who may change the economy by vote, and within which bounds (docs/economy.md, Governance).
+
+    A vote whose action changes a parameter (a model's price, a contract, an agent's limits) is
+    held by a fixed electorate, never one the proposer picks: the ``council`` when it names agents,
+    otherwise every registered agent, each weighted by its performance.
+    """
+
+    council: list[str] = []
+    # The least share of the electorate whose ballots make a parameter vote count.
+    quorum_share: Decimal = Decimal("0.5")
+    # A bare majority cannot change the economy.
+    parameter_kinds: list[str] = msgspec.field(
+        default_factory=lambda: ["supermajority", "consensus"]
+    )
+    # An approved action proposed by an agent waits for the operator's ``vote.ratify``.
+    ratification: bool = True
+    # Tokens per 1,000 inference tokens a vote may set a model's price to.
+    price_min: Decimal = Decimal("0.001")
+    price_max: Decimal = Decimal(1000)
+    # The range a vote may set a contract's multiplier to.
+    multiplier_min: Decimal = Decimal("0.01")
+    multiplier_max: Decimal = Decimal(100)
+
+
 class EconomyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     opening_balance: Decimal = Decimal(10_000)
     agents: list[AgentSpec] = msgspec.field(default_factory=_default_agents)
@@ -172,6 +197,7 @@ class EconomyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     escrow: EscrowConfig = msgspec.field(default_factory=EscrowConfig)
     auction: AuctionConfig = msgspec.field(default_factory=AuctionConfig)
     stigmergy: StigmergyConfig = msgspec.field(default_factory=StigmergyConfig)
+    governance: GovernanceConfig = msgspec.field(default_factory=GovernanceConfig)
     # Settled or voided LLM authorizations kept (a settle sent again is told the authorization
     # is closed); beyond this many the oldest is forgotten, so holds do not grow with every
     # inference ever paid.

@@ -115,6 +115,11 @@ class Earning:
                 f"{format_micro(quote.budget_micro)} tokens; raise the budget to reward more work",
             )
         reward = min(quote.reward_micro, remaining)
+        if reward <= 0:
+            return _nothing_to_reward(
+                f"{agent.id}'s base rate × contract {quote.contract!r}'s multiplier "
+                f"{quote.project_multiplier} × bonus {quote.commit_bonus}"
+            )
         if cmd.sha is not None:
             self.ledger.rewarded_shas.add(cmd.sha)
         self.ledger.contract_minted_micro[quote.contract] = minted + reward
@@ -155,6 +160,8 @@ class Earning:
                 f"{', '.join(self.ledger.rules.issue_types)}",
                 path="$.issue_type",
             )
+        if reward <= 0:
+            return _nothing_to_reward(f"issue type {cmd.issue_type!r} at {cmd.priority}")
         self.ledger.rewarded_issues.add(cmd.issue_id)
         self.ledger.mint(agent, reward, "reward.issue", cmd.issue_id)
         return r.IssueResult(
@@ -165,3 +172,13 @@ class Earning:
             issue_type=cmd.issue_type.lower(),
             balance=format_micro(self.ledger.book.balances[agent.id]),
         )
+
+
+def _nothing_to_reward(what: str) -> Refusal:
+    # A posting moves a positive amount: a reward of 0 is refused here, never posted (a contract
+    # or issue multiplier that small is a configuration to fix, not a reason to stop the ledger).
+    return refuse(
+        ErrorCode.reward_rounds_to_zero,
+        f"{what} rounds to 0 micro-tokens; nothing was rewarded. Raise the multiplier or base "
+        "rate (the config, or a contract vote)",
+    )

@@ -202,6 +202,13 @@ class Escrows:
             return payee
         if cmd.referrer is not None and isinstance(referrer := ledger.agent(cmd.referrer), Refusal):
             return referrer
+        if cmd.referrer is not None and cmd.referrer in (payer.id, payee.id):
+            return refuse(
+                ErrorCode.self_dealing,
+                f"the referrer of an escrow is a third agent, not its payer or payee: "
+                f"{cmd.referrer} would be paid a share of a fee on its own escrow",
+                path="$.referrer",
+            )
         amount = ledger.amount(cmd.amount, "amount")
         if isinstance(amount, Refusal):
             return amount

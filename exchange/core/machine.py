@@ -49,7 +49,8 @@ from protocols.ids import ADMIN
 # 4: only the seqs of the remembered commands ("done_seqs"), the records coming from the journal;
 #    finished tasks, settled escrows, closed LLM authorizations, vote proposals, pools and ended
 #    coalitions past the kept number forgotten (with the counts the metrics need).
-SNAPSHOT_VERSION: Final = 4
+# 5: proposals carry their action's state (governance: pending, awaiting ratification, ...).
+SNAPSHOT_VERSION: Final = 5
 _snapshot_encoder: Final = msgspec.msgpack.Encoder()
 _snapshot_decoder: Final = msgspec.msgpack.Decoder()
 

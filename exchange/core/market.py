@@ -201,6 +201,12 @@ class Market:
             )
         if cmd.referrer is not None and isinstance(referrer := ledger.agent(cmd.referrer), Refusal):
             return referrer
+        if cmd.referrer == manager.id:
+            return refuse(
+                ErrorCode.self_dealing,
+                f"{manager.id} may not refer its own task (it would be paid back part of its fee)",
+                path="$.referrer",
+            )
         if (denied := ledger.check_debit(manager, max_cost)) is not None:
             return denied
         now_ns = ledger.book.now_ns
@@ -286,6 +292,12 @@ class Market:
         if isinstance(checked, Refusal):
             return checked
         bidder, task = checked
+        if bidder.id == task.referrer:
+            return refuse(
+                ErrorCode.self_dealing,
+                f"{bidder.id} referred {task.id} and would be paid a referral of its own fee; a "
+                "referrer may not bid on the task it referred",
+            )
         cost = self.ledger.amount(cmd.bid.cost, "cost")
         if isinstance(cost, Refusal):
             return cost

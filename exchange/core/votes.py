@@ -8,6 +8,7 @@ contract's multiplier or budget) is applied by the exchange at once.
 Quadratic ballots cost ``votes²`` tokens, paid to ``@fees``, and count ``votes × weight``.
 """
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -25,6 +26,7 @@ from protocols import subjects
 from protocols import swarm as s
 from protocols.amounts import MICRO_PER_TOKEN, format_micro
 from protocols.errors import ErrorCode
+from protocols.ids import SYSTEM_SENDERS
 
 options_max: Final = 32
 _thresholds: Final = {
@@ -59,6 +61,7 @@ class Proposal:
     state: str = "open"
     outcome: str = ""
     tally: dict[str, Any] = field(default_factory=dict)
+    action_state: str = ""
 
 
 class Votes:
@@ -72,11 +75,12 @@ class Votes:
         self.closed: deque[str] = deque()
         ledger.register_handler(s.ProposeVote, self.propose)
         ledger.register_handler(s.CastVote, self.cast)
+        ledger.register_handler(s.RatifyVote, self.ratify)
         ledger.register_timer_kind("vote_deadline", self._on_deadline)
 
     def propose(self, sender: str, cmd: s.ProposeVote) -> msgspec.Struct | Refusal:
         ledger = self.ledger
-        if sender not in ("admin", "exchange"):
+        if sender not in SYSTEM_SENDERS:
             proposer = ledger.acting_agent(sender)
             if isinstance(proposer, Refusal):
                 return proposer
@@ -86,22 +90,28 @@ class Votes:
                 f"an approval vote needs 2 to {options_max} options",
                 path="$.options",
             )
-        eligible = sorted(set(cmd.eligible)) if cmd.eligible else sorted(ledger.agents)
-        for voter in eligible:
-            if isinstance(found := ledger.agent(voter), Refusal):
-                return found
-        if cmd.action is not None and isinstance(bad := self._check_action(cmd.action), Refusal):
-            return bad
+        quorum = cmd.quorum
+        if cmd.action is None:
+            eligible = sorted(set(cmd.eligible)) if cmd.eligible else sorted(ledger.agents)
+            for voter in eligible:
+                if isinstance(found := ledger.agent(voter), Refusal):
+                    return found
+        else:
+            governed = self._governed(sender, cmd)
+            if isinstance(governed, Refusal):
+                return governed
+            eligible, quorum = governed
         proposal = Proposal(
             id=ledger.new_id("proposal"),
             proposer=sender,
             title=cmd.title,
             kind=cmd.kind,
             options=list(cmd.options),
-            quorum=cmd.quorum,
+            quorum=quorum,
             closes_at_ns=ledger.book.now_ns + cmd.deadline_s * NS_PER_S,
             eligible=eligible,
             action=None if cmd.action is None else msgspec.to_builtins(cmd.action),
+            action_state="" if cmd.action is None else "pending",
         )
         self.proposals[proposal.id] = proposal
         ledger.add_timer(proposal.closes_at_ns, "vote_deadline", proposal.id)
@@ -113,7 +123,7 @@ class Votes:
                 title=cmd.title,
                 kind=cmd.kind,
                 options=proposal.options,
-                quorum=cmd.quorum,
+                quorum=quorum,
                 closes_at_ns=proposal.closes_at_ns,
                 eligible=eligible,
                 action=cmd.action,
@@ -121,26 +131,124 @@ class Votes:
         )
         return self.view(proposal)
 
+    # ------------------------------------------------------------------------ governance
+
+    def electorate(self) -> list[str]:
+        """Who votes on a parameter action: the council's registered members, or every agent."""
+        council = self.ledger.config.governance.council
+        agents = self.ledger.agents
+        return sorted({a for a in council if a in agents}) if council else sorted(agents)
+
+    def _governed(self, sender: str, cmd: s.ProposeVote) -> tuple[list[str], int] | Refusal:
+        """The electorate and quorum of a vote carrying an action, or why it may not be held.
+
+        The proposer never picks the electorate, a bare majority never changes the economy, and
+        an agent's limits are changed only at its own request (see docs/economy.md, Governance).
+        """
+        assert cmd.action is not None
+        rules = self.ledger.config.governance
+        action = cmd.action
+        if isinstance(action, s.LimitsAction) and sender not in (action.agent, *SYSTEM_SENDERS):
+            return refuse(
+                ErrorCode.not_authorized,
+                f"only {action.agent} (or the operator) may propose a change to {action.agent}'s "
+                "limits; no agent can vote another's limits",
+                path="$.action.agent",
+            )
+        if cmd.kind not in rules.parameter_kinds:
+            return refuse(
+                ErrorCode.vote_kind_not_allowed,
+                f"a vote that changes the economy must be one of {rules.parameter_kinds}, "
+                f"not {cmd.kind!r}",
+                path="$.kind",
+            )
+        electorate = self.electorate()
+        if not electorate:
+            return refuse(ErrorCode.electorate_not_allowed, "no registered agent may vote on it")
+        if cmd.eligible and sorted(set(cmd.eligible)) != electorate:
+            return refuse(
+                ErrorCode.electorate_not_allowed,
+                "a vote that changes the economy is held by "
+                + ("the council" if rules.council else "every registered agent")
+                + f" ({len(electorate)} voters), not by voters the proposer picks; "
+                "leave eligible empty",
+                path="$.eligible",
+            )
+        if isinstance(bad := self._check_action(action), Refusal):
+            return bad
+        required = math.ceil(len(electorate) * Fraction(rules.quorum_share))
+        return electorate, max(cmd.quorum, required)
+
     def _check_action(self, action: s.Action) -> Refusal | None:
+        """Every value the action would set, checked now, so that applying it cannot fail."""
         ledger = self.ledger
+        rules = ledger.config.governance
         if isinstance(action, s.ModelPriceAction):
-            if action.price < 0 or action.price != action.price.quantize(Decimal("0.000001")):
-                return refuse(ErrorCode.too_many_decimals, "a price is ≥ 0 with ≤ 6 decimals")
-            return None
+            if isinstance(known := ledger.known_model(action.model), Refusal):
+                return known
+            return _within(action.price, rules.price_min, rules.price_max, "action.price")
         if isinstance(action, s.LimitsAction):
             found = ledger.agent(action.agent)
             if isinstance(found, Refusal):
                 return found
-            for name in ("burst", "reserve", "hourly", "daily"):
-                value = getattr(action, name)
+            values = [getattr(action, name) for name in ("burst", "reserve", "hourly", "daily")]
+            if all(value is None for value in values):
+                return refuse(
+                    ErrorCode.invalid_message,
+                    "a limits action sets at least one of burst, reserve, hourly, daily",
+                    path="$.action",
+                )
+            for name, value in zip(("burst", "reserve", "hourly", "daily"), values, strict=True):
                 if value is not None and isinstance(
                     bad := ledger.amount(value, f"action.{name}"), Refusal
                 ):
                     return bad
             return None
         if not any(c.name == action.name for c in ledger.config.contracts):
-            return refuse(ErrorCode.invalid_message, f"no contract named {action.name!r}")
+            known = ", ".join(c.name for c in ledger.config.contracts)
+            return refuse(
+                ErrorCode.no_contract,
+                f"no contract named {action.name!r}; one of {known}",
+                path="$.action.name",
+            )
+        if action.multiplier is None and action.budget is None:
+            return refuse(
+                ErrorCode.invalid_message,
+                "a contract action sets multiplier, budget or both",
+                path="$.action",
+            )
+        if action.multiplier is not None and (
+            out := _within(
+                action.multiplier, rules.multiplier_min, rules.multiplier_max, "action.multiplier"
+            )
+        ):
+            return out
+        if action.budget is not None and isinstance(
+            budget := ledger.amount(action.budget, "action.budget"), Refusal
+        ):
+            return budget
         return None
+
+    def ratify(self, sender: str, cmd: s.RatifyVote) -> msgspec.Struct | Refusal:
+        if (denied := self.ledger.require_admin(sender, "vote.ratify")) is not None:
+            return denied
+        proposal = self.find(cmd.proposal_id)
+        if isinstance(proposal, Refusal):
+            return proposal
+        if proposal.action_state != "awaiting_ratification":
+            return refuse(
+                ErrorCode.not_ratifiable,
+                f"{proposal.id} has nothing awaiting ratification (its action is "
+                f"{proposal.action_state or 'none'}); only an approved action an agent proposed "
+                "waits for the operator",
+            )
+        assert proposal.action is not None
+        if not cmd.approve:
+            proposal.action_state = "vetoed"
+        else:
+            applied = self._apply_action(proposal.action)
+            proposal.action_state = "applied" if applied else "not_applied"
+        return self.view(proposal)
 
     def cast(self, sender: str, cmd: s.CastVote) -> msgspec.Struct | Refusal:
         ledger = self.ledger
@@ -250,8 +358,17 @@ class Votes:
     def _close(self, proposal: Proposal) -> None:
         tally = self.tally(proposal)
         applied = False
-        if tally.outcome == "approved" and proposal.action is not None:
-            applied = self._apply_action(proposal.action)
+        if proposal.action is not None:
+            if tally.outcome != "approved":
+                proposal.action_state = "not_applied"
+            elif (
+                self.ledger.config.governance.ratification
+                and proposal.proposer not in SYSTEM_SENDERS
+            ):
+                proposal.action_state = "awaiting_ratification"
+            else:
+                applied = self._apply_action(proposal.action)
+                proposal.action_state = "applied" if applied else "not_applied"
         tally = msgspec.structs.replace(tally, action_applied=applied)
         proposal.state, proposal.outcome = "closed", tally.outcome
         proposal.tally = msgspec.to_builtins(tally)
@@ -264,6 +381,8 @@ class Votes:
         ledger = self.ledger
         kind = action["type"]
         if kind == "model_price":
+            if action["model"] not in ledger.prices_micro:
+                return False
             ledger.prices_micro[action["model"]] = Decimal(micro_of(Decimal(action["price"])))
             return True
         if kind == "limits":
@@ -296,7 +415,34 @@ class Votes:
             outcome=proposal.outcome,
             votes_cast=len(proposal.ballots),
             tally=msgspec.convert(proposal.tally, s.VoteTally) if proposal.tally else None,
+            action=None if proposal.action is None else msgspec.convert(proposal.action, s.Action),
+            action_state=proposal.action_state,
         )
+
+
+def _within(value: Decimal, low: Decimal, high: Decimal, field_name: str) -> Refusal | None:
+    """A parameter a vote sets: more than 0, at most 6 decimals, within the governance bounds."""
+    if not value.is_finite() or value <= 0:
+        return refuse(
+            ErrorCode.amount_must_be_positive,
+            f"{field_name} must be more than 0, got {value}",
+            path=f"$.{field_name}",
+        )
+    if not low <= value <= high:
+        return refuse(
+            ErrorCode.parameter_out_of_bounds,
+            f"{field_name} must be between {low} and {high} (the economy's governance bounds), "
+            f"got {value}",
+            path=f"$.{field_name}",
+        )
+    # Within the bounds, so quantize cannot exceed the decimal context's precision.
+    if value != value.quantize(Decimal("0.000001")):
+        return refuse(
+            ErrorCode.too_many_decimals,
+            f"{field_name} has at most 6 decimal places, got {value}",
+            path=f"$.{field_name}",
+        )
+    return None
 
 
 def _text(value: Fraction) -> str:

@@ -7,7 +7,7 @@ from typing import Any
 from core_support import Harness
 from core_support import restored as restore
 
-from exchange.core.config import EconomyConfig
+from exchange.core.config import EconomyConfig, GovernanceConfig
 from protocols import commands as c
 from protocols import queries as q
 from protocols import swarm as s
@@ -164,12 +164,17 @@ def test_vote_refusals() -> None:
     )
 
 
+# Parameter actions are held by the council (here the three VOTERS), by supermajority or consensus
+# (see test_governance.py for who may propose what).
+COUNCIL = EconomyConfig(governance=GovernanceConfig(council=VOTERS))
+
+
 def test_approved_model_price_changes_later_llm_cost() -> None:
-    h = Harness()
+    h = Harness(COUNCIL)
     h.ok("zero", c.LlmRequest, task_type="chat", tokens=5000, model="llama3.2")
     assert h.ex.ledger.book.balance("zero") == START - 500_000
     action = s.ModelPriceAction(model="llama3.2", price=Decimal("0.2"))
-    tally = run(h, "plurality", ["yes", "yes", "no"], action=action)
+    tally = run(h, "supermajority", ["yes", "yes", "no"], action=action, eligible=[])
     assert (tally.outcome, tally.action_applied) == ("approved", True)
     h.ok("zero", c.LlmRequest, task_type="chat", tokens=5000, model="llama3.2")
     assert h.ex.ledger.book.balance("zero") == START - 500_000 - MICRO
@@ -177,9 +182,9 @@ def test_approved_model_price_changes_later_llm_cost() -> None:
 
 
 def test_rejected_action_is_not_applied() -> None:
-    h = Harness()
+    h = Harness(COUNCIL)
     action = s.ModelPriceAction(model="llama3.2", price=Decimal(50))
-    tally = run(h, "plurality", ["no", "yes", "no"], action=action)
+    tally = run(h, "supermajority", ["no", "yes", "no"], action=action, eligible=[])
     assert (tally.outcome, tally.action_applied) == ("rejected", False)
     h.ok("zero", c.LlmRequest, task_type="chat", tokens=5000, model="llama3.2")
     assert h.ex.ledger.book.balance("zero") == START - 500_000
