@@ -154,3 +154,17 @@ class Tick(Command, frozen=True, kw_only=True):
     """Lets the exchange clock fire due timers. Sent only by the exchange itself."""
 
     remembered: ClassVar[bool] = False
+
+
+class DropTimer(Command, frozen=True, kw_only=True):
+    """Removes one timer that failed while firing, so that it cannot fail every later command.
+
+    Made only by the exchange itself, after a broken invariant in that timer's rule (journaled,
+    so a replay drops it at the same point). Applied without firing the timers due first.
+    """
+
+    remembered: ClassVar[bool] = False
+    deadline_ns: int
+    timer_seq: int
+    kind: Annotated[str, msgspec.Meta(max_length=64)]
+    ref: Annotated[str, msgspec.Meta(max_length=256)]

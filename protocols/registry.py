@@ -25,6 +25,7 @@ COMMANDS: Final[dict[str, type[c.Command]]] = {
     "pool.spend": c.PoolSpend,
     "pool.close": c.PoolClose,
     "tick": c.Tick,
+    "timer.drop": c.DropTimer,
     "task.announce": s.AnnounceTask,
     "task.verify": s.VerifyTask,
     "task.cancel": s.CancelTask,

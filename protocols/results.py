@@ -173,6 +173,12 @@ class PoolsResult(Result, frozen=True, kw_only=True):
     pools: list[PoolResult]
 
 
+class TimerDropped(Result, frozen=True, kw_only=True):
+    kind: str
+    ref: str
+    deadline_ns: int
+
+
 class StatusResult(Result, frozen=True, kw_only=True):
     commands_applied: int
     now_ns: int

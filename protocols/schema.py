@@ -42,7 +42,15 @@ SWARM_BODIES: Final[dict[str, tuple[str, type[msgspec.Struct]]]] = {
 }
 # Commands the exchange makes itself from swarm messages: not sent on exchange.cmd by agents.
 _INTERNAL_VERBS: Final = frozenset(
-    {"tick", "signal.observe", "task.propose", "task.refuse", "task.report", "vote.cast"}
+    {
+        "tick",
+        "timer.drop",
+        "signal.observe",
+        "task.propose",
+        "task.refuse",
+        "task.report",
+        "vote.cast",
+    }
 )
 
 

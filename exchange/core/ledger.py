@@ -170,8 +170,12 @@ class Ledger:
         self._done_seqs: deque[int] = deque()
         self._publications: list[Publication] = []
         self._timer_kinds: dict[str, Callable[[str], None]] = {"hold_expiry": self._expire_hold}
+        # The timer being fired, while it fires: if its rule breaks an invariant, the shell
+        # drops exactly this one (``DropTimer``) rather than fail every later command with it.
+        self.firing: tuple[int, int, str, str] | None = None
         self._handlers: dict[type, Handler] = {
             c.Tick: self._tick,
+            c.DropTimer: self._drop_timer,
         }
 
     # ----------------------------------------------------------------------------- the one door
@@ -184,7 +188,7 @@ class Ledger:
         book.seq += 1
         timer_postings: tuple[Posting, ...] = ()
         timers = self.timers
-        if timers and timers[0][0] <= now_ns:
+        if timers and timers[0][0] <= now_ns and type(command) is not c.DropTimer:
             self._fire_timers(now_ns)
             timer_postings = book.take_postings()
         remembered = command.remembered
@@ -310,13 +314,22 @@ class Ledger:
 
     def _fire_timers(self, now_ns: int) -> None:
         while self.timers and self.timers[0][0] <= now_ns:
-            _, _, kind, ref = heapq.heappop(self.timers)
-            self._timer_kinds[kind](ref)
+            self.firing = timer = heapq.heappop(self.timers)
+            self._timer_kinds[timer[2]](timer[3])
+        self.firing = None
         # Timer effects belong to no command: they are journaled with the command that fired them
         # and reach the outcome through the book's pending postings.
 
     def register_timer_kind(self, kind: str, fire: Callable[[str], None]) -> None:
         self._timer_kinds[kind] = fire
+
+    def skip(self, *, now_ns: int) -> None:
+        """Takes the seq and stamp of a command the exchange failed to apply (journaled as an
+        ``internal_error`` refusal) and changes nothing else: its effects were thrown away with
+        the state they were half made in. Timers due by ``now_ns`` fire with the next command."""
+        assert now_ns >= self.book.now_ns, "the exchange clock went backwards"
+        self.book.now_ns = now_ns
+        self.book.seq += 1
 
     def handled_commands(self) -> frozenset[type]:
         """The command types with a handler (checked against the wire's registry by a test)."""
@@ -556,6 +569,16 @@ class Ledger:
             supply=format_micro(self.book.supply_micro()),
             open_holds=len(self.open_holds),
         )
+
+    def _drop_timer(self, sender: str, cmd: c.DropTimer) -> msgspec.Struct | Refusal:
+        if sender != EXCHANGE:
+            return refuse(ErrorCode.not_authorized, "timer.drop is sent by the exchange itself")
+        timer = (cmd.deadline_ns, cmd.timer_seq, cmd.kind, cmd.ref)
+        if timer not in self.timers:
+            return refuse(ErrorCode.invalid_message, f"no timer {timer} is set")
+        self.timers.remove(timer)
+        heapq.heapify(self.timers)
+        return r.TimerDropped(kind=cmd.kind, ref=cmd.ref, deadline_ns=cmd.deadline_ns)
 
     def limits_result(self, agent: Agent) -> r.LimitsResult:
         agent.windows.advance(self.book.now_ns)

@@ -79,7 +79,10 @@ class Exchange:
         self.market = Market(self.ledger, config, self.escrows)
         self.votes = Votes(self.ledger)
         self.coalitions = CoalitionRules(self.ledger)
-        self._queries: dict[type, Any] = {
+        self._queries = self._query_table()
+
+    def _query_table(self) -> dict[type, Any]:
+        return {
             q.SignalsQuery: lambda x: self.signals.signals_result(x.signal_type, x.limit),
             q.PheromonesQuery: lambda x: self.signals.pheromones_result(x.limit),
             q.TaskQuery: self._task,
@@ -104,6 +107,19 @@ class Exchange:
         return [
             self.apply(ADMIN, command, now_ns=now_ns) for command in genesis_commands(self.config)
         ]
+
+    def take_state_of(self, other: "Exchange") -> None:
+        """Becomes ``other`` (a rebuilt copy of this exchange), in place.
+
+        The daemon's parts hold this object; after a command broke an invariant, the shell
+        rebuilds the state from the journal and swaps it in here, so that every holder sees it.
+        The rule objects refer to each other and to the ledger, never to the Exchange, so taking
+        ``other``'s attributes is taking its whole state; only the query table is bound to
+        ``other`` and is made again for ``self``."""
+        assert other.config == self.config, "the same economy"
+        self.__dict__.clear()
+        self.__dict__.update(other.__dict__)
+        self._queries = self._query_table()
 
     @property
     def now_ns(self) -> int:

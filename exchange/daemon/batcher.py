@@ -29,6 +29,9 @@ Timers: after applying, the batcher tells ``TimerSchedule`` when the core's next
 the timer loop then feeds a ``Tick`` from sender ``exchange`` through the same inbound queue, so
 firings are stamped, journaled and replayed like any other command.
 
+A command that raises while applied (a broken core invariant) does not stop the exchange: the
+state is rebuilt from the journal and the command refused with ``internal_error`` (``survive``).
+
 Must not: decode wire messages (routes.py), talk to NATS except through the ``publish`` callable,
 read the clock anywhere but ``ExchangeClock.now_ns`` for stamps, or swallow a journal failure (a
 failed commit crashes the daemon: the state in memory is then ahead of the disk, and only a
@@ -44,22 +47,25 @@ import anyio
 import msgspec
 import structlog
 
-from exchange.core.ledger import Publication
+from exchange.core.ledger import Outcome, Publication
 from exchange.core.machine import Exchange
 from exchange.daemon.clock import ExchangeClock
 from exchange.daemon.discovery import EndpointCounters
 from exchange.daemon.events import posting_events
 from exchange.daemon.inbound import Inbound, InboundQueue, Wakeup
-from exchange.daemon.recovery import journal_postings
+from exchange.daemon.recovery import failed_reply, journal_postings, rebuild
 from exchange.daemon.routes import CommandWork, QueryWork
 from exchange.journal import Entry, EntryInput, Journal
-from protocols.commands import RegisterAgent, Tick
+from protocols.commands import DropTimer, RegisterAgent, Tick
+from protocols.errors import ErrorCode
 from protocols.ids import EXCHANGE
 
 log = structlog.get_logger()
 
 _encoder: Final = msgspec.json.Encoder()
 _ok_prefix: Final = b'{"ok":true'
+# Timers dropped for one command before it is refused as internal_error (each drop is a rebuild).
+failures_per_command_max: Final = 8
 # Ticks sent for one due time before the loop gives up on it (a core that fires nothing for a
 # due timer would otherwise make every Tick journal nothing, forever).
 ticks_per_due_max: Final = 1000
@@ -223,7 +229,14 @@ class Pipeline:
         for item in items:
             work = item.work
             if isinstance(work, QueryWork):
-                payload = exchange.query(work.query)
+                try:
+                    payload = exchange.query(work.query)
+                except Exception as error:  # a query changes nothing: answer it and serve on
+                    log.critical("query_failed", verb=work.verb, error=repr(error), exc_info=error)
+                    payload = failed_reply(
+                        f"the exchange failed answering this {work.verb} query (a bug, logged); "
+                        "nothing changed. Report it if it happens again"
+                    )
                 if item.reply_to is not None:
                     batch.replies.append(
                         Reply(
@@ -236,7 +249,10 @@ class Pipeline:
                     )
                 continue
             now_ns = self.clock.now_ns()
-            outcome = exchange.apply(work.sender, work.command, now_ns=now_ns)
+            try:
+                outcome = exchange.apply(work.sender, work.command, now_ns=now_ns)
+            except Exception as error:  # a broken invariant: see survive
+                outcome = self.survive(batch, work, now_ns, error)
             batch.entries.append(
                 EntryInput(
                     at_ns=now_ns,
@@ -262,6 +278,71 @@ class Pipeline:
         if exchange.seq - self._snapshot_seq >= self._snapshot_every_commands:
             # Written once the batch holding its last command is durable.
             batch.snapshot = self.take_snapshot()
+
+    def survive(
+        self, batch: AppliedBatch, work: CommandWork, now_ns: int, error: Exception
+    ) -> Outcome:
+        """The outcome of a command whose application raised (a core assertion: a bug, or an
+        input no rule foresaw), with the state as it was before it, so the exchange serves on.
+
+        The live state may hold half of that command, so it is rebuilt from the journal and the
+        batch's entries before it (``rebuild``), as a restart would. Then: if a timer's rule
+        failed while it fired (the command only happened to come when it was due), a journaled
+        ``timer.drop`` removes that timer and the command is applied again; if the command's own
+        rule failed, it is journaled as refused with ``internal_error``, and a replay skips it
+        the same way (``recovery.failed``), so it cannot stop the exchange again at restart.
+        """
+        exchange = self.exchange
+        for _ in range(failures_per_command_max):
+            firing = exchange.ledger.firing
+            log.critical(
+                "command_failed",
+                sender=work.sender,
+                verb=work.verb,
+                seq=exchange.seq,
+                timer=firing,
+                error=repr(error),
+                exc_info=error,
+            )
+            started_ns = time.perf_counter_ns()
+            exchange.take_state_of(rebuild(self.journal, exchange.config, batch.entries))
+            log.warning(
+                "state_rebuilt",
+                seq=exchange.seq,
+                rebuild_ms=(time.perf_counter_ns() - started_ns) // 1_000_000,
+            )
+            if firing is None:
+                break
+            deadline_ns, timer_seq, kind, ref = firing
+            drop = DropTimer(
+                request_id=f"drop-{timer_seq}",
+                deadline_ns=deadline_ns,
+                timer_seq=timer_seq,
+                kind=kind,
+                ref=ref,
+            )
+            dropped = exchange.apply(EXCHANGE, drop, now_ns=now_ns)
+            assert dropped.ok, dropped.reply
+            batch.entries.append(
+                EntryInput(
+                    at_ns=now_ns,
+                    sender=EXCHANGE,
+                    verb="timer.drop",
+                    body=_encoder.encode(drop),
+                    reply=dropped.reply,
+                )
+            )
+            log.error("timer_dropped", kind=kind, ref=ref, deadline_ns=deadline_ns)
+            try:
+                return exchange.apply(work.sender, work.command, now_ns=now_ns)
+            except Exception as again:
+                error = again
+        exchange.ledger.skip(now_ns=now_ns)
+        reply = failed_reply(
+            f"the exchange failed applying this {work.verb} (a bug, logged) and refused it; its "
+            "state is as it was before. Retrying is safe; report it if it fails again"
+        )
+        return Outcome(ok=False, reply=reply, code=ErrorCode.internal_error.value)
 
     def take_snapshot(self) -> SnapshotTaken:
         """The state as of now (between batches), for writing once its last batch is durable."""

@@ -15,7 +15,7 @@ Errors::
     └── SnapshotMismatchError     a snapshot's state does not have the digest stored with it
 """
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -25,14 +25,16 @@ import structlog
 
 from exchange.core.accounts import Posting as CorePosting
 from exchange.core.config import ConfigError, EconomyConfig, default_toml, parse_config
-from exchange.core.ledger import Outcome
+from exchange.core.ledger import Outcome, refusal_reply
 from exchange.core.machine import SNAPSHOT_VERSION, Exchange, genesis_commands
 from exchange.daemon.errors import DaemonError
 from exchange.journal import Entry, EntryInput, Journal
 from exchange.journal import Posting as JournalPosting
 from protocols.commands import Command
+from protocols.errors import ErrorCode
 from protocols.ids import ADMIN
 from protocols.registry import COMMAND_DECODERS, VERB_OF
+from protocols.results import ErrorBody
 
 log = structlog.get_logger()
 
@@ -221,8 +223,41 @@ def replay(
     return count
 
 
-def replay_entry(exchange: Exchange, entry: Entry) -> Outcome:
-    """Applies one journaled entry again and checks it reproduces the journaled reply."""
+def failed_reply(message: str) -> bytes:
+    """The journaled reply of a command the exchange failed to apply (see ``rebuild``)."""
+    return refusal_reply(ErrorBody(code=ErrorCode.internal_error.value, message=message))
+
+
+_failed_prefix: Final = failed_reply("").partition(b',"message"')[0]
+
+
+def failed(reply: bytes) -> bool:
+    """Whether a journaled reply is ``failed_reply``'s: its command was never applied."""
+    return reply.startswith(_failed_prefix)
+
+
+def rebuild(journal: Journal, config: EconomyConfig, pending: Sequence[EntryInput]) -> Exchange:
+    """The state as of the journal's last entry and then ``pending`` (applied, not yet
+    journaled): what a restart would rebuild, without the restart.
+
+    The shell calls it when applying a command broke an invariant half way: the live state may
+    then hold half of that command, and this is the state before it. Raises as ``recover``."""
+    exchange = recover(journal, config).exchange
+    for seq, item in enumerate(pending, start=exchange.seq + 1):
+        replay_entry(exchange, Entry(**msgspec.structs.asdict(item), seq=seq, hash_hex=""))
+    return exchange
+
+
+def replay_entry(exchange: Exchange, entry: Entry) -> Outcome | None:
+    """Applies one journaled entry again and checks it reproduces the journaled reply.
+
+    An entry the exchange failed to apply (``failed``) is not applied again: it takes its seq
+    and stamp, as it did live. Returns None for it."""
+    if failed(entry.reply):
+        if exchange.seq + 1 != entry.seq:
+            raise RecoveryError(f"entry {entry.seq} follows state at seq {exchange.seq}")
+        exchange.ledger.skip(now_ns=entry.at_ns)
+        return None
     decoder = COMMAND_DECODERS.get(entry.verb)
     if decoder is None:
         raise RecoveryError(
@@ -266,8 +301,11 @@ __all__ = [
     "check_digest",
     "encode_command",
     "entry_of",
+    "failed",
+    "failed_reply",
     "journal_postings",
     "load_economy_config",
+    "rebuild",
     "recover",
     "replay",
     "replay_entry",
