@@ -79,6 +79,10 @@ def _example(struct_type: type[msgspec.Struct]) -> msgspec.Struct:
         "game": {"values": {"zero": 1.0}},
         "coalition_id": "coalition-1",
         "intact": True,
+        "deadline_ns": 1,
+        "timer_seq": 1,
+        "kind": "hold_expiry",
+        "ref": "hold-1",
     }
     info = msgspec.inspect.type_info(struct_type)
     assert isinstance(info, msgspec.inspect.StructType)
