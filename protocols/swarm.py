@@ -423,3 +423,5 @@ class ProposalView(Result, frozen=True, kw_only=True):
     # "" (no action), "pending" (the vote is open), "awaiting_ratification", "applied",
     # "not_applied" (rejected, no quorum, or a target gone since) or "vetoed".
     action_state: str = ""
+    # A vote that changes the economy counts only if its ballots' weight reaches this.
+    quorum_weight: str | None = None

@@ -169,7 +169,8 @@ class GovernanceConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     """
 
     council: list[str] = []
-    # The least share of the electorate whose ballots make a parameter vote count.
+    # The least share of the electorate's weight (performance) whose ballots, abstentions
+    # included, make a parameter vote count.
     quorum_share: Decimal = Decimal("0.5")
     # A bare majority cannot change the economy.
     parameter_kinds: list[str] = msgspec.field(

@@ -8,7 +8,6 @@ contract's multiplier or budget) is applied by the exchange at once.
 Quadratic ballots cost ``votes²`` tokens, paid to ``@fees``, and count ``votes × weight``.
 """
 
-import math
 from collections import deque
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -62,6 +61,8 @@ class Proposal:
     outcome: str = ""
     tally: dict[str, Any] = field(default_factory=dict)
     action_state: str = ""
+    # A governed vote's quorum: the weight its ballots (abstentions too) must reach, "" if none.
+    quorum_weight: str = ""
 
 
 class Votes:
@@ -90,7 +91,7 @@ class Votes:
                 f"an approval vote needs 2 to {options_max} options",
                 path="$.options",
             )
-        quorum = cmd.quorum
+        quorum_weight = ""
         if cmd.action is None:
             eligible = sorted(set(cmd.eligible)) if cmd.eligible else sorted(ledger.agents)
             for voter in eligible:
@@ -100,18 +101,19 @@ class Votes:
             governed = self._governed(sender, cmd)
             if isinstance(governed, Refusal):
                 return governed
-            eligible, quorum = governed
+            eligible, quorum_weight = governed
         proposal = Proposal(
             id=ledger.new_id("proposal"),
             proposer=sender,
             title=cmd.title,
             kind=cmd.kind,
             options=list(cmd.options),
-            quorum=quorum,
+            quorum=cmd.quorum,
             closes_at_ns=ledger.book.now_ns + cmd.deadline_s * NS_PER_S,
             eligible=eligible,
             action=None if cmd.action is None else msgspec.to_builtins(cmd.action),
             action_state="" if cmd.action is None else "pending",
+            quorum_weight=quorum_weight,
         )
         self.proposals[proposal.id] = proposal
         ledger.add_timer(proposal.closes_at_ns, "vote_deadline", proposal.id)
@@ -123,7 +125,7 @@ class Votes:
                 title=cmd.title,
                 kind=cmd.kind,
                 options=proposal.options,
-                quorum=quorum,
+                quorum=cmd.quorum,
                 closes_at_ns=proposal.closes_at_ns,
                 eligible=eligible,
                 action=cmd.action,
@@ -139,8 +141,9 @@ class Votes:
         agents = self.ledger.agents
         return sorted({a for a in council if a in agents}) if council else sorted(agents)
 
-    def _governed(self, sender: str, cmd: s.ProposeVote) -> tuple[list[str], int] | Refusal:
-        """The electorate and quorum of a vote carrying an action, or why it may not be held.
+    def _governed(self, sender: str, cmd: s.ProposeVote) -> tuple[list[str], str] | Refusal:
+        """The electorate of a vote carrying an action and the weight its ballots must reach
+        (``quorum_share`` of the electorate's weight now), or why it may not be held.
 
         The proposer never picks the electorate, a bare majority never changes the economy, and
         an agent's limits are changed only at its own request (see docs/economy.md, Governance).
@@ -176,8 +179,9 @@ class Votes:
             )
         if isinstance(bad := self._check_action(action), Refusal):
             return bad
-        required = math.ceil(len(electorate) * Fraction(rules.quorum_share))
-        return electorate, max(cmd.quorum, required)
+        agents = self.ledger.agents
+        weight = sum((agents[voter].performance for voter in electorate), Decimal(0))
+        return electorate, _text(Fraction(weight) * Fraction(rules.quorum_share))
 
     def _check_action(self, action: s.Action) -> Refusal | None:
         """Every value the action would set, checked now, so that applying it cannot fail."""
@@ -186,7 +190,9 @@ class Votes:
         if isinstance(action, s.ModelPriceAction):
             if isinstance(known := ledger.known_model(action.model), Refusal):
                 return known
-            return _within(action.price, rules.price_min, rules.price_max, "action.price")
+            return _within(
+                action.price, rules.price_min, rules.price_max, "action.price", zero_ok=True
+            )
         if isinstance(action, s.LimitsAction):
             found = ledger.agent(action.agent)
             if isinstance(found, Refusal):
@@ -325,7 +331,12 @@ class Votes:
         cast = len(proposal.ballots)
         share = yes / (yes + no) if yes + no else None
         winner = None
-        if cast < proposal.quorum:
+        cast_weight = sum(
+            (Fraction(Decimal(b.weight)) for b in proposal.ballots), start=Fraction(0)
+        )
+        if cast < proposal.quorum or (
+            proposal.quorum_weight and cast_weight < Fraction(Decimal(proposal.quorum_weight))
+        ):
             outcome = "no_quorum"
         elif proposal.kind == "approval":
             best = max(approvals.values(), default=Fraction(0))
@@ -417,15 +428,19 @@ class Votes:
             tally=msgspec.convert(proposal.tally, s.VoteTally) if proposal.tally else None,
             action=None if proposal.action is None else msgspec.convert(proposal.action, s.Action),
             action_state=proposal.action_state,
+            quorum_weight=proposal.quorum_weight or None,
         )
 
 
-def _within(value: Decimal, low: Decimal, high: Decimal, field_name: str) -> Refusal | None:
-    """A parameter a vote sets: more than 0, at most 6 decimals, within the governance bounds."""
-    if not value.is_finite() or value <= 0:
+def _within(
+    value: Decimal, low: Decimal, high: Decimal, field_name: str, *, zero_ok: bool = False
+) -> Refusal | None:
+    """A parameter a vote sets: more than 0 (or 0 too, for a price, if the bounds allow it), at
+    most 6 decimals, within the governance bounds."""
+    if not value.is_finite() or value < 0 or (value == 0 and not zero_ok):
         return refuse(
             ErrorCode.amount_must_be_positive,
-            f"{field_name} must be more than 0, got {value}",
+            f"{field_name} must be {'0 or' if zero_ok else ''} more than 0, got {value}",
             path=f"$.{field_name}",
         )
     if not low <= value <= high:
