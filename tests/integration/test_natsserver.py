@@ -26,6 +26,8 @@ from exchange.daemon import natsserver
 from exchange.daemon.natsserver import (
     CONFIG_FILE_NAME,
     PID_FILE_NAME,
+    RANDOM_PORT,
+    NatsPortInUseError,
     NatsServer,
     NatsServerConfig,
     NatsServerExitedError,
@@ -33,6 +35,7 @@ from exchange.daemon.natsserver import (
     NatsServerReloadError,
     NatsServerStartError,
     NatsUser,
+    check_port_free,
     find_nats_server,
     render_config,
     run_nats_server,
@@ -332,14 +335,47 @@ async def test_second_owner_of_a_data_dir_is_refused(nats_server: NatsServer) ->
     assert _is_running(nats_server.pid)
 
 
-async def test_start_failure_carries_the_server_log(
+async def test_a_taken_port_is_named_in_one_line_with_the_server_log_chained(
     nats_server: NatsServer, tmp_path: Path
 ) -> None:
-    taken = NatsServerConfig(port=nats_server.client_port)
-    in_use = "address already in use"
-    with anyio.fail_after(WAIT_S), pytest.raises(NatsServerStartError, match=in_use):
+    port = nats_server.client_port
+    taken = NatsServerConfig(port=port)
+    with anyio.fail_after(WAIT_S), pytest.raises(NatsPortInUseError) as raised:
         async with run_nats_server(taken, data_dir=tmp_path / "second"):
             pass
+    assert str(raised.value) == (
+        f"port {port} on 127.0.0.1 is in use by another process; pass --port N or stop it"
+    )
+    assert "address already in use" in str(raised.value.__cause__)
+
+
+async def test_the_port_check_refuses_what_the_server_would(nats_server: NatsServer) -> None:
+    port = nats_server.client_port
+    with pytest.raises(NatsPortInUseError, match=f"^port {port} on 127.0.0.1 is in use"):
+        check_port_free("127.0.0.1", port)
+    # The wildcard address includes loopback, where the server listens.
+    with pytest.raises(NatsPortInUseError):
+        check_port_free("0.0.0.0", port)
+    with pytest.raises(NatsServerStartError, match="does not resolve"):
+        check_port_free("no-such-host.invalid", port)
+    check_port_free("127.0.0.1", RANDOM_PORT)
+
+
+async def test_the_port_check_passes_a_free_port_that_the_server_then_takes(
+    tmp_path: Path,
+) -> None:
+    async with run_nats_server(NatsServerConfig(), data_dir=tmp_path / "probe") as probe:
+        port = probe.client_port
+        client = await anyio.connect_tcp("127.0.0.1", port)
+        # Read (its INFO), so that closing sends FIN, not the RST that unread data would.
+        assert (await client.receive()).startswith(b"INFO ")
+    # The server closed first, so its side of that connection lingers in TIME_WAIT: that does
+    # not hold the port, for the check as for nats-server.
+    await client.aclose()
+    check_port_free("127.0.0.1", port)
+    with anyio.fail_after(WAIT_S):
+        async with run_nats_server(NatsServerConfig(port=port), data_dir=tmp_path / "x") as server:
+            assert server.client_port == port
 
 
 async def test_server_death_cancels_the_block(tmp_path: Path) -> None:
