@@ -3,7 +3,7 @@
 Owns the order of startup: the NATS port is free (embedded server) → lock the data directory →
 the economy config → open the journal → recover the state (latest snapshot + checked replay) or,
 for a new journal, journal the genesis → the clock → credentials → the embedded nats-server
-(unless ``--nats URL``) → the NATS connection →
+(unless ``--nats URL``; supervised: restarted on its port if it dies) → the NATS connection →
 the subscriptions of the routing table and ``$SRV.*`` → the loops → ``exchange_ready``. And the
 order of a clean stop (``ExchangeHandle.stop()``, which ``exchange up`` calls on SIGINT/SIGTERM):
 stop the timer → drain the subscriptions (no new messages; those already received are queued) →
@@ -45,13 +45,8 @@ from exchange.daemon.endpoint import EndpointFile, remove_endpoint, write_endpoi
 from exchange.daemon.errors import DataDirInUseError
 from exchange.daemon.inbound import InboundQueue
 from exchange.daemon.liveness import Liveness
-from exchange.daemon.natsserver import (
-    NatsServer,
-    NatsServerConfig,
-    NatsServerReloadError,
-    check_port_free,
-    run_nats_server,
-)
+from exchange.daemon.natsserver import NatsServerConfig, NatsServerReloadError, check_port_free
+from exchange.daemon.natssupervisor import SupervisedNatsServer, run_supervised_nats_server
 from exchange.daemon.prometheus import render_metrics, serve_metrics
 from exchange.daemon.recovery import apply_genesis, load_economy_config, recover
 from exchange.daemon.routes import Route, default_routes
@@ -110,7 +105,7 @@ class _Recovered:
 class _NatsSide:
     url: str
     nc: Client
-    server: NatsServer | None
+    server: SupervisedNatsServer | None
     store: CredentialStore
     credentials: dict[str, Credentials]
     exchange: Exchange
@@ -237,7 +232,10 @@ async def _nats_side(settings: Settings, exchange: Exchange) -> AsyncIterator[_N
             host=settings.nats_host,
             warning="ANY local process can act as ANY agent; for development on loopback only",
         )
-    async with run_nats_server(server_config, data_dir=settings.paths.nats_dir) as server:
+    # Supervised: if the server dies, another starts on its port with its users (the registered
+    # agents' included), and the connection below reconnects by itself.
+    supervised = run_supervised_nats_server(server_config, data_dir=settings.paths.nats_dir)
+    async with supervised as server:
         if credentials:
             credentials = store.ensure(users, url=server.url)
         nc = await _connect(server.url, credentials.get(EXCHANGE), settings)

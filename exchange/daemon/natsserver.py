@@ -27,6 +27,9 @@ Errors::
     │   └── NatsPortInUseError   another process listens on the client port
     ├── NatsServerReloadError    the server refused a new config (the old one stays) or was silent
     └── NatsServerExitedError    the server exited while it was expected to run
+        └── NatsServerRestartsExhaustedError  (natssupervisor.py) it kept exiting; no more restarts
+
+Restarting a server that dies is ``natssupervisor.py``'s job, not this module's.
 """
 
 import errno
@@ -536,6 +539,11 @@ class NatsServer:
         return self._process.pid
 
     @property
+    def returncode(self) -> int | None:
+        """The exit status once the process has exited and been waited for (-N: signal N)."""
+        return self._process.returncode
+
+    @property
     def config(self) -> NatsServerConfig:
         """The config in force: the one it started with, or the last one a reload applied."""
         return self._config
@@ -561,7 +569,11 @@ class NatsServer:
                 raise NatsServerExitedError(self._exited_message("before a reload"))
             done_before, failed_before = self._reloads_done, self._reloads_failed
             _write_private_file(self._data_dir / CONFIG_FILE_NAME, text)
-            self._process.send_signal(signal.SIGHUP)
+            try:
+                self._process.send_signal(signal.SIGHUP)
+            except ProcessLookupError as exc:
+                # Exited and reaped while its log was still being read to the end.
+                raise NatsServerExitedError(self._exited_message("before a reload")) from exc
             try:
                 with anyio.fail_after(RELOAD_TIMEOUT_S):
                     await self._wait_until(
@@ -672,9 +684,12 @@ class NatsServer:
         self._stopping = True
         process = self._process
         with anyio.CancelScope(shield=True):
-            # The process may have exited already; signalling it then is not an error.
-            with suppress(ProcessLookupError):
-                process.terminate()
+            if not self._log_closed:
+                # A process whose log has ended has exited: not signalled, because Popen's
+                # send_signal would reap it behind asyncio's child watcher, which then reports
+                # exit status 255 instead of its own. It may still exit meanwhile: not an error.
+                with suppress(ProcessLookupError):
+                    process.terminate()
             with anyio.move_on_after(STOP_TIMEOUT_S):
                 await process.wait()
             if process.returncode is None:
