@@ -1,15 +1,29 @@
 """Token amounts: exact decimal on the wire, integer micro-tokens everywhere else.
 
-On the wire an amount is a JSON string or number of tokens with at most 6 decimal places. msgspec
-decodes either form into ``decimal.Decimal`` from the text itself, so ``0.1`` stays exactly 0.1.
-No float ever holds money.
+On the wire an amount is a JSON number, or a JSON string in ``AMOUNT_PATTERN``'s grammar, of
+tokens with at most 6 decimal places. msgspec decodes either form into ``decimal.Decimal`` from
+the text itself, so ``0.1`` stays exactly 0.1. No float ever holds money. The grammar is a rule on
+the text (``protocols.wire`` applies it to what peers send, as ``invalid_amount``); places, size
+and sign are rules on the value (``to_micro``).
 """
 
+import re
 from decimal import Decimal
 from typing import Final
 
 from protocols.errors import ErrorCode
 
+# The grammar of an amount sent as a string: ASCII digits, an optional leading minus, an optional
+# point with digits on both sides. Any number of decimals: "1.1234567" is grammatical and refused
+# as too_many_decimals, as the JSON number 1.1234567 is, and "1.5000000" is 1.5 as the number
+# 1.5000000 is. AMOUNT_DIGITS is the grammar unanchored, for building matchers.
+AMOUNT_DIGITS: Final = r"-?[0-9]+(\.[0-9]+)?"
+# As published in the JSON Schema, and read alike by both regex dialects a validator may use.
+# ECMA-262's (which JSON Schema specifies) "$" is the end of the text; Python's re (which the
+# jsonschema package uses, with search) also matches "$" before a final newline, which the
+# lookahead rules out: "1\n" is not an amount in either.
+AMOUNT_PATTERN: Final = rf"^{AMOUNT_DIGITS}$(?!\n)"
+_amount_text: Final = re.compile(AMOUNT_PATTERN).search
 MICRO_PER_TOKEN: Final = 1_000_000
 DECIMALS_MAX: Final = 6
 # One trillion tokens: far above any real balance, and small enough that sums stay cheap ints.
@@ -18,6 +32,11 @@ _MICRO_MAX: Final = AMOUNT_TOKENS_MAX * MICRO_PER_TOKEN
 # Decimal.adjusted() (the exponent of the leading digit) of the amounts to_micro converts fast.
 _ADJUSTED_MIN: Final = -DECIMALS_MAX
 _ADJUSTED_MAX: Final = len(str(AMOUNT_TOKENS_MAX)) - 1
+
+
+def is_amount_text(text: str) -> bool:
+    """Whether ``text`` is an amount in the published grammar (``AMOUNT_PATTERN``)."""
+    return _amount_text(text) is not None
 
 
 def to_micro(tokens: Decimal) -> int | ErrorCode:

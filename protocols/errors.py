@@ -30,7 +30,9 @@ class ErrorCode(StrEnum):
     too_many_decimals = "too_many_decimals"
     amount_not_finite = "amount_not_finite"
     amount_too_large = "amount_too_large"
-    # Not the amount grammar: ASCII digits, an optional single point with 1-6 digits after it.
+    # A string amount outside the grammar (protocols.amounts.AMOUNT_PATTERN): ASCII digits, an
+    # optional leading '-', an optional point with digits after it. Past 6 decimal places a
+    # grammatical amount is too_many_decimals.
     invalid_amount = "invalid_amount"
     # Idempotency.
     request_id_reused = "request_id_reused"

@@ -1,5 +1,6 @@
 """Which Struct each verb carries, and one reusable Decoder per verb (built once, at import)."""
 
+from collections.abc import Callable
 from typing import Final
 
 import msgspec
@@ -8,6 +9,7 @@ from protocols import commands as c
 from protocols import cooperation as coop
 from protocols import queries as q
 from protocols import swarm as s
+from protocols.wire import wire_decoder
 
 COMMANDS: Final[dict[str, type[c.Command]]] = {
     "agent.register": c.RegisterAgent,
@@ -68,8 +70,14 @@ QUERIES: Final[dict[str, type[q.Query]]] = {
 
 VERB_OF: Final[dict[type[c.Command], str]] = {t: v for v, t in COMMANDS.items()}
 
+# For what the exchange itself wrote (the journal's replay): whatever it once accepted decodes.
 COMMAND_DECODERS: Final[dict[str, msgspec.json.Decoder[c.Command]]] = {
     verb: msgspec.json.Decoder(t) for verb, t in COMMANDS.items()
+}
+# For what peers send: the same, and amount strings only in the published grammar (raises
+# protocols.wire.AmountSyntaxError, a msgspec.ValidationError, for one outside it).
+WIRE_COMMAND_DECODERS: Final[dict[str, Callable[[bytes | str], c.Command]]] = {
+    verb: wire_decoder(t) for verb, t in COMMANDS.items()
 }
 QUERY_DECODERS: Final[dict[str, msgspec.json.Decoder[q.Query]]] = {
     verb: msgspec.json.Decoder(t) for verb, t in QUERIES.items()

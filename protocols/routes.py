@@ -14,6 +14,7 @@ from protocols import subjects
 from protocols import swarm as s
 from protocols.commands import Command
 from protocols.ids import EXCHANGE
+from protocols.wire import wire_decoder
 
 SUBSCRIPTIONS: Final = (
     "swarm.signal.*.*.*",
@@ -25,11 +26,12 @@ SUBSCRIPTIONS: Final = (
 )
 _signal_types: Final = frozenset(get_args(s.SignalType))
 
-_signal_decoder: Final = msgspec.json.Decoder(s.AgentSignal)
-_bid_decoder: Final = msgspec.json.Decoder(s.Bid)
-_refuse_decoder: Final = msgspec.json.Decoder(s.RefuseTask)
-_report_decoder: Final = msgspec.json.Decoder(s.TaskReport)
-_ballot_decoder: Final = msgspec.json.Decoder(s.Ballot)
+# Peers' bodies: amount strings only in the published grammar (protocols.wire).
+_decode_signal: Final = wire_decoder(s.AgentSignal)
+_decode_bid: Final = wire_decoder(s.Bid)
+_decode_refuse: Final = wire_decoder(s.RefuseTask)
+_decode_report: Final = wire_decoder(s.TaskReport)
+_decode_ballot: Final = wire_decoder(s.Ballot)
 
 
 class Routed(msgspec.Struct, frozen=True):
@@ -44,7 +46,8 @@ class Routed(msgspec.Struct, frozen=True):
 def route(subject: str, body: bytes) -> Routed | None:
     """The command for a swarm message, or None when the subject is not one the exchange takes.
 
-    Raises ``msgspec.ValidationError`` or ``msgspec.DecodeError`` for a bad body (with the path).
+    Raises ``msgspec.ValidationError`` or ``msgspec.DecodeError`` for a bad body (with the path),
+    ``protocols.wire.AmountSyntaxError`` (a ``ValidationError``) for an amount outside the grammar.
     """
     parts = subject.split(".")
     if len(parts) != 5 or parts[0] != "swarm":
@@ -64,7 +67,7 @@ def _signal(subject: str, body: bytes) -> Routed | None:
             f"signal_type must be one of {sorted(_signal_types)}, got {parsed.signal_type!r}"
             " - at `subject`"
         )
-    signal = _signal_decoder.decode(body or b"{}")
+    signal = _decode_signal(body or b"{}")
     for name, expected in (("signal_type", parsed.signal_type), ("asset", parsed.asset)):
         given = getattr(signal, name)
         if given is not None and given != expected:
@@ -94,21 +97,21 @@ def _is_token(text: str) -> bool:
 
 def _propose(subject: str, body: bytes) -> Routed:
     task_id, _, sender = _task_parts(subject)
-    bid = _bid_decoder.decode(body)
+    bid = _decode_bid(body)
     command = s.SubmitBid(request_id=f"propose:{task_id}", task_id=task_id, bid=bid)
     return Routed(sender, "task.propose", command)
 
 
 def _refuse(subject: str, body: bytes) -> Routed:
     task_id, _, sender = _task_parts(subject)
-    reason = _refuse_decoder.decode(body or b"{}").reason
+    reason = _decode_refuse(body or b"{}").reason
     command = s.SubmitRefusal(request_id=f"refuse:{task_id}", task_id=task_id, reason=reason)
     return Routed(sender, "task.refuse", command)
 
 
 def _report(subject: str, body: bytes) -> Routed:
     task_id, performative, sender = _task_parts(subject)
-    report = _report_decoder.decode(body or b"{}")
+    report = _decode_report(body or b"{}")
     command = s.SubmitResult(
         request_id=f"report:{task_id}",
         task_id=task_id,
@@ -122,7 +125,7 @@ def _report(subject: str, body: bytes) -> Routed:
 def _cast(subject: str, body: bytes) -> Routed:
     parsed = subjects.parse_vote_cast(subject)
     assert parsed is not None
-    ballot = _ballot_decoder.decode(body)
+    ballot = _decode_ballot(body)
     command = s.CastVote(
         request_id=f"vote:{parsed.proposal_id}", proposal_id=parsed.proposal_id, ballot=ballot
     )

@@ -16,12 +16,19 @@ from protocols import cooperation as coop
 from protocols import registry
 from protocols import results as r
 from protocols import swarm as s
+from protocols.amounts import AMOUNT_PATTERN
 
 SCHEMA_DIR: Final = "schema"
 _DECIMAL: Final = {"type": "string", "format": "decimal"}
+# protocols.wire refuses a string outside the pattern (invalid_amount) and takes any JSON number;
+# decimal places are a rule on the value, for numbers and strings alike (too_many_decimals).
+# Keep the "tokens:" prefix of the description: tests and clients find amounts by it.
 _TOKENS: Final = {
-    "description": "tokens: a JSON string or number with at most 6 decimal places",
-    "anyOf": [{"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]{1,6})?$"}, {"type": "number"}],
+    "description": (
+        "tokens: a JSON number, or a string of ASCII digits with an optional leading '-' and an "
+        "optional '.' between digits (\"12.5\"); at most 6 decimal places, trailing zeros aside"
+    ),
+    "anyOf": [{"type": "string", "pattern": AMOUNT_PATTERN}, {"type": "number"}],
 }
 
 # Bodies agents publish on swarm subjects, and what the exchange publishes there.
@@ -203,7 +210,8 @@ def reference_markdown() -> str:
         "",
         "Generated from `protocols/` by `python -m protocols.schema`; do not edit by hand.",
         "The guide with examples is `docs/protocol-guide.md`; JSON Schema files are in `schema/`.",
-        "`tokens` is an amount: a JSON string or number with at most 6 decimal places.",
+        "`tokens` is an amount: a JSON number, or a string matching "
+        f'`{AMOUNT_PATTERN}` (`"12.5"`), with at most 6 decimal places.',
         "",
         "## Commands: `exchange.cmd.<sender>.<verb>`",
     ]
