@@ -2,9 +2,10 @@
 
 Owns: ``Route`` rows (a subscription subject and a resolver) and the resolvers, which turn a
 subject and a body into work for the batcher (a command with its sender and verb, or a query) or
-into a refusal body (``invalid_message`` with msgspec's message and path, ``unknown_verb`` listing
-the valid verbs, ``invalid_agent_id``). Adding a subject means adding a row: swarm subjects
-(``swarm.task.<id>.propose.<sender>``...) come from ``protocols.routes`` that way.
+into a refusal body (``invalid_message`` with msgspec's message and path, ``invalid_amount`` for an
+amount string outside the grammar, ``unknown_verb`` listing the valid verbs, ``invalid_agent_id``).
+Adding a subject means adding a row: swarm subjects (``swarm.task.<id>.propose.<sender>``...) come
+from ``protocols.routes`` that way.
 Must not: touch NATS, the core or the clock; decide anything beyond the wire (business rules are the
 core's), or trust a sender found anywhere but the subject.
 
@@ -26,9 +27,10 @@ from protocols.commands import Command
 from protocols.errors import ErrorCode
 from protocols.ids import SYSTEM_SENDERS, is_agent_id
 from protocols.queries import Query
-from protocols.registry import COMMAND_DECODERS, QUERY_DECODERS
+from protocols.registry import COMMAND_DECODERS, QUERY_DECODERS, WIRE_COMMAND_DECODERS
 from protocols.results import ErrorBody
 from protocols.swarm import HEARTBEAT_VERB, Heartbeat
+from protocols.wire import AmountSyntaxError
 
 _encoder: Final = msgspec.json.Encoder()
 _heartbeat_decoder: Final = msgspec.json.Decoder(Heartbeat)
@@ -89,6 +91,15 @@ def invalid_message(exc: msgspec.DecodeError, what: str) -> ErrorBody:
     )
 
 
+def invalid_amount(exc: AmountSyntaxError, what: str) -> ErrorBody:
+    """``invalid_amount``: an amount string outside the grammar, with the grammar and the path."""
+    return refusal(
+        ErrorCode.invalid_amount,
+        f'{what} is not valid: {exc}; send tokens as a string like "12.5"',
+        path=exc.path,
+    )
+
+
 def _sender_refusal(sender: str, subject: str) -> ErrorBody | None:
     if is_agent_id(sender) or sender in SYSTEM_SENDERS:
         return None
@@ -131,8 +142,8 @@ def resolve_command(subject: str, body: bytes) -> Resolved:
             return HeartbeatWork(parsed.sender, _heartbeat_decoder.decode(body or b"{}"))
         except msgspec.DecodeError as exc:
             return invalid_message(exc, "the heartbeat")
-    decoder = COMMAND_DECODERS.get(parsed.verb)
-    if decoder is None:
+    decode = WIRE_COMMAND_DECODERS.get(parsed.verb)
+    if decode is None:
         return _unknown_verb(
             "command",
             parsed.verb,
@@ -140,7 +151,9 @@ def resolve_command(subject: str, body: bytes) -> Resolved:
             subjects.command(parsed.sender, "<verb>"),
         )
     try:
-        command = decoder.decode(body)
+        command = decode(body)
+    except AmountSyntaxError as exc:
+        return invalid_amount(exc, f"the body of {parsed.verb}")
     except msgspec.DecodeError as exc:
         return invalid_message(exc, f"the body of {parsed.verb}")
     return CommandWork(parsed.sender, parsed.verb, command, _encoder.encode(command))
@@ -163,6 +176,8 @@ def resolve_swarm(subject: str, body: bytes) -> Resolved:
     """``swarm.*`` messages the exchange takes (bids, results, ballots, signals), via protocols."""
     try:
         routed = swarm_routes.route(subject, body)
+    except AmountSyntaxError as exc:
+        return invalid_amount(exc, f"the message on {subject[:200]!r}")
     except msgspec.DecodeError as exc:
         return invalid_message(exc, f"the message on {subject[:200]!r}")
     if routed is None:

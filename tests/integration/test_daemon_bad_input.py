@@ -4,12 +4,13 @@ the status and a good command; drops (no reply subject) are observed in the capt
 later request on the same subscription has been answered (one loop serves it, in order).
 """
 
+import json
 from pathlib import Path
 
 import anyio
 import msgspec
 import pytest
-from daemon_support import client_for, running_exchange, status_of
+from daemon_support import client_for, run_cli, running_exchange, status_of
 from structlog.testing import capture_logs
 
 from exchange.daemon import limits
@@ -103,6 +104,44 @@ async def test_bad_input_on_every_subject_is_refused_and_changes_nothing(tmp_pat
         assert after["commands_applied"] == before["commands_applied"]
         good = await admin.command("claude", "transfer", {"to": "zero", "amount": "1"})
         assert good.ok, good
+
+
+# Amount strings outside the published grammar, each of which Decimal(text), so msgspec, takes.
+BAD_AMOUNTS = ["1_0", "+1", " 1 ", "1.", ".5", "1E+0", "\u0661", "\uff11"]
+
+
+async def test_amounts_outside_the_grammar_are_refused_as_invalid_amount(tmp_path: Path) -> None:
+    async with running_exchange(tmp_path / "x") as handle, client_for(handle) as admin:
+        before = await status_of(admin)
+        for index, text in enumerate(BAD_AMOUNTS):
+            transfer = {"request_id": f"bad-{index}", "to": "zero", "amount": text}
+            bid = {"cost": text, "time_ms": 5, "confidence": 0.5}
+            for subject, body, path in (
+                ("exchange.cmd.claude.transfer", transfer, "$.amount"),
+                ("swarm.task.t-1.propose.claude", bid, "$.cost"),
+            ):
+                msg = await admin.nc.request(subject, json.dumps(body).encode(), timeout=10)
+                error = msgspec.json.decode(msg.data)["error"]
+                assert (error["code"], error.get("path")) == ("invalid_amount", path), (text, error)
+                assert 'like "12.5"' in error["message"], error
+        # A person typing an amount gets the same refusal: the CLI sends it as typed.
+        typed = await run_cli(
+            "transfer", "claude", "zero", "1_0", "--data", str(tmp_path / "x"), "--json"
+        )
+        assert typed.status == 1
+        assert typed.json()["error"]["code"] == "invalid_amount"
+        after = await status_of(admin)
+        assert (after["digest"], after["commands_applied"]) == (
+            before["digest"],
+            before["commands_applied"],
+        )
+        for amount in ("12.5", "0.000001", 12.5):
+            paid = await admin.command("claude", "transfer", {"to": "zero", "amount": amount})
+            assert paid.ok, (amount, paid)
+        minted = await admin.command(
+            "admin", "award", {"agent": "zero", "amount": "1000000000000", "source": "ci"}
+        )
+        assert minted.ok, minted
 
 
 async def test_unknown_verbs_are_listed_in_the_refusal(tmp_path: Path) -> None:
