@@ -23,6 +23,7 @@ import structlog
 from anyio.abc import TaskStatus
 
 from exchange.cli import verbs
+from exchange.cli.failures import failure_line, leaf_exceptions
 from exchange.cli.local import DATA_DIR_DEFAULT, LocateError, locate
 from exchange.cli.render import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, Output
 from exchange.client import (
@@ -245,10 +246,17 @@ def _up(args: argparse.Namespace, output: Output) -> int:
     failed = False
     try:
         anyio.run(_serve_until_signalled, settings, backend="asyncio")
-    except* (DaemonError, ConfigError, JournalError, NatsServerError) as group:
+    except* (DaemonError, ConfigError, JournalError, NatsServerError, OSError) as group:
         failed = True
-        for problem in group.exceptions:
-            log.error("exchange_failed", error=str(problem), error_type=type(problem).__name__)
+        # The cause sits inside the task groups' nested ExceptionGroups; the first one is what
+        # stopped the exchange, and anything after it happened while it was stopping.
+        cause, *also = leaf_exceptions(group)
+        log.error(
+            "exchange_failed",
+            error=failure_line(cause),
+            error_type=type(cause).__name__,
+            **({"also": [failure_line(other) for other in also]} if also else {}),
+        )
     return EXIT_REFUSED if failed else EXIT_OK
 
 
@@ -283,6 +291,15 @@ def _doctor(args: argparse.Namespace, output: Output) -> int:
     # Imported here: the core and the journal cost a network verb's startup nothing.
     from exchange.cli.doctor import run_doctor
 
+    paths = DataPaths(args.data)
+    if not paths.journal.exists():
+        return output.error(
+            {
+                "code": "journal_not_found",
+                "message": f"no journal at {paths.journal}: pass --data the exchange's data "
+                "directory (`exchange up` makes it)",
+            }
+        )
     report = run_doctor(args.data)
     if output.json_mode:
         output.json(report)

@@ -40,6 +40,7 @@ from exchange.core.machine import Exchange
 from exchange.daemon.batcher import Pipeline, TimerSchedule
 from exchange.daemon.clock import ExchangeClock
 from exchange.daemon.creds import CredentialStore, nats_users, read_credentials
+from exchange.daemon.datadir import data_dir_unusable, make_data_dir
 from exchange.daemon.discovery import EndpointCounters, ServiceIdentity, control_subjects
 from exchange.daemon.endpoint import EndpointFile, remove_endpoint, write_endpoint
 from exchange.daemon.errors import DataDirInUseError
@@ -130,9 +131,13 @@ class _NatsSide:
 def _data_dir_lock(lock_path: Path) -> Iterator[None]:
     """Holds an exclusive lock on the data directory; the kernel drops it if the process dies.
 
-    Raises DataDirInUseError when another live process holds it.
+    Raises DataDirInUseError when another live process holds it, DataDirUnusableError when the
+    lock file cannot be made (a read-only filesystem, no permission).
     """
-    descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise data_dir_unusable(lock_path.parent, exc) from exc
     try:
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -306,7 +311,7 @@ async def run_exchange(
         # A taken port refused before a new data directory is made (nats-server's own failure
         # later says the same, but after the journal and the credentials were created).
         check_port_free(settings.nats_host, settings.nats_port)
-    paths.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    make_data_dir(paths.root)
     with _data_dir_lock(paths.lock):
         if settings.embedded:
             # Again after the lock (a second exchange here is named as such, not by its port) and

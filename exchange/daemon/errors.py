@@ -3,6 +3,8 @@
 ```
 DaemonError                     anything the daemon refuses at startup or cannot recover from
 ├── DataDirInUseError           another live daemon holds the data directory (exchange.lock)
+├── DataDirUnusableError        the data directory cannot be made or written (a file in its place,
+│                               a read-only filesystem, no permission, a full disk)
 ├── CredentialsFileError        a file under DATA/creds/ is not credentials (creds.py)
 └── RecoveryError               the journal cannot be turned back into its state (recovery.py)
     ├── ConfigMismatchError     --config differs from the config the journal was made with
@@ -21,3 +23,10 @@ class DaemonError(Exception):
 
 class DataDirInUseError(DaemonError):
     """Another live process runs an exchange on this data directory."""
+
+
+class DataDirUnusableError(DaemonError):
+    """The data directory cannot be made or written; the message names the path and the cause.
+
+    Raised before anything is created in it, so a refusal leaves the disk as it was.
+    """

@@ -9,10 +9,13 @@ JournalError                      anything the journal refuses or cannot do
 ├── JournalConcurrentWriterError  the file's head moved under this writer: a second writer exists
 ├── JournalCorruptError           reading found a broken hash chain or a malformed row
 └── JournalWriteError             SQLite failed inside a write transaction (see ``rolled_back``)
+    └── JournalDiskFullError      ... because the disk (or the file's size limit) is full
 ```
 
 Owns: the exception types only. Must not: import sqlite3 or anything else from the journal.
 """
+
+from pathlib import Path
 
 
 class JournalError(Exception):
@@ -73,3 +76,17 @@ class JournalWriteError(JournalError):
     def __init__(self, message: str, *, rolled_back: bool) -> None:
         super().__init__(message)
         self.rolled_back = rolled_back
+
+
+class JournalDiskFullError(JournalWriteError):
+    """SQLite reported SQLITE_FULL: the disk holding ``directory`` (or its quota) has no room.
+
+    ``operation`` is the journal method that failed (``append_batch``, ``write_snapshot``);
+    ``rolled_back`` means what it means for ``JournalWriteError``. Freeing space and reopening the
+    file is enough: nothing committed before was touched.
+    """
+
+    def __init__(self, message: str, *, rolled_back: bool, directory: Path, operation: str) -> None:
+        super().__init__(message, rolled_back=rolled_back)
+        self.directory = directory
+        self.operation = operation

@@ -137,7 +137,8 @@ def read_head(conn: sqlite3.Connection) -> tuple[int, str, int]:
         last_entry = (0, genesis_hash_hex, 0)
     if head is None or head != last_entry:
         raise JournalCorruptError(
-            f"the head row {head} disagrees with the last entry {last_entry}; run verify_file",
+            f"the head row {head} disagrees with the last entry {last_entry}; run "
+            "`exchange doctor` for a full report",
             seq=0 if last_entry is None else last_entry[0],
         )
     seq, hash_hex, at_ns = head
@@ -155,7 +156,9 @@ def first_seq_at(conn: sqlite3.Connection, since_ns: int, upto_seq: int) -> int:
         middle = (low + high) // 2
         row = conn.execute("SELECT at_ns FROM entries WHERE seq = ?", (middle,)).fetchone()
         if row is None:
-            raise JournalCorruptError(f"entry {middle} is missing; run verify_file", seq=middle)
+            raise JournalCorruptError(
+                f"entry {middle} is missing; run `exchange doctor` for a full report", seq=middle
+            )
         if row[0] >= since_ns:
             high = middle
         else:

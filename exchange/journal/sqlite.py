@@ -44,6 +44,7 @@ from exchange.journal.errors import (
     JournalClosedError,
     JournalConcurrentWriterError,
     JournalCorruptError,
+    JournalDiskFullError,
     JournalError,
     JournalInputError,
     JournalOpenError,
@@ -82,8 +83,8 @@ class Journal:
         """Opens the journal at ``path``, creating the file and its tables if absent (writer only).
 
         Raises JournalOpenError if the file cannot be opened, is not a journal, has another schema
-        version, or its filesystem cannot do WAL; JournalCorruptError if its head row disagrees
-        with its last entry (run ``verify_file`` to see why).
+        version, its filesystem cannot do WAL, or its disk is full; JournalCorruptError if its head
+        row disagrees with its last entry (``verify_file`` tells why).
         """
         try:
             if read_only:
@@ -102,17 +103,14 @@ class Journal:
                     timeout=limits.busy_timeout_s,
                 )
         except sqlite3.Error as exc:
-            raise JournalOpenError(
-                f"cannot open journal {path}: {exc}; check that the file (read-only) or its "
-                "directory (writer) exists and is accessible"
-            ) from exc
+            raise _open_error(path, exc) from exc
         try:
             configure(conn, path, read_only=read_only)
             ensure_schema(conn, path, read_only=read_only)
             return cls(conn, path, read_only=read_only)
         except sqlite3.Error as exc:
             conn.close()
-            raise JournalOpenError(f"cannot open journal {path}: {exc}") from exc
+            raise _open_error(path, exc) from exc
         except JournalError:
             conn.close()
             raise
@@ -504,6 +502,8 @@ class Journal:
             yield conn
         except BaseException as exc:
             self._rollback_after(exc, operation)
+            if _is_disk_full(exc):
+                raise self._disk_full(operation, rolled_back=True) from exc
             if isinstance(exc, sqlite3.Error):
                 raise JournalWriteError(
                     f"{operation} failed and was rolled back; the journal is unchanged: {exc}",
@@ -514,14 +514,34 @@ class Journal:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             self._close_after(exc)
+            if _is_disk_full(exc):
+                raise self._disk_full(operation, rolled_back=False) from exc
             raise JournalWriteError(
                 f"{operation}: COMMIT failed, so whether the batch is durable is unknown; the "
                 f"journal is closed: reopen {self._path} and rebuild state from it: {exc}",
                 rolled_back=False,
             ) from exc
 
+    def _disk_full(self, operation: str, *, rolled_back: bool) -> JournalDiskFullError:
+        outcome = (
+            "was rolled back; the journal is unchanged and usable"
+            if rolled_back
+            else "failed at COMMIT, so whether it is durable is unknown; the journal is closed, "
+            "reopen it once there is room"
+        )
+        return JournalDiskFullError(
+            f"the disk holding {self._path.parent} is full: {operation} {outcome}",
+            rolled_back=rolled_back,
+            directory=self._path.parent,
+            operation=operation,
+        )
+
     def _rollback_after(self, exc: BaseException, operation: str) -> None:
         conn = self._connection()
+        if not conn.in_transaction:
+            # SQLite rolls the transaction back by itself on some errors (SQLITE_FULL, IOERR,
+            # BUSY, NOMEM: "may or may not", so this asks); a ROLLBACK would then fail.
+            return
         try:
             conn.execute("ROLLBACK")
         except sqlite3.Error as rollback_exc:
@@ -550,7 +570,7 @@ def _raise_on_break(chain: Iterator[Entry | ChainBreak], after_seq: int) -> Iter
             if isinstance(checked, ChainBreak):
                 raise JournalCorruptError(
                     f"entry {checked.seq}: {checked.problem}: {checked.detail}; replay stopped "
-                    "before it, run verify_file for a full report",
+                    "before it, run `exchange doctor` for a full report",
                     seq=checked.seq,
                 )
             last_seq = checked.seq
@@ -559,3 +579,29 @@ def _raise_on_break(chain: Iterator[Entry | ChainBreak], after_seq: int) -> Iter
         raise JournalCorruptError(
             f"cannot read entries after seq {last_seq}: {exc}", seq=last_seq + 1
         ) from exc
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    # SQLite reports a write that failed with ENOSPC (and EDQUOT, and max_page_count) as
+    # SQLITE_FULL; its extended codes keep the primary code in the low byte.
+    return (
+        isinstance(exc, sqlite3.Error)
+        and exc.sqlite_errorcode is not None
+        and exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_FULL
+    )
+
+
+def _open_error(path: Path, exc: sqlite3.Error) -> JournalOpenError:
+    """The reason ``open`` failed, in words a person can act on."""
+    if _is_disk_full(exc):
+        return JournalOpenError(
+            f"the disk holding {path.parent} is full: the journal {path} cannot be opened; free "
+            "space and start again (nothing committed is lost)"
+        )
+    code = (exc.sqlite_errorcode or 0) & 0xFF
+    if code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM):
+        return JournalOpenError(
+            f"cannot open journal {path}: {exc}; the file and its directory must exist (for "
+            "reading) or be writable by this user on a read-write filesystem (for the daemon)"
+        )
+    return JournalOpenError(f"cannot open journal {path}: {exc}")
