@@ -1,7 +1,8 @@
 """``exchange doctor``: checks a journal from the outside, whether or not the daemon runs.
 
 Owns: the checks and the report. Opens the journal read-only (a WAL reader never blocks the
-daemon), verifies the hash chain and the snapshots' checksums, replays every entry from genesis
+daemon), checks that it reaches its high-water mark (``journal.hwm``: no committed entry was
+lost), verifies the hash chain and the snapshots' checksums, replays every entry from genesis
 into a fresh exchange comparing each reply and its postings with the journaled ones, compares the
 state at the latest snapshot's seq with that snapshot's digest (and the snapshot's own state with
 it too), and checks conservation and the other invariants at the end.
@@ -18,7 +19,7 @@ from exchange.core.config import ConfigError, EconomyConfig, parse_config
 from exchange.core.machine import SNAPSHOT_VERSION, Exchange
 from exchange.daemon.recovery import RecoveryError, check_digest, replay
 from exchange.daemon.settings import DataPaths
-from exchange.journal import Journal, JournalError, verify_file
+from exchange.journal import Journal, JournalError, VerifyProblem, verify_file
 from protocols.amounts import format_micro
 
 
@@ -87,6 +88,10 @@ def run_doctor(data_dir: Path) -> DoctorReport:
         snapshots_checked=verified.snapshots_checked,
         head_hash=verified.last_hash_hex,
     )
+    if verified.problem in (VerifyProblem.entries_lost, VerifyProblem.high_water_mismatch):
+        # Its detail is the whole story, in the words the daemon refuses to start with.
+        found.problems.append(verified.detail)
+        return found.report()
     if not verified.ok:
         found.problems.append(
             f"the journal is damaged: {verified.problem} at seq {verified.problem_seq}: "

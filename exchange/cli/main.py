@@ -41,7 +41,13 @@ from exchange.daemon.errors import DaemonError
 from exchange.daemon.logs import configure_logging
 from exchange.daemon.natsserver import NatsServerError
 from exchange.daemon.settings import DataPaths, Settings
-from exchange.journal import ExportFormat, Journal, JournalError, export_postings
+from exchange.journal import (
+    ExportFormat,
+    Journal,
+    JournalError,
+    export_postings,
+    high_water_path,
+)
 
 log = structlog.get_logger()
 
@@ -292,7 +298,7 @@ def _doctor(args: argparse.Namespace, output: Output) -> int:
     from exchange.cli.doctor import run_doctor
 
     paths = DataPaths(args.data)
-    if not paths.journal.exists():
+    if not paths.journal.exists() and not high_water_path(paths.journal).exists():
         return output.error(
             {
                 "code": "journal_not_found",

@@ -37,6 +37,7 @@ from nats.aio.subscription import Subscription
 from exchange.client import Credentials
 from exchange.core.config import EconomyConfig
 from exchange.core.machine import Exchange
+from exchange.daemon import limits
 from exchange.daemon.batcher import Pipeline, TimerSchedule
 from exchange.daemon.clock import ExchangeClock
 from exchange.daemon.creds import CredentialStore, nats_users, read_credentials
@@ -53,7 +54,7 @@ from exchange.daemon.recovery import apply_genesis, load_economy_config, recover
 from exchange.daemon.routes import Route, default_routes
 from exchange.daemon.service import Publisher, Receiver
 from exchange.daemon.settings import DataPaths, Settings
-from exchange.journal import Journal
+from exchange.journal import Journal, JournalClosedError
 from protocols.ids import ADMIN, EXCHANGE
 
 log = structlog.get_logger()
@@ -294,6 +295,31 @@ async def _run_timers(
         await timers.run(clock, inbound)
 
 
+async def _record_high_water(journal: Journal) -> None:
+    """Brings journal.hwm up to the committed head, in a worker thread (it fsyncs twice)."""
+    try:
+        seq = await anyio.to_thread.run_sync(journal.record_high_water)
+    except JournalClosedError:
+        # A failed commit closed the journal; that failure stops the daemon and is reported.
+        return
+    except OSError as exc:
+        # The journal is unaffected; only the losses the mark can reveal shrink until a write
+        # succeeds, so this is said loudly and retried at the next interval.
+        log.error("high_water_write_failed", path=str(journal.high_water_path), error=str(exc))
+        return
+    if seq is not None:
+        log.debug("high_water_recorded", seq=seq)
+
+
+async def _record_high_water_every(
+    scope: anyio.CancelScope, journal: Journal, interval_s: float
+) -> None:
+    with scope:
+        while True:
+            await _record_high_water(journal)
+            await anyio.sleep(interval_s)
+
+
 async def run_exchange(
     settings: Settings,
     *,
@@ -413,6 +439,10 @@ async def _serve(
             tg.start_soon(
                 _run_timers, timer_scope, pipeline.timers, recovered.clock, service.inbound
             )
+            high_water_scope = anyio.CancelScope()
+            tg.start_soon(
+                _record_high_water_every, high_water_scope, journal, limits.high_water_interval_s
+            )
             # The metrics endpoint has no end of its own: a stop cancels it first.
             metrics_scope = anyio.CancelScope()
             if settings.metrics_port is not None:
@@ -433,10 +463,12 @@ async def _serve(
             await handle.wait_stop_requested()
             log.info("exchange_stop_requested", seq=recovered.exchange.seq)
             metrics_scope.cancel()
+            high_water_scope.cancel()
             if not await _drain(settings, service, timer_scope):
                 tg.cancel_scope.cancel()
         with anyio.CancelScope(shield=True):
             await pipeline.snapshot_if_behind()
+            await _record_high_water(journal)
         log.info(
             "exchange_stopped",
             seq=recovered.exchange.seq,

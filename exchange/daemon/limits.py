@@ -30,6 +30,11 @@ liveness_agents_max: Final = 10_000
 # and a restart replays at most this many entries (about 30 us each).
 snapshot_every_commands: Final = 50_000
 
+# How often the journal's high-water mark (journal.hwm) is brought up to the committed head. Each
+# write costs two fsyncs in a worker thread, so never per batch; a loss of WAL frames committed
+# within this long before a crash cannot be told from a crash (docs/daemon.md#durability).
+high_water_interval_s: Final = 1.0
+
 # Shutdown: how long draining subscriptions and finishing in-flight batches may take.
 drain_timeout_s: Final = 10.0
 # Connecting to NATS at startup.

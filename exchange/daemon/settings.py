@@ -7,6 +7,7 @@ local exchange. Must not: read the environment or the command line, or do any I/
 A data directory (``./.exchange/`` by default) holds::
 
     journal.sqlite      the hash-chained journal (and its -wal/-shm files)
+    journal.hwm         its high-water mark: a seq known committed (exchange/journal/highwater.py)
     economy.toml        the economy's config, fixed when the journal is created
     exchange.json       where the running exchange listens (url, pid); removed at a clean exit
     exchange.lock       held (flock) by the running daemon: one daemon per data directory

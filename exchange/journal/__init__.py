@@ -4,6 +4,8 @@ The daemon (the single writer) appends each applied batch with ``Journal.append_
 event loop and replies to clients only after it returns. On restart it loads
 ``latest_snapshot()`` and replays ``iter_entries(after_seq=snapshot.seq)`` through the ledger.
 ``verify_file`` and ``export_postings`` serve ``doctor`` and ``export`` on a read-only journal.
+``Journal.record_high_water`` keeps ``journal.hwm`` beside the file, a seq known committed: the
+writer refuses to open a journal that ends before it (``JournalEntriesLostError``).
 
 Must not: use asyncio or NATS, read clocks, or contain business logic.
 """
@@ -14,6 +16,7 @@ from exchange.journal.errors import (
     JournalConcurrentWriterError,
     JournalCorruptError,
     JournalDiskFullError,
+    JournalEntriesLostError,
     JournalError,
     JournalInputError,
     JournalOpenError,
@@ -27,6 +30,7 @@ from exchange.journal.export import (
     export_postings,
     format_rfc3339_ns,
 )
+from exchange.journal.highwater import high_water_path
 from exchange.journal.records import (
     Entry,
     EntryInput,
@@ -49,6 +53,7 @@ __all__ = [
     "JournalConcurrentWriterError",
     "JournalCorruptError",
     "JournalDiskFullError",
+    "JournalEntriesLostError",
     "JournalError",
     "JournalInputError",
     "JournalOpenError",
@@ -63,6 +68,7 @@ __all__ = [
     "export_postings",
     "format_rfc3339_ns",
     "genesis_hash_hex",
+    "high_water_path",
     "link_hash_hex",
     "verify_file",
 ]

@@ -8,6 +8,7 @@ JournalError                      anything the journal refuses or cannot do
 ├── JournalOpenError              the file is missing, not a journal, or has another schema version
 ├── JournalConcurrentWriterError  the file's head moved under this writer: a second writer exists
 ├── JournalCorruptError           reading found a broken hash chain or a malformed row
+│   └── JournalEntriesLostError   the journal ends before its high-water mark (journal.hwm)
 └── JournalWriteError             SQLite failed inside a write transaction (see ``rolled_back``)
     └── JournalDiskFullError      ... because the disk (or the file's size limit) is full
 ```
@@ -62,6 +63,21 @@ class JournalCorruptError(JournalError):
     def __init__(self, message: str, *, seq: int) -> None:
         super().__init__(message)
         self.seq = seq
+
+
+class JournalEntriesLostError(JournalCorruptError):
+    """The journal ends at ``last_seq``, but ``high_water_seq`` was committed: entries were lost.
+
+    The high-water mark (``journal.hwm``, see ``highwater.py``) is written only for seqs whose
+    commit was fsynced, so the journal holding fewer means committed data vanished after the fact,
+    typically WAL frames that SQLite dropped at recovery because their checksum no longer matched.
+    ``seq`` is the first lost entry (``last_seq + 1``).
+    """
+
+    def __init__(self, message: str, *, last_seq: int, high_water_seq: int) -> None:
+        super().__init__(message, seq=last_seq + 1)
+        self.last_seq = last_seq
+        self.high_water_seq = high_water_seq
 
 
 class JournalWriteError(JournalError):

@@ -109,6 +109,10 @@ class VerifyProblem(StrEnum):
     posting_orphan = "posting_orphan"
     # A snapshot's checksum or chain hash is wrong, or it lies beyond the head.
     snapshot_invalid = "snapshot_invalid"
+    # The journal ends before its high-water mark (journal.hwm): committed entries were lost.
+    entries_lost = "entries_lost"
+    # The high-water mark is damaged, or the journal's entry at its seq has another hash.
+    high_water_mismatch = "high_water_mismatch"
 
 
 class VerifyReport(msgspec.Struct, frozen=True, kw_only=True):

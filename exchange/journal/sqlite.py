@@ -23,6 +23,10 @@ Schema (created in ``schema.py``; read it with ``sqlite3 journal.sqlite``)::
         PK (seq, idx), indexes (debit_account, seq, idx) and (credit_account, seq, idx)
     snapshots(seq PK, entry_hash_hex, digest, state_sha256_hex, state)
 
+Beside the file, ``journal.hwm`` (``highwater.py``) records a seq known to be committed; the writer
+refuses to open a journal that ends before it (``JournalEntriesLostError``), because SQLite drops
+damaged WAL frames silently. The daemon decides when to write it (``record_high_water``).
+
 For example ``SELECT seq, datetime(at_ns / 1e9, 'unixepoch'), verb, json_extract(body, '$.amount')
 FROM entries ORDER BY seq DESC LIMIT 20``.
 """
@@ -51,9 +55,17 @@ from exchange.journal.errors import (
     JournalReadOnlyError,
     JournalWriteError,
 )
+from exchange.journal.highwater import (
+    HighWater,
+    high_water_fault,
+    high_water_path,
+    journal_missing_fault,
+    read_high_water,
+    write_high_water,
+)
 from exchange.journal.records import Entry, EntryInput, PostingRecord, Snapshot, VerifyReport
 from exchange.journal.schema import configure, ensure_schema, first_seq_at, read_head
-from exchange.journal.verify import ChainBreak, verify_connection, walk_chain
+from exchange.journal.verify import ChainBreak, check_high_water, verify_connection, walk_chain
 
 _posting_record_select = """
     SELECT p.seq, p.idx, p.at_ns, e.sender, e.verb, p.debit_account, p.credit_account,
@@ -77,15 +89,30 @@ class Journal:
         self._read_only = read_only
         self._lock = threading.Lock()
         self._last_seq, self._last_hash_hex, self._last_at_ns = read_head(conn)
+        # The seq in journal.hwm as this writer last read or wrote it (0: none yet).
+        self._high_water_seq = 0
 
     @classmethod
     def open(cls, path: Path, *, read_only: bool = False) -> Self:
         """Opens the journal at ``path``, creating the file and its tables if absent (writer only).
 
+        The writer also checks the journal against its high-water mark (``journal.hwm``) and
+        refuses one that lost committed entries, before creating anything.
         Raises JournalOpenError if the file cannot be opened, is not a journal, has another schema
         version, its filesystem cannot do WAL, or its disk is full; JournalCorruptError if its head
-        row disagrees with its last entry (``verify_file`` tells why).
+        row disagrees with its last entry (``verify_file`` tells why) or its high-water mark is
+        damaged or names another history; JournalEntriesLostError if it ends before that mark.
         """
+        mark = None if read_only else read_high_water(high_water_path(path))
+        if mark is not None:
+            if not path.exists():
+                # Checked before connecting, which would create an empty journal in its place.
+                raise journal_missing_fault(mark, journal_path=path)
+            # Checked on a read-only connection before the writer's exists: closing a writer
+            # connection checkpoints the WAL and deletes it, and with it the damaged frames that
+            # still hold the lost entries (for a person to examine).
+            with cls.open(path, read_only=True) as reader:
+                reader._check_high_water(mark)
         try:
             if read_only:
                 conn = sqlite3.connect(
@@ -107,7 +134,9 @@ class Journal:
         try:
             configure(conn, path, read_only=read_only)
             ensure_schema(conn, path, read_only=read_only)
-            return cls(conn, path, read_only=read_only)
+            journal = cls(conn, path, read_only=read_only)
+            journal._high_water_seq = 0 if mark is None else mark.seq
+            return journal
         except sqlite3.Error as exc:
             conn.close()
             raise _open_error(path, exc) from exc
@@ -120,6 +149,11 @@ class Journal:
     @property
     def path(self) -> Path:
         return self._path
+
+    @property
+    def high_water_path(self) -> Path:
+        """Where this journal's high-water mark lives (``journal.hwm`` beside the file)."""
+        return high_water_path(self._path)
 
     @property
     def read_only(self) -> bool:
@@ -430,11 +464,33 @@ class Journal:
         """Walks the whole chain from genesis and every snapshot; reports the first problem.
 
         Never raises on a corrupt file (see ``VerifyReport``). Holds the journal for the walk, so
-        the writer should call it at startup or from ``doctor``, not between batches.
+        the writer should call it at startup or from ``doctor``, not between batches. Checks the
+        high-water mark too (read first: a mark is never ahead of what is committed).
         Raises JournalClosedError.
         """
         with self._lock:
-            return verify_connection(self._connection(), page_entries=page_entries)
+            conn = self._connection()
+            return check_high_water(
+                self._path, conn, lambda: verify_connection(conn, page_entries=page_entries)
+            )
+
+    def record_high_water(self) -> int | None:
+        """Writes the head (seq and hash) to ``journal.hwm`` if it moved since the last write.
+
+        Returns the seq written, or None when the mark already had it. Every head this writer
+        holds was committed with an fsync, so the mark never names a seq that is not durable.
+        Costs two fsyncs (the file and its directory): call it from a worker thread, at most about
+        once a second, never per batch. Takes the journal's lock only to read the head.
+        Raises OSError (the old mark stays), JournalReadOnlyError, JournalClosedError.
+        """
+        with self._lock:
+            self._writable()
+            seq, hash_hex = self._last_seq, self._last_hash_hex
+        if seq <= self._high_water_seq:
+            return None
+        write_high_water(self.high_water_path, HighWater(seq=seq, entry_hash_hex=hash_hex))
+        self._high_water_seq = seq
+        return seq
 
     # Lifecycle.
 
@@ -467,6 +523,22 @@ class Journal:
                 f"journal {self._path} is closed; open it again with Journal.open"
             )
         return self._conn
+
+    def _check_high_water(self, mark: HighWater) -> None:
+        """Raises the fault (JournalCorruptError) if this journal contradicts ``mark``."""
+        row = (
+            self._connection()
+            .execute("SELECT hash_hex FROM entries WHERE seq = ?", (mark.seq,))
+            .fetchone()
+        )
+        fault = high_water_fault(
+            mark,
+            journal_path=self._path,
+            last_seq=self._last_seq,
+            hash_at_mark=None if row is None else row[0],
+        )
+        if fault is not None:
+            raise fault
 
     def _writable(self) -> sqlite3.Connection:
         conn = self._connection()

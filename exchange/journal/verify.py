@@ -6,7 +6,10 @@ instead), or know anything about the ledger.
 
 A torn or half-written batch cannot exist: each batch is one SQLite transaction, and SQLite's WAL
 commit is atomic (a transaction without its commit frame is ignored on recovery). So every problem
-``verify`` can find is corruption of committed data or a change made outside the journal.
+``verify`` can find is corruption of committed data or a change made outside the journal. Whole
+committed batches can vanish, though (SQLite drops damaged WAL frames and all after them), and
+leave a sound chain: only the high-water mark (``highwater.py``) shows that loss, so
+``verify_file`` checks it as well.
 """
 
 import contextlib
@@ -17,8 +20,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from exchange.journal import limits
 from exchange.journal.chain import genesis_hash_hex, link_hash_hex
+from exchange.journal.errors import JournalCorruptError, JournalEntriesLostError, JournalOpenError
+from exchange.journal.highwater import (
+    HighWater,
+    high_water_fault,
+    high_water_path,
+    journal_missing_fault,
+    read_high_water,
+)
 from exchange.journal.records import Entry, Posting, VerifyProblem, VerifyReport
 from exchange.journal.schema import required_tables, schema_version_current
 
@@ -227,8 +240,15 @@ class _Progress:
 
 
 def verify_file(path: Path, *, page_entries: int = limits.page_entries_default) -> VerifyReport:
-    """Verifies the journal at ``path``, opened read-only. Never raises on a bad or missing file."""
+    """Verifies the journal at ``path``, opened read-only, and its high-water mark.
+
+    Never raises on a bad or missing file.
+    """
     if not path.is_file():
+        mark = _read_mark(high_water_path(path))
+        if isinstance(mark, HighWater):
+            missing = journal_missing_fault(mark, journal_path=path)
+            return _Progress().report(VerifyProblem.entries_lost, missing.seq, str(missing))
         return _Progress().report(VerifyProblem.file_unreadable, None, f"no file at {path}")
     try:
         conn = sqlite3.connect(
@@ -240,9 +260,63 @@ def verify_file(path: Path, *, page_entries: int = limits.page_entries_default) 
     except sqlite3.Error as exc:
         return _Progress().report(VerifyProblem.file_unreadable, None, f"{path}: {exc}")
     try:
-        return verify_connection(conn, page_entries=page_entries)
+        return check_high_water(
+            path, conn, lambda: verify_connection(conn, page_entries=page_entries)
+        )
     finally:
         conn.close()
+
+
+def check_high_water(
+    journal_path: Path, conn: sqlite3.Connection, verify: Callable[[], VerifyReport]
+) -> VerifyReport:
+    """``verify()``'s report, or how the journal at ``journal_path`` contradicts its mark.
+
+    Reads the mark before ``verify`` opens its read transaction: a mark never names a seq that was
+    not committed when it was written, so a journal read after it holds at least that seq, even
+    while the daemon appends. Never raises sqlite3.Error or a journal error (it reports them).
+    """
+    mark = _read_mark(high_water_path(journal_path))
+    report = verify()
+    if not report.ok or mark is None:
+        return report
+    if isinstance(mark, VerifyReport):
+        return _report_problem(report, VerifyProblem.high_water_mismatch, None, mark.detail)
+    try:
+        row = conn.execute("SELECT hash_hex FROM entries WHERE seq = ?", (mark.seq,)).fetchone()
+    except sqlite3.Error as exc:
+        return _report_problem(
+            report, VerifyProblem.file_unreadable, mark.seq, f"cannot read entry {mark.seq}: {exc}"
+        )
+    fault = high_water_fault(
+        mark,
+        journal_path=journal_path,
+        last_seq=report.last_seq,
+        hash_at_mark=None if row is None else row[0],
+    )
+    if fault is None:
+        return report
+    problem = (
+        VerifyProblem.entries_lost
+        if isinstance(fault, JournalEntriesLostError)
+        else VerifyProblem.high_water_mismatch
+    )
+    return _report_problem(report, problem, fault.seq, str(fault))
+
+
+def _report_problem(
+    report: VerifyReport, problem: VerifyProblem, seq: int | None, detail: str
+) -> VerifyReport:
+    """``report`` with ``problem`` at ``seq``; what it counted as sound stays."""
+    return msgspec.structs.replace(report, problem=problem, problem_seq=seq, detail=detail)
+
+
+def _read_mark(mark_path: Path) -> HighWater | VerifyReport | None:
+    """The mark, None if there is none, or a report of why it cannot be used."""
+    try:
+        return read_high_water(mark_path)
+    except (JournalCorruptError, JournalOpenError) as exc:
+        return _Progress().report(VerifyProblem.high_water_mismatch, None, str(exc))
 
 
 def verify_connection(

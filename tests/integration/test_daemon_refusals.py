@@ -257,7 +257,7 @@ def _journaled_awards(journal_path: Path) -> int:
 
 def _left_behind(data: Path) -> set[str]:
     """What a daemon that stopped left in ``data``, beyond the files that outlive every run."""
-    kept = {"economy.toml", "exchange.lock", "journal.sqlite", "creds"}
+    kept = {"economy.toml", "exchange.lock", "journal.hwm", "journal.sqlite", "creds"}
     sqlite_side = {"journal.sqlite-wal", "journal.sqlite-shm"}
     return {item.name for item in data.iterdir()} - kept - sqlite_side - {"nats"}
 
@@ -266,9 +266,11 @@ async def test_a_disk_that_fills_while_serving_is_one_line(mount_tmpfs: Any) -> 
     disk = mount_tmpfs("disk", "size=4m")
     data = disk / "x"
 
-    async with _running(data) as daemon:
+    async with _running(data, "--log-level", "debug") as daemon:
         with anyio.fail_after(READY_TIMEOUT_S):
             await daemon.wait_event("exchange_ready")
+            # The mark of the genesis is written first, so the next write is the award's.
+            await daemon.wait_event("high_water_recorded")
         # Every page of the disk goes to the filler, so the next commit's WAL frame has no room.
         filler = disk / "filler"
         with (
