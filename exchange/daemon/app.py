@@ -396,6 +396,7 @@ async def _build(
     receiver = Receiver(
         publish=publish,
         message_bytes_max=settings.message_bytes_max,
+        message_depth_max=settings.message_depth_max,
         liveness=liveness,
         wall_ns=recovered.clock.wall_ns,
     )

@@ -9,6 +9,10 @@ from typing import Final
 # A command or query body above this is refused with ``message_too_large`` before it is decoded.
 # NATS's own max_payload (1 MiB) stays above it, so the exchange, not the server, answers.
 message_bytes_max: Final = 64 * 1024
+# Arrays and objects nested deeper than this in a body are refused with ``invalid_message`` before
+# it is decoded (msgspec decodes nesting recursively: 3,000 levels raised RecursionError). No
+# message of the protocol needs more than 5; bids' and reports' free-form fields get the rest.
+message_depth_max: Final = 64
 
 # The inbound queue between the NATS subscription callbacks and the batcher. Not 0 (the style's
 # default) because a full queue must answer ``overloaded`` at once: a small buffer absorbs the

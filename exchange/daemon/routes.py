@@ -12,11 +12,16 @@ core's), or trust a sender found anywhere but the subject.
 Every command is returned with its canonical JSON (what the journal stores), and that JSON is
 checked to decode again, so a command built from a subject (whose fields msgspec did not validate)
 can never reach the journal in a form that a replay would refuse.
+
+``nesting_refusal`` bounds how deep a body's arrays and objects nest, for the receiver to check
+before any decoder runs.
 """
 
 import re
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Final
 
 import msgspec
@@ -36,6 +41,10 @@ _encoder: Final = msgspec.json.Encoder()
 _heartbeat_decoder: Final = msgspec.json.Decoder(Heartbeat)
 # msgspec ends a validation message with " - at `$.path`" when the problem is below the root.
 _path_re: Final = re.compile(r" - at `(?P<path>[^`]*)`$")
+# For the nesting scan: every byte that is not a JSON bracket (deleted), and the brackets mapped
+# to their step in depth, +1 or -1 as a signed byte.
+_not_brackets: Final = bytes(byte for byte in range(256) if byte not in b"[]{}")
+_bracket_steps: Final = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
 
 
 # The per-message records of the daemon are msgspec Structs (gc=False: they hold no cycles), not
@@ -88,6 +97,43 @@ def invalid_message(exc: msgspec.DecodeError, what: str) -> ErrorBody:
         f"{what} is not valid: {text}; fix that field and send it again (the fields of every "
         "message are in protocols/ and PROTOCOL.md)",
         path=found["path"] if found else "$",
+    )
+
+
+def nesting_depth(body: bytes) -> int:
+    """How deep arrays and objects nest in the JSON ``body``, strings skipped: ``[{}]`` is 2.
+
+    Escaped backslashes, then escaped quotes, are dropped (pairs from the left, as a JSON parser
+    reads them), so every quote left delimits a string; the text between the odd and even
+    quotes is then outside strings. All of it is C-speed passes over the bytes, but for the
+    running sum over the brackets that remain.
+    """
+    unescaped = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    outside_strings = b"".join(unescaped.split(b'"')[::2])
+    steps = outside_strings.translate(_bracket_steps, _not_brackets)
+    return max(accumulate(array("b", steps)), default=0)
+
+
+def nesting_refusal(body: bytes, depth_max: int) -> ErrorBody | None:
+    """``invalid_message`` when ``body`` nests deeper than ``depth_max``, else None.
+
+    Why a bound at all: msgspec decodes nested values recursively, so a body 3,000 levels deep
+    raised RecursionError in the decoder (no reply), and one just under the interpreter's limit
+    would decode and could then be journaled, to fail when encoded or replayed at another stack
+    depth. The bound keeps every decoder far from the limit, whatever the stack around it.
+    """
+    # Only a body with more opening brackets than the bound can nest beyond it, and counting
+    # them is C-speed: ordinary messages (a transfer has one) skip the scan.
+    if body.count(b"{") + body.count(b"[") <= depth_max:
+        return None
+    depth = nesting_depth(body)
+    if depth <= depth_max:
+        return None
+    return refusal(
+        ErrorCode.invalid_message,
+        f"the body nests arrays and objects {depth} levels deep and the exchange takes at most "
+        f"{depth_max} (the message_depth_max limit); send a flatter message",
+        path="$",
     )
 
 

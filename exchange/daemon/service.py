@@ -1,7 +1,7 @@
 """The NATS side of the daemon: one message handler per route, the service API, publishing.
 
-Owns: the subscription callbacks; per message, the size check, the route's resolver, and either an
-immediate refusal (``message_too_large``, ``invalid_message``, ``unknown_verb``,
+Owns: the subscription callbacks; per message, the size and nesting checks, the route's resolver,
+and either an immediate refusal (``message_too_large``, ``invalid_message``, ``unknown_verb``,
 ``invalid_agent_id``, ``overloaded``) or a ``put`` into the bounded inbound queue; answering
 ``$SRV.*``; and ``Publisher``, the one place replies and events leave.
 
@@ -13,7 +13,8 @@ and bursts trickle into the batcher one message per loop turn (measured: batches
 Must not: apply a command or answer a query (the batcher does, in order), wait on a full queue,
 or put an exception's text in a reply.
 
-A handler is: check size → resolve (decode) → refuse or queue → one log line for a refusal.
+A handler is: check size and nesting → resolve (decode) → refuse or queue → one log line for a
+refusal.
 A message that needs an answer but has no reply subject is dropped, with a log line.
 """
 
@@ -30,7 +31,7 @@ from nats.aio.msg import Msg
 from exchange.daemon.discovery import EndpointCounters, ServiceIdentity, verb_of
 from exchange.daemon.inbound import Inbound, InboundQueue
 from exchange.daemon.liveness import Liveness
-from exchange.daemon.routes import HeartbeatWork, QueryWork, Route, refusal
+from exchange.daemon.routes import HeartbeatWork, QueryWork, Route, nesting_refusal, refusal
 from protocols.errors import ErrorCode
 from protocols.results import Envelope, ErrorBody
 
@@ -65,11 +66,13 @@ class Receiver:
         *,
         publish: Publisher,
         message_bytes_max: int,
+        message_depth_max: int,
         liveness: Liveness,
         wall_ns: Callable[[], int],
     ) -> None:
         self._publish = publish
         self._message_bytes_max = message_bytes_max
+        self._message_depth_max = message_depth_max
         self._liveness = liveness
         self._wall_ns = wall_ns
 
@@ -100,6 +103,10 @@ class Receiver:
                     f"{self._message_bytes_max}; send a smaller message",
                 ),
             )
+            return
+        too_deep = nesting_refusal(msg.data, self._message_depth_max)
+        if too_deep is not None:
+            await self._refuse(msg.subject, reply_to, counters, received_ns, too_deep)
             return
         resolved = route.resolve(msg.subject, msg.data)
         if isinstance(resolved, ErrorBody):

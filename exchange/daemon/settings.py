@@ -71,6 +71,7 @@ class Settings:
     open_mode: bool = False
     config_text: str | None = None
     message_bytes_max: int = limits.message_bytes_max
+    message_depth_max: int = limits.message_depth_max
     inbound_queue_size_max: int = limits.inbound_queue_size_max
     batch_size_max: int = limits.batch_size_max
     snapshot_every_commands: int = limits.snapshot_every_commands
@@ -85,6 +86,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         assert self.message_bytes_max > 0, self.message_bytes_max
+        assert self.message_depth_max > 0, self.message_depth_max
         assert self.inbound_queue_size_max > 0, "a zero inbound queue would refuse every command"
         assert 0 < self.batch_size_max <= 8192, "the journal takes at most 8192 entries a batch"
         assert self.snapshot_every_commands > 0, self.snapshot_every_commands

@@ -14,6 +14,7 @@ from daemon_support import client_for, run_cli, running_exchange, status_of
 from structlog.testing import capture_logs
 
 from exchange.daemon import limits
+from protocols import routes as swarm_routes
 
 pytestmark = pytest.mark.anyio
 
@@ -200,3 +201,72 @@ async def test_the_daemon_survives_a_burst_of_garbage(tmp_path: Path) -> None:
             before["digest"],
             before["commands_applied"],
         )
+
+
+# 3,000 levels, 18 KB: msgspec's recursive decoding raised RecursionError on it (no reply).
+DEEP_BODIES = (b'{"a":' * 3_000 + b"1" + b"}" * 3_000, b"[" * 3_000 + b"]" * 3_000)
+# One subject of every family the exchange subscribes to, and of every swarm subscription.
+DEEP_SUBJECTS = (
+    "exchange.cmd.claude.transfer",
+    "exchange.cmd.claude.heartbeat",
+    "exchange.query.balance",
+    "exchange.query.status",
+    "exchange.query.shapley",
+    "swarm.signal.claude.opportunity.btc",
+    "swarm.task.t-1.propose.claude",
+    "swarm.task.t-1.refuse.claude",
+    "swarm.task.t-1.inform.claude",
+    "swarm.task.t-1.failure.claude",
+    "swarm.vote.p-1.cast.claude",
+)
+
+
+def _matches(subject: str, pattern: str) -> bool:
+    tokens, wanted = subject.split("."), pattern.split(".")
+    return len(tokens) == len(wanted) and all(
+        w in ("*", t) for t, w in zip(tokens, wanted, strict=True)
+    )
+
+
+def test_the_deep_subjects_cover_every_swarm_subscription() -> None:
+    for pattern in swarm_routes.SUBSCRIPTIONS:
+        assert any(_matches(subject, pattern) for subject in DEEP_SUBJECTS), pattern
+
+
+async def test_a_body_nested_3000_deep_is_refused_on_every_subject(tmp_path: Path) -> None:
+    async with running_exchange(tmp_path / "x") as handle, client_for(handle) as admin:
+        before = await status_of(admin)
+        for subject in DEEP_SUBJECTS:
+            for body in DEEP_BODIES:
+                msg = await admin.nc.request(subject, body, timeout=10)
+                envelope = msgspec.json.decode(msg.data)
+                assert envelope["ok"] is False, (subject, envelope)
+                error = envelope["error"]
+                assert (error["code"], error["path"]) == ("invalid_message", "$"), (subject, error)
+                assert "3000 levels deep" in error["message"], error
+                assert f"at most {limits.message_depth_max}" in error["message"], error
+        after = await status_of(admin)
+        assert (after["digest"], after["commands_applied"]) == (
+            before["digest"],
+            before["commands_applied"],
+        )
+
+
+async def test_a_deep_fire_and_forget_message_is_dropped_with_a_log_line(tmp_path: Path) -> None:
+    async with running_exchange(tmp_path / "x") as handle, client_for(handle) as admin:
+        with capture_logs() as logs:
+            await admin.nc.publish("swarm.signal.claude.opportunity.btc", DEEP_BODIES[0])
+            await admin.nc.publish("exchange.query.status", DEEP_BODIES[1])
+            # Each subscription's messages are handled in order: once these are answered, the
+            # deep ones on the same subscriptions have been handled.
+            signal = await admin.nc.request(
+                "swarm.signal.claude.opportunity.btc", b'{"confidence": 0.5, "direction": "long"}'
+            )
+            status = await status_of(admin)
+        assert msgspec.json.decode(signal.data) == {"ok": True, "result": {}}, signal.data
+        assert status["commands_applied"] > 0
+        silent = [e for e in logs if e["event"] == "message_refused" and not e["replied"]]
+        assert sorted((e["subject"], e["code"]) for e in silent) == [
+            ("exchange.query.status", "invalid_message"),
+            ("swarm.signal.claude.opportunity.btc", "invalid_message"),
+        ]

@@ -7,6 +7,8 @@ from exchange.daemon.routes import (
     CommandWork,
     QueryWork,
     default_routes,
+    nesting_depth,
+    nesting_refusal,
     resolve_command,
     resolve_query,
     resolve_swarm,
@@ -124,3 +126,41 @@ def test_the_routing_table_names_every_subscription_once() -> None:
     assert len({r.name for r in routes}) == len(routes)
     assert len({r.subscription for r in routes}) == len(routes)
     assert "swarm.task.*.propose.*" in {r.subscription for r in routes}
+
+
+def _nested(depth: int, inner: bytes = b"1") -> bytes:
+    return b'{"a":' * depth + inner + b"}" * depth
+
+
+@pytest.mark.parametrize(
+    ("body", "depth"),
+    [
+        (b"", 0),
+        (b'{"to":"zero"}', 1),
+        (b"[{}]", 2),
+        (b"[[],[],[[]]]", 3),
+        (_nested(3_000), 3_000),
+        # Brackets inside strings do not nest, escaped quotes do not end a string, and an
+        # escaped backslash before a quote does not escape the quote.
+        (b'{"memo":"[[[[{{{{"}', 1),
+        (b'{"memo":"\\"[[[[\\""}', 1),
+        (b'{"memo":"\\\\"}', 1),
+        (b'{"memo":"\\\\\\"[["}', 1),
+        (b'{"a":"\\\\","b":[[1]]}', 3),
+    ],
+)
+def test_nesting_depth_skips_strings(body: bytes, depth: int) -> None:
+    assert nesting_depth(body) == depth
+
+
+def test_nesting_beyond_the_bound_is_refused_with_the_bound_in_the_message() -> None:
+    assert nesting_refusal(_nested(64), 64) is None
+    refused = nesting_refusal(_nested(65), 64)
+    assert isinstance(refused, ErrorBody)
+    assert (refused.code, refused.path) == ("invalid_message", "$")
+    assert "65 levels deep" in refused.message and "at most 64" in refused.message
+    # Many brackets, shallow: counted, scanned, and let through.
+    wide = b"[" + b",".join([b'{"members":["a"]}'] * 500) + b"]"
+    assert nesting_refusal(wide, 64) is None
+    # Deep only inside a string: nothing to refuse.
+    assert nesting_refusal(b'{"memo":"' + b"[" * 1_000 + b'"}', 64) is None
