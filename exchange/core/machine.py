@@ -16,7 +16,6 @@ from exchange.core.coalition_rules import CoalitionRecord, CoalitionRules
 from exchange.core.config import EconomyConfig
 from exchange.core.earning import Earning
 from exchange.core.escrow import SETTLED_ESCROW_STATES, Escrow, Escrows, ForgottenEscrows
-from exchange.core.games import compile_game
 from exchange.core.ledger import (
     Agent,
     Hold,
@@ -25,14 +24,13 @@ from exchange.core.ledger import (
     Refusal,
     RememberedRows,
     refusal_reply,
-    refuse,
     result_reply,
 )
 from exchange.core.limits import Limits, SpendEntry, SpendWindows, Window
 from exchange.core.market import WORK_FINISHED_STATES, ForgottenTasks, Market, Task
 from exchange.core.pools import Pool, Pools
-from exchange.core.shapley import GameError, shapley
 from exchange.core.spending import Spending
+from exchange.core.stateless_queries import answer_shapley
 from exchange.core.stigmergy import SignalsRules, Stigmergy
 from exchange.core.swarm_metrics import SwarmMetricInputs, evaluate
 from exchange.core.votes import Proposal, Votes
@@ -42,7 +40,6 @@ from protocols import queries as q
 from protocols import results as r
 from protocols import swarm as s
 from protocols.amounts import format_micro
-from protocols.errors import ErrorCode
 from protocols.ids import ADMIN
 
 # 3: the idempotency records as the ledger keeps them ("done": {"keys", "records"}).
@@ -90,7 +87,8 @@ class Exchange:
             q.EscrowQuery: self._escrow,
             q.ProposalQuery: self._proposal,
             q.MetricsQuery: self._metrics,
-            coop.ShapleyQuery: self._shapley,
+            # Reads no state: the daemon answers it in a query process through the same function.
+            coop.ShapleyQuery: answer_shapley,
             q.BalanceQuery: self._balance,
             q.HistoryQuery: self._history,
             q.LimitsQuery: self._limits,
@@ -271,24 +269,6 @@ class Exchange:
             for m in evaluate(inputs)
         ]
         return r.MetricsResult(metrics=readings, inputs=msgspec.to_builtins(inputs))
-
-    def _shapley(self, query: coop.ShapleyQuery) -> msgspec.Struct | Refusal:
-        try:
-            result = shapley(
-                compile_game(query.game), permutations=query.permutations, seed=query.seed
-            )
-        except GameError as exc:
-            return refuse(ErrorCode.invalid_message, str(exc), path="$.game")
-        return coop.ShapleyShares(
-            players=list(result.players),
-            values=list(result.values),
-            standard_errors=None
-            if result.standard_errors is None
-            else list(result.standard_errors),
-            grand_coalition_value=result.grand_coalition_value,
-            method=result.method,
-            permutations=result.permutations,
-        )
 
     def _status(self, query: q.StatusQuery) -> msgspec.Struct:
         ledger = self.ledger
