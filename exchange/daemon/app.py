@@ -50,6 +50,7 @@ from exchange.daemon.liveness import Liveness
 from exchange.daemon.natsserver import NatsServerConfig, NatsServerReloadError, check_port_free
 from exchange.daemon.natssupervisor import SupervisedNatsServer, run_supervised_nats_server
 from exchange.daemon.prometheus import render_metrics, serve_metrics
+from exchange.daemon.query_pool import QueryPool
 from exchange.daemon.recovery import apply_genesis, load_economy_config, recover
 from exchange.daemon.routes import Route, default_routes
 from exchange.daemon.service import Publisher, Receiver
@@ -366,6 +367,7 @@ class _Service:
     routes: tuple[Route, ...]
     subscriptions: list[Subscription]
     control: list[Subscription]
+    query_pool: QueryPool
 
 
 async def _build(
@@ -393,12 +395,21 @@ async def _build(
     # Subscribed before the batcher runs: what arrives meanwhile waits in the inbound queue.
     inbound = InboundQueue(settings.inbound_queue_size_max)
     liveness = Liveness(settings.liveness_agents_max)
+    # Starts no process until a stateless query comes; ``_serve`` runs it, ``_drain`` closes it.
+    query_pool = QueryPool(
+        publish=publish,
+        processes_max=settings.query_processes_max,
+        queue_size_max=settings.query_queue_size_max,
+        time_s_max=settings.query_time_s_max,
+        niceness=settings.query_process_niceness,
+    )
     receiver = Receiver(
         publish=publish,
         message_bytes_max=settings.message_bytes_max,
         message_depth_max=settings.message_depth_max,
         liveness=liveness,
         wall_ns=recovered.clock.wall_ns,
+        query_pool=query_pool,
     )
     subscriptions = [
         await side.nc.subscribe(
@@ -419,7 +430,9 @@ async def _build(
         for subject in control_subjects(handle.service_id)
     ]
     await side.nc.flush()
-    return _Service(handle, pipeline, inbound, liveness, identity, routes, subscriptions, control)
+    return _Service(
+        handle, pipeline, inbound, liveness, identity, routes, subscriptions, control, query_pool
+    )
 
 
 async def _serve(
@@ -437,6 +450,7 @@ async def _serve(
         async with anyio.create_task_group() as tg:
             tg.start_soon(pipeline.run_batcher, service.inbound)
             tg.start_soon(pipeline.run_committer)
+            tg.start_soon(service.query_pool.run)
             tg.start_soon(
                 _run_timers, timer_scope, pipeline.timers, recovered.clock, service.inbound
             )
@@ -512,7 +526,10 @@ async def _drain(settings: Settings, service: _Service, timer_scope: anyio.Cance
             # callback has handled every message already delivered.
             await subscription.drain()  # type: ignore[no-untyped-call]
         service.inbound.close()
+        # The queries already taken are answered; the pool's processes then exit.
+        service.query_pool.close()
         await service.pipeline.finished.wait()
+        await service.query_pool.finished.wait()
     if drain.cancelled_caught:
         log.warning("drain_timed_out", drain_timeout_s=settings.drain_timeout_s)
         return False

@@ -26,6 +26,20 @@ batch_size_max: Final = 1024
 subscription_pending_msgs_max: Final = 65_536
 subscription_pending_bytes_max: Final = 64 * 1024 * 1024
 
+# Queries that read no ledger state (``shapley``) run in separate processes, off the writer
+# (exchange/daemon/query_pool.py); their size bounds are in exchange/core/stateless_queries.py.
+# One process by default: on the 2-core machine it was measured on (bench/query_isolation.py),
+# the other core is left to the event loop and nats-server, which the transfers need.
+query_processes_max: Final = 1
+# Queries waiting for a process beyond those running; more are refused ``overloaded`` at once.
+# Small, since each may take up to ``query_time_s_max``: the last waits a few of those.
+query_queue_size_max: Final = 8
+# A query running longer than this is stopped (its process killed) and answered
+# ``query_timed_out``. The largest query within the size bounds takes ~0.3 s of one core here.
+query_time_s_max: Final = 2.0
+# The query processes' niceness: the event loop and nats-server get a contested core first.
+query_process_niceness: Final = 10
+
 # Agents whose last heartbeat the exchange remembers (in memory; the longest silent goes first).
 liveness_agents_max: Final = 10_000
 

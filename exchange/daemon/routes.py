@@ -13,8 +13,10 @@ Every command is returned with its canonical JSON (what the journal stores), and
 checked to decode again, so a command built from a subject (whose fields msgspec did not validate)
 can never reach the journal in a form that a replay would refuse.
 
-``nesting_refusal`` bounds how deep a body's arrays and objects nest, for the receiver to check
-before any decoder runs.
+A query that reads no ledger state (``exchange.core.stateless_queries``: ``shapley``) resolves to
+``StatelessQueryWork``, which the receiver hands to the query pool instead of the writer, or, when
+it is beyond its size bounds, to a ``query_too_large`` refusal. ``nesting_refusal`` bounds how deep
+a body's arrays and objects nest, for the receiver to check before any decoder runs.
 """
 
 import re
@@ -26,6 +28,7 @@ from typing import Final
 
 import msgspec
 
+from exchange.core import stateless_queries
 from protocols import routes as swarm_routes
 from protocols import subjects
 from protocols.commands import Command
@@ -64,6 +67,17 @@ class QueryWork(msgspec.Struct, frozen=True, gc=False):
     query: Query
 
 
+class StatelessQueryWork(msgspec.Struct, frozen=True, gc=False):
+    """A query that reads no ledger state, within its size bounds: for the query pool.
+
+    ``body`` is what the client sent (decoded once here, so known to be valid); the query
+    process decodes it again, which costs less than pickling the decoded query would.
+    """
+
+    verb: str
+    body: bytes
+
+
 class HeartbeatWork(msgspec.Struct, frozen=True, gc=False):
     """A worker's heartbeat: recorded by the receiver, never queued, applied or journaled."""
 
@@ -71,7 +85,7 @@ class HeartbeatWork(msgspec.Struct, frozen=True, gc=False):
     heartbeat: Heartbeat
 
 
-Resolved = CommandWork | QueryWork | HeartbeatWork | ErrorBody
+Resolved = CommandWork | QueryWork | StatelessQueryWork | HeartbeatWork | ErrorBody
 Resolver = Callable[[str, bytes], Resolved]
 
 
@@ -215,6 +229,11 @@ def resolve_query(subject: str, body: bytes) -> Resolved:
         query = decoder.decode(body or b"{}")
     except msgspec.DecodeError as exc:
         return invalid_message(exc, f"the body of query {verb}")
+    if stateless_queries.is_stateless(query):
+        too_large = stateless_queries.size_refusal(query)
+        if too_large is not None:
+            return too_large.body
+        return StatelessQueryWork(verb, body or b"{}")
     return QueryWork(verb, query)
 
 

@@ -2,16 +2,18 @@
 
 Owns: the subscription callbacks; per message, the size and nesting checks, the route's resolver,
 and either an immediate refusal (``message_too_large``, ``invalid_message``, ``unknown_verb``,
-``invalid_agent_id``, ``overloaded``) or a ``put`` into the bounded inbound queue; answering
-``$SRV.*``; and ``Publisher``, the one place replies and events leave.
+``invalid_agent_id``, ``query_too_large``, ``overloaded``), a ``put`` into the bounded inbound
+queue, or, for a query that reads no ledger state, a ``submit_nowait`` to the query pool (which
+answers it in another process); answering ``$SRV.*``; and ``Publisher``, the one place replies
+and events leave.
 
 Why callbacks, not ``async for msg in sub.messages``: nats-py (2.16) runs a callback subscription
 as one task that hands every buffered message to the callback without yielding in between, so a
 burst read from the socket reaches the inbound queue whole and is applied as one batch. Its
 iterator instead makes a task and a wait per message (nats-py #541): about 20 us more a message,
 and bursts trickle into the batcher one message per loop turn (measured: batches of 1).
-Must not: apply a command or answer a query (the batcher does, in order), wait on a full queue,
-or put an exception's text in a reply.
+Must not: apply a command or answer a query (the batcher does, in order; the query pool answers
+the stateless ones), wait on a full queue, or put an exception's text in a reply.
 
 A handler is: check size and nesting → resolve (decode) → refuse or queue → one log line for a
 refusal.
@@ -31,7 +33,15 @@ from nats.aio.msg import Msg
 from exchange.daemon.discovery import EndpointCounters, ServiceIdentity, verb_of
 from exchange.daemon.inbound import Inbound, InboundQueue
 from exchange.daemon.liveness import Liveness
-from exchange.daemon.routes import HeartbeatWork, QueryWork, Route, nesting_refusal, refusal
+from exchange.daemon.query_pool import QueryJob, QueryPool
+from exchange.daemon.routes import (
+    CommandWork,
+    HeartbeatWork,
+    Route,
+    StatelessQueryWork,
+    nesting_refusal,
+    refusal,
+)
 from protocols.errors import ErrorCode
 from protocols.results import Envelope, ErrorBody
 
@@ -69,12 +79,14 @@ class Receiver:
         message_depth_max: int,
         liveness: Liveness,
         wall_ns: Callable[[], int],
+        query_pool: QueryPool,
     ) -> None:
         self._publish = publish
         self._message_bytes_max = message_bytes_max
         self._message_depth_max = message_depth_max
         self._liveness = liveness
         self._wall_ns = wall_ns
+        self._query_pool = query_pool
 
     def callback(
         self, route: Route, counters: EndpointCounters, inbound: InboundQueue
@@ -120,12 +132,22 @@ class Receiver:
             if reply_to is not None:
                 await self._publish(reply_to, _empty_ok)
             return
-        if reply_to is None and (isinstance(resolved, QueryWork) or resolved.reply_expected):
+        # Every query needs a reply; a command may not (a fire-and-forget swarm signal).
+        needs_reply = not isinstance(resolved, CommandWork) or resolved.reply_expected
+        if reply_to is None and needs_reply:
             log.info(
                 "message_dropped",
                 subject=msg.subject[:_subject_log_chars_max],
                 reason="no_reply_subject",
             )
+            return
+        if isinstance(resolved, StatelessQueryWork):
+            assert reply_to is not None
+            job = QueryJob(resolved.verb, resolved.body, reply_to, counters, received_ns)
+            if not self._query_pool.submit_nowait(job):
+                await self._refuse(
+                    msg.subject, reply_to, counters, received_ns, self._pool_full(job)
+                )
             return
         if not inbound.put(Inbound(resolved, reply_to, counters, received_ns)):
             await self._refuse(
@@ -139,6 +161,14 @@ class Receiver:
                     "wait with the same request_id",
                 ),
             )
+
+    def _pool_full(self, job: QueryJob) -> ErrorBody:
+        return refusal(
+            ErrorCode.overloaded,
+            f"the exchange's processes for {job.verb} queries are busy (at most "
+            f"{self._query_pool.capacity} running or waiting); nothing was computed. Retry after "
+            "a short wait",
+        )
 
     async def _refuse(
         self,

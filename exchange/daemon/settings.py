@@ -76,6 +76,10 @@ class Settings:
     batch_size_max: int = limits.batch_size_max
     snapshot_every_commands: int = limits.snapshot_every_commands
     liveness_agents_max: int = limits.liveness_agents_max
+    query_processes_max: int = limits.query_processes_max
+    query_queue_size_max: int = limits.query_queue_size_max
+    query_time_s_max: float = limits.query_time_s_max
+    query_process_niceness: int = limits.query_process_niceness
     subscription_pending_msgs_max: int = limits.subscription_pending_msgs_max
     subscription_pending_bytes_max: int = limits.subscription_pending_bytes_max
     drain_timeout_s: float = limits.drain_timeout_s
@@ -87,6 +91,10 @@ class Settings:
     def __post_init__(self) -> None:
         assert self.message_bytes_max > 0, self.message_bytes_max
         assert self.message_depth_max > 0, self.message_depth_max
+        assert self.query_processes_max > 0, "stateless queries need a process to run in"
+        assert self.query_queue_size_max >= 0, self.query_queue_size_max
+        assert self.query_time_s_max > 0, self.query_time_s_max
+        assert 0 <= self.query_process_niceness <= 19, self.query_process_niceness
         assert self.inbound_queue_size_max > 0, "a zero inbound queue would refuse every command"
         assert 0 < self.batch_size_max <= 8192, "the journal takes at most 8192 entries a batch"
         assert self.snapshot_every_commands > 0, self.snapshot_every_commands

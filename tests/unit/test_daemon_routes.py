@@ -6,6 +6,7 @@ import pytest
 from exchange.daemon.routes import (
     CommandWork,
     QueryWork,
+    StatelessQueryWork,
     default_routes,
     nesting_depth,
     nesting_refusal,
@@ -126,6 +127,21 @@ def test_the_routing_table_names_every_subscription_once() -> None:
     assert len({r.name for r in routes}) == len(routes)
     assert len({r.subscription for r in routes}) == len(routes)
     assert "swarm.task.*.propose.*" in {r.subscription for r in routes}
+
+
+def test_a_shapley_query_goes_to_the_query_pool_with_its_body() -> None:
+    body = b'{"game":{"values":{"a":1,"b":2}},"seed":1}'
+    work = resolve_query("exchange.query.shapley", body)
+    assert isinstance(work, StatelessQueryWork)
+    assert (work.verb, work.body) == ("shapley", body)
+
+
+def test_a_shapley_query_beyond_its_bounds_is_refused_at_the_wire() -> None:
+    values = ",".join(f'"p{index:04d}":1' for index in range(1_800))
+    body = b'{"game":{"values":{' + values.encode() + b'}},"permutations":100000,"seed":1}'
+    refused = resolve_query("exchange.query.shapley", body)
+    assert isinstance(refused, ErrorBody)
+    assert (refused.code, refused.path) == ("query_too_large", "$.permutations")
 
 
 def _nested(depth: int, inner: bytes = b"1") -> bytes:
