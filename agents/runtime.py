@@ -33,6 +33,7 @@ from agents import limits
 from agents.bus import Bus
 from agents.config import RuntimeConfig
 from agents.errors import BusError, ConnectionLostError
+from protocols.nesting import depth_beyond
 from protocols.swarm import Heartbeat
 
 T = TypeVar("T")
@@ -163,6 +164,10 @@ class WorkerContext:
 
     def decode(self, decoder: msgspec.json.Decoder[T], msg: Msg) -> T | None:
         """The message's body, or None (logged) when another agent sent something invalid."""
+        if (depth := depth_beyond(msg.data)) is not None:
+            # Before decoding: so deep a body raises RecursionError in msgspec, not DecodeError.
+            self.log.warning("message_rejected", subject=msg.subject, nesting_depth=depth)
+            return None
         try:
             return decoder.decode(msg.data)
         except msgspec.DecodeError as exc:

@@ -12,16 +12,22 @@ ADMIN: Final = "admin"
 EXCHANGE: Final = "exchange"
 SYSTEM_SENDERS: Final = frozenset({ADMIN, EXCHANGE})
 
+# A pattern's "$" also matches before a final newline under Python's re (which msgspec and
+# jsonschema use), so every pattern ends "$(?!\n)": "btc\n" must not pass as a subject token.
 # Loose on the wire (so an oversize id is an invalid_message and a malformed one an
 # invalid_agent_id with a helpful message); the core applies AGENT_ID_PATTERN where ids are made.
 AgentRef = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-RequestId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[!-~]+$")]
+RequestId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[!-~]+$(?!\n)")]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 Text = Annotated[str, msgspec.Meta(max_length=4096)]
 # A subject token other than an agent id (task type, asset, model): no dots, spaces or wildcards.
-Token = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_:-]+$")]
+Token = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_:-]+$(?!\n)")
+]
 # Model names never appear in subjects, and real ones have dots ("llama3.2").
-ModelName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+ModelName = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$(?!\n)")
+]
 
 
 def is_agent_id(value: str) -> bool:

@@ -293,6 +293,15 @@ class Pools:
             return refuse(
                 ErrorCode.invalid_message, "a Shapley distribution needs a game", path="$.game"
             )
+        # The players checked before any work: only the pool's contributors (registered agents,
+        # so few) may be in the game, which bounds what the writer computes here.
+        named = cmd.game.players if cmd.game.values is None else list(cmd.game.values)
+        if sorted(set(named or ())) != sorted(names):
+            return refuse(
+                ErrorCode.invalid_message,
+                f"the game's players must be the contributors {sorted(names)}",
+                path="$.game",
+            )
         try:
             result = shapley(compile_game(cmd.game), seed=0)
         except GameError as exc:

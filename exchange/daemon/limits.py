@@ -10,8 +10,8 @@ from typing import Final
 # NATS's own max_payload (1 MiB) stays above it, so the exchange, not the server, answers.
 message_bytes_max: Final = 64 * 1024
 # Arrays and objects nested deeper than this in a body are refused with ``invalid_message`` before
-# it is decoded (msgspec decodes nesting recursively: 3,000 levels raised RecursionError). No
-# message of the protocol needs more than 5; bids' and reports' free-form fields get the rest.
+# it is decoded (protocols/nesting.py says why); the protocol's MESSAGE_DEPTH_MAX, which agents
+# apply too (tests/unit/test_daemon_routes.py checks they agree).
 message_depth_max: Final = 64
 
 # The inbound queue between the NATS subscription callbacks and the batcher. Not 0 (the style's

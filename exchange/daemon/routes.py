@@ -20,10 +20,8 @@ a body's arrays and objects nest, for the receiver to check before any decoder r
 """
 
 import re
-from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
-from itertools import accumulate
 from typing import Final
 
 import msgspec
@@ -34,6 +32,7 @@ from protocols import subjects
 from protocols.commands import Command
 from protocols.errors import ErrorCode
 from protocols.ids import SYSTEM_SENDERS, is_agent_id
+from protocols.nesting import depth_beyond
 from protocols.queries import Query
 from protocols.registry import COMMAND_DECODERS, QUERY_DECODERS, WIRE_COMMAND_DECODERS
 from protocols.results import ErrorBody
@@ -46,8 +45,6 @@ _heartbeat_decoder: Final = msgspec.json.Decoder(Heartbeat)
 _path_re: Final = re.compile(r" - at `(?P<path>[^`]*)`$")
 # For the nesting scan: every byte that is not a JSON bracket (deleted), and the brackets mapped
 # to their step in depth, +1 or -1 as a signed byte.
-_not_brackets: Final = bytes(byte for byte in range(256) if byte not in b"[]{}")
-_bracket_steps: Final = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
 
 
 # The per-message records of the daemon are msgspec Structs (gc=False: they hold no cycles), not
@@ -108,24 +105,10 @@ def invalid_message(exc: msgspec.DecodeError, what: str) -> ErrorBody:
     found = _path_re.search(text)
     return refusal(
         ErrorCode.invalid_message,
-        f"{what} is not valid: {text}; fix that field and send it again (the fields of every "
-        "message are in protocols/ and PROTOCOL.md)",
+        f"{what} is not valid: {text}; fix that field and send it again (every message's fields: "
+        "docs/protocol-reference.md)",
         path=found["path"] if found else "$",
     )
-
-
-def nesting_depth(body: bytes) -> int:
-    """How deep arrays and objects nest in the JSON ``body``, strings skipped: ``[{}]`` is 2.
-
-    Escaped backslashes, then escaped quotes, are dropped (pairs from the left, as a JSON parser
-    reads them), so every quote left delimits a string; the text between the odd and even
-    quotes is then outside strings. All of it is C-speed passes over the bytes, but for the
-    running sum over the brackets that remain.
-    """
-    unescaped = body.replace(b"\\\\", b"").replace(b'\\"', b"")
-    outside_strings = b"".join(unescaped.split(b'"')[::2])
-    steps = outside_strings.translate(_bracket_steps, _not_brackets)
-    return max(accumulate(array("b", steps)), default=0)
 
 
 def nesting_refusal(body: bytes, depth_max: int) -> ErrorBody | None:
@@ -136,12 +119,8 @@ def nesting_refusal(body: bytes, depth_max: int) -> ErrorBody | None:
     would decode and could then be journaled, to fail when encoded or replayed at another stack
     depth. The bound keeps every decoder far from the limit, whatever the stack around it.
     """
-    # Only a body with more opening brackets than the bound can nest beyond it, and counting
-    # them is C-speed: ordinary messages (a transfer has one) skip the scan.
-    if body.count(b"{") + body.count(b"[") <= depth_max:
-        return None
-    depth = nesting_depth(body)
-    if depth <= depth_max:
+    depth = depth_beyond(body, depth_max)
+    if depth is None:
         return None
     return refusal(
         ErrorCode.invalid_message,

@@ -401,3 +401,35 @@ async def test_a_connection_lost_for_good_stops_the_worker_with_an_error(tmp_pat
             stop.set()
     (failure,) = failures
     assert "ended" in str(failure)
+
+
+class Decoding:
+    """Decodes every price on ``in`` with the runtime's ``decode``; keeps what decoded."""
+
+    def __init__(self) -> None:
+        self.prices: list[PriceUpdate] = []
+        self.got = anyio.Event()
+
+    async def setup(self, ctx: WorkerContext) -> None:
+        decoder = msgspec.json.Decoder(PriceUpdate)
+
+        async def handle(msg: Msg) -> None:
+            if (update := ctx.decode(decoder, msg)) is not None:
+                self.prices.append(update)
+                self.got.set()
+
+        await ctx.subscribe(subjects.price("IN"), handle)
+
+
+async def test_a_body_nested_3000_deep_is_dropped_and_the_worker_goes_on(
+    nats_server: NatsServer, nats_client: ClientOpener
+) -> None:
+    """msgspec raises RecursionError, not DecodeError, that deep: it used to end the consumer."""
+    worker = Decoding()
+    async with nats_client(nats_server) as client, running(_config(nats_server.url), worker):
+        await client.publish(subjects.price("IN"), b"[" * 3000 + b"]" * 3000)
+        valid = PriceUpdate(asset="IN", price=Decimal(2), at_ns=1)
+        await client.publish(subjects.price("IN"), _encoder.encode(valid))
+        with anyio.fail_after(WAIT_S):
+            await worker.got.wait()
+    assert worker.prices == [valid]

@@ -205,3 +205,34 @@ def test_protocol_reference_matches_the_structs() -> None:
     assert on_disk == schema.reference_markdown(), (
         "docs/protocol-reference.md is out of date: run `python -m protocols.schema`"
     )
+
+
+@pytest.mark.parametrize(
+    ("verb", "field", "value"),
+    [
+        ("transfer", "request_id", "r-1\n"),
+        ("task.announce", "task_type", "analyze\n"),
+        ("task.announce", "asset", "btc\n"),
+        ("llm", "model", "llama3.2\n"),
+    ],
+)
+def test_a_trailing_newline_never_passes_a_pattern(verb: str, field: str, value: str) -> None:
+    """Python's "$" matches before a final newline; a subject token with one would break the
+    NATS protocol line the exchange publishes it in."""
+    fields = {
+        "request_id": "r-1",
+        "to": "zero",
+        "amount": "1",
+        "task_type": "analyze",
+        "asset": "btc",
+        "deadline_ms": 1000,
+        "max_cost": "5",
+        "tokens": 10,
+        "model": "llama3.2",
+    }
+    info = msgspec.inspect.type_info(registry.COMMANDS[verb])
+    assert isinstance(info, msgspec.inspect.StructType)
+    body = {f.name: fields[f.name] for f in info.fields if f.name in fields} | {field: value}
+    registry.COMMAND_DECODERS[verb].decode(msgspec.json.encode({**body, field: value[:-1]}))
+    with pytest.raises(msgspec.ValidationError, match="regex"):
+        registry.COMMAND_DECODERS[verb].decode(msgspec.json.encode(body))

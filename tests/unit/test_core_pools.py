@@ -339,3 +339,27 @@ def test_only_the_configured_number_of_closed_pools_is_kept() -> None:
     h.refused("claude", c.PoolClose, "unknown_pool", pool_id=ids[0])
     assert h.balance("claude") == D(10_000)  # both refunded in full
     h.ex.check_invariants()
+
+
+def test_a_shapley_distribution_checks_its_players_before_computing_anything() -> None:
+    from protocols import cooperation as coop
+
+    h = Harness()
+    pool_id = new_pool(h, "claude", target=D(1000))
+    h.ok("lambda", c.PoolJoin, pool_id=pool_id)
+    h.ok("claude", c.PoolContribute, pool_id=pool_id, amount=D(600))
+    h.ok("lambda", c.PoolContribute, pool_id=pool_id, amount=D(400))
+    h.ok("admin", coop.PoolDeposit, pool_id=pool_id, amount=D(100))
+    # 1,800 sampled players would hold the single writer for most of a second: refused first.
+    crowd = coop.Game(values={f"p{i}": 1.0 for i in range(1800)})
+    h.refused(
+        "claude",
+        coop.PoolDistribute,
+        "invalid_message",
+        pool_id=pool_id,
+        method="shapley",
+        game=crowd,
+    )
+    pair = coop.Game(values={"claude": 3.0, "lambda": 1.0})
+    paid = h.ok("claude", coop.PoolDistribute, pool_id=pool_id, method="shapley", game=pair)
+    assert [p["amount"] for p in paid["payouts"]] == ["75", "25"]

@@ -77,7 +77,7 @@ def test_an_agent_asks_to_change_its_own_limits_and_the_electorate_decides() -> 
 
 def test_the_proposer_never_picks_the_electorate_of_a_parameter_vote() -> None:
     h = Harness()
-    cheap = s.ModelPriceAction(model="claude-opus", price=Decimal(1))
+    cheap = price(Decimal(1))
     error = refused_proposal(
         h,
         "claude",
@@ -117,19 +117,27 @@ def test_a_council_holds_parameter_votes_with_a_quorum_of_its_weight() -> None:
     assert (shown["outcome"], shown["action_state"]) == ("no_quorum", "not_applied")
 
 
+def price(value: Decimal, model: str = "claude-opus") -> s.ModelPriceAction:
+    return s.ModelPriceAction(model=model, price=value)
+
+
+def contract(**fields: Any) -> s.ContractAction:
+    return s.ContractAction(name="default", **fields)
+
+
 @pytest.mark.parametrize(
     ("action", "code", "path"),
     [
-        (s.ModelPriceAction(model="claude-opus", price=Decimal(0)), "parameter_out_of_bounds", None),
-        (s.ModelPriceAction(model="claude-opus", price=Decimal(-3)), "amount_must_be_positive", None),
-        (s.ModelPriceAction(model="claude-opus", price=Decimal("1e6")), "parameter_out_of_bounds", None),
-        (s.ModelPriceAction(model="claude-opus", price=Decimal("0.0000001")), "parameter_out_of_bounds", None),
-        (s.ModelPriceAction(model="claude-opus", price=Decimal("1.0000001")), "too_many_decimals", None),
-        (s.ModelPriceAction(model="gpt-9", price=Decimal(1)), "unknown_model", None),
-        (s.ContractAction(name="default", multiplier=Decimal(0)), "amount_must_be_positive", None),
-        (s.ContractAction(name="default", multiplier=Decimal("1e-7")), "parameter_out_of_bounds", None),
-        (s.ContractAction(name="default", multiplier=Decimal(1000)), "parameter_out_of_bounds", None),
-        (s.ContractAction(name="default", budget=Decimal(-1)), "amount_must_be_positive", None),
+        (price(Decimal(0)), "parameter_out_of_bounds", None),
+        (price(Decimal(-3)), "amount_must_be_positive", None),
+        (price(Decimal("1e6")), "parameter_out_of_bounds", None),
+        (price(Decimal("0.0000001")), "parameter_out_of_bounds", None),
+        (price(Decimal("1.0000001")), "too_many_decimals", None),
+        (price(Decimal(1), "gpt-9"), "unknown_model", None),
+        (contract(multiplier=Decimal(0)), "amount_must_be_positive", None),
+        (contract(multiplier=Decimal("1e-7")), "parameter_out_of_bounds", None),
+        (contract(multiplier=Decimal(1000)), "parameter_out_of_bounds", None),
+        (contract(budget=Decimal(-1)), "amount_must_be_positive", None),
         (s.ContractAction(name="default"), "invalid_message", "$.action"),
         (s.ContractAction(name="nope", multiplier=Decimal(2)), "no_contract", "$.action.name"),
         (s.LimitsAction(agent="claude"), "invalid_message", "$.action"),
