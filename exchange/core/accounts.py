@@ -100,6 +100,13 @@ def history_posting(account: str, row: HistoryRow) -> Posting:
     )
 
 
+class BookState(msgspec.Struct, frozen=True, kw_only=True):
+    """The book in a snapshot: balances, and each agent's history as its own rows."""
+
+    balances: dict[str, int]
+    histories: dict[str, list[HistoryRow]]
+
+
 @dataclass(slots=True)
 class Book:
     balances: dict[str, int] = field(default_factory=dict)
@@ -108,6 +115,23 @@ class Book:
     pending: list[Posting] = field(default_factory=list)
     seq: int = 0
     now_ns: int = 0
+
+    def snapshot(self) -> BookState:
+        return BookState(
+            balances=self.balances,
+            histories={
+                account: [history_row(account, posting) for posting in postings]
+                for account, postings in self.histories.items()
+            },
+        )
+
+    def restore(self, state: BookState) -> None:
+        """Takes back what ``snapshot`` gave, into an empty book."""
+        assert not self.balances, "restore into an empty book"
+        self.balances.update(state.balances)
+        for account, rows in state.histories.items():
+            self.open(account)
+            self.histories[account].extend(history_posting(account, row) for row in rows)
 
     def open(self, account: str) -> None:
         self.balances.setdefault(account, 0)

@@ -40,6 +40,13 @@ class CoalitionRecord:
     state: str = "active"
 
 
+class CoalitionsState(msgspec.Struct, frozen=True, kw_only=True):
+    coalitions: list[CoalitionRecord]
+    ended_coalitions: list[str]
+    # (ended, intact) of the ended coalitions forgotten: the stability metric counts them.
+    forgotten_coalitions: tuple[int, int]
+
+
 class CoalitionRules:
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
@@ -51,6 +58,18 @@ class CoalitionRules:
         self.forgotten_intact = 0
         ledger.register_handler(coop.FormCoalition, self.form)
         ledger.register_handler(coop.EndCoalition, self.end)
+
+    def snapshot(self) -> CoalitionsState:
+        return CoalitionsState(
+            coalitions=list(self.coalitions.values()),
+            ended_coalitions=list(self.ended),
+            forgotten_coalitions=(self.forgotten_ended, self.forgotten_intact),
+        )
+
+    def restore(self, state: CoalitionsState) -> None:
+        self.coalitions.update((c.id, c) for c in state.coalitions)
+        self.ended.extend(state.ended_coalitions)
+        self.forgotten_ended, self.forgotten_intact = state.forgotten_coalitions
 
     def form(self, sender: str, cmd: coop.FormCoalition) -> msgspec.Struct | Refusal:
         ledger = self.ledger

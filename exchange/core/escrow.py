@@ -72,6 +72,12 @@ class TaskSide(Protocol):
         """An arbiter released or refunded the task's escrow (already settled)."""
 
 
+class EscrowsState(msgspec.Struct, frozen=True, kw_only=True):
+    escrows: list[Escrow]
+    settled_escrows: list[str]
+    forgotten_escrows: ForgottenEscrows
+
+
 class Escrows:
     """The escrow rules, installed into a ledger."""
 
@@ -94,6 +100,18 @@ class Escrows:
         ledger.register_timer_kind("escrow_deadline", self._on_deadline)
 
     # ------------------------------------------------------------------------ primitives
+
+    def snapshot(self) -> EscrowsState:
+        return EscrowsState(
+            escrows=list(self.by_id.values()),
+            settled_escrows=list(self.settled),
+            forgotten_escrows=self.forgotten,
+        )
+
+    def restore(self, state: EscrowsState) -> None:
+        self.by_id.update((e.id, e) for e in state.escrows)
+        self.settled.extend(state.settled_escrows)
+        self.forgotten = state.forgotten_escrows
 
     def open(
         self, hold: Hold, payee: str, referrer: str | None, task_id: str | None, memo: str

@@ -124,6 +124,54 @@ class Hold:
     spend: SpendEntry | None = None
 
 
+class AgentState(msgspec.Struct, frozen=True, kw_only=True):
+    """An agent in a snapshot. ``spends`` are its day window's entries, (at_ns, amount, in_hour)."""
+
+    id: str
+    level: str
+    base_rate: int
+    primary_llm: str
+    preferences: dict[str, str]
+    role: str | None
+    capabilities: list[str]
+    limits: tuple[int, int, int, int]
+    spends: list[tuple[int, int, bool]]
+    earned: int
+    spent: int
+    performance: str
+
+
+class HoldState(msgspec.Struct, frozen=True, kw_only=True):
+    """A hold in a snapshot. ``spend`` names its window entry as (agent, index in the day)."""
+
+    id: str
+    account: str
+    amount: int
+    kind: str
+    expires_at_ns: int | None
+    state: str
+    model: str
+    tokens: int
+    spend: tuple[str, int] | None
+
+
+class LedgerState(msgspec.Struct, frozen=True, kw_only=True):
+    """What the ledger itself keeps (the book apart), in a snapshot."""
+
+    agents: list[AgentState]
+    holds: list[HoldState]
+    closed_authorizations: list[str]
+    rewarded_shas: list[str]
+    rewarded_issues: list[str]
+    contract_minted: dict[str, int]
+    counters: dict[str, int]
+    timers: list[tuple[int, int, str, str]]
+    # The seqs of the remembered commands: their records are their journal entries.
+    done_seqs: list[int]
+    prices: dict[str, str]
+    amendments: dict[str, tuple[str, int]]
+
+
 # A handler returns its result Struct, a Refusal, or (on the hottest paths, where encoding a
 # Struct is a large share of the cost) the whole reply already encoded, byte for byte what
 # ``result_reply`` would make of the result Struct.
@@ -301,6 +349,123 @@ class Ledger:
         ):
             raise ValueError(f"{count} rows for {len(seqs)} remembered seqs, or seqs out of order")
         self._done_seqs.extend(seqs)
+
+    # ----------------------------------------------------------------------------- snapshot
+
+    def snapshot(self) -> LedgerState:
+        """The ledger's state, canonical: windows advanced to now, sets and timers sorted."""
+        now_ns = self.book.now_ns
+        spend_refs: dict[int, tuple[str, int]] = {}
+        agents = []
+        for agent in self.agents.values():
+            # Lazy eviction is invisible to the rules; doing it here makes the state canonical.
+            agent.windows.advance(now_ns)
+            day = agent.windows.day.entries
+            for index, entry in enumerate(day):
+                spend_refs[id(entry)] = (agent.id, index)
+            lim = agent.limits
+            agents.append(
+                AgentState(
+                    id=agent.id,
+                    level=agent.level,
+                    base_rate=agent.base_rate_micro,
+                    primary_llm=agent.primary_llm,
+                    preferences=agent.preferences,
+                    role=agent.role,
+                    capabilities=list(agent.capabilities),
+                    limits=(lim.burst_micro, lim.reserve_micro, lim.hourly_micro, lim.daily_micro),
+                    spends=[(e.at_ns, e.amount_micro, e.in_hour) for e in day],
+                    earned=agent.earned_micro,
+                    spent=agent.spent_micro,
+                    performance=str(agent.performance),
+                )
+            )
+        holds = [
+            HoldState(
+                id=h.id,
+                account=h.account,
+                amount=h.amount_micro,
+                kind=h.kind,
+                expires_at_ns=h.expires_at_ns,
+                state=h.state,
+                model=h.model,
+                tokens=h.tokens,
+                spend=None if h.spend is None else spend_refs.get(id(h.spend)),
+            )
+            for h in self.holds.values()
+        ]
+        return LedgerState(
+            agents=agents,
+            holds=holds,
+            closed_authorizations=list(self.closed_authorizations),
+            rewarded_shas=sorted(self.rewarded_shas),
+            rewarded_issues=sorted(self.rewarded_issues),
+            contract_minted=self.contract_minted_micro,
+            counters=self.counters,
+            timers=sorted(self.timers),
+            done_seqs=self.remembered(),
+            prices={m: str(p) for m, p in self.prices_micro.items()},
+            amendments=dict(self.rules.amendments),
+        )
+
+    def restore(self, state: LedgerState, remembered_rows: RememberedRows) -> None:
+        """Takes back what ``snapshot`` gave, into a new ledger whose book is restored."""
+        assert not self.agents, "restore into a new ledger"
+        lc = self.config.limits
+        entries_of: dict[str, list[SpendEntry]] = {}
+        for a in state.agents:
+            windows = SpendWindows.new(lc.hourly_window_s, lc.daily_window_s)
+            entries = [SpendEntry(at, amount, in_hour) for at, amount, in_hour in a.spends]
+            entries_of[a.id] = entries
+            windows.day.fill(entries)
+            windows.hour.fill([e for e in entries if e.in_hour])
+            self.agents[a.id] = Agent(
+                id=a.id,
+                level=a.level,
+                base_rate_micro=a.base_rate,
+                primary_llm=a.primary_llm,
+                preferences=a.preferences,
+                role=a.role,
+                capabilities=tuple(a.capabilities),
+                limits=Limits(*a.limits),
+                windows=windows,
+                earned_micro=a.earned,
+                spent_micro=a.spent,
+                performance=Decimal(a.performance),
+            )
+        for h in state.holds:
+            spend = None
+            if h.spend is not None:
+                owner, index = h.spend
+                spend = entries_of[owner][index]
+            elif h.kind == "llm":
+                # Its spend left both windows before the snapshot: adjusting it changes no sum.
+                spend = SpendEntry(0, h.amount, in_hour=False, in_day=False)
+            hold = Hold(
+                h.id,
+                h.account,
+                h.amount,
+                h.kind,
+                h.expires_at_ns,
+                h.state,
+                h.model,
+                h.tokens,
+                spend,
+            )
+            self.holds[hold.id] = hold
+            if hold.state == "open":
+                self.open_holds[hold.id] = hold
+        self.closed_authorizations.extend(state.closed_authorizations)
+        self.rewarded_shas.update(state.rewarded_shas)
+        self.rewarded_issues.update(state.rewarded_issues)
+        self.contract_minted_micro.update(state.contract_minted)
+        self.counters.update(state.counters)
+        self.timers.extend(state.timers)
+        heapq.heapify(self.timers)
+        self.restore_remembered(state.done_seqs, remembered_rows(state.done_seqs))
+        self.prices_micro = {m: Decimal(p) for m, p in state.prices.items()}
+        for name, (multiplier, budget_micro) in state.amendments.items():
+            self.rules.amend_contract(name, Decimal(multiplier), budget_micro)
 
     # ----------------------------------------------------------------------------- timers
 

@@ -39,6 +39,11 @@ class Window:
     entries: deque[SpendEntry] = field(default_factory=deque)
     sum_micro: int = 0
 
+    def fill(self, entries: list[SpendEntry]) -> None:
+        """Takes ``entries`` (oldest first, all inside the window) as its own: a restore."""
+        self.entries = deque(entries)
+        self.sum_micro = sum(e.amount_micro for e in entries)
+
 
 @dataclass(slots=True)
 class SpendWindows:

@@ -5,35 +5,32 @@ Pure like the rest of the core: ``apply`` and ``query`` take time as an argument
 """
 
 import hashlib
-from collections import deque
-from decimal import Decimal
 from typing import Any, Final
 
 import msgspec
 
-from exchange.core.accounts import Book, history_posting, history_row
-from exchange.core.coalition_rules import CoalitionRecord, CoalitionRules
+from exchange.core.accounts import Book, BookState, history_row
+from exchange.core.coalition_rules import CoalitionRules, CoalitionsState
 from exchange.core.config import EconomyConfig
 from exchange.core.earning import Earning
-from exchange.core.escrow import SETTLED_ESCROW_STATES, Escrow, Escrows, ForgottenEscrows
+from exchange.core.escrow import SETTLED_ESCROW_STATES, Escrows, EscrowsState
 from exchange.core.ledger import (
     Agent,
-    Hold,
     Ledger,
+    LedgerState,
     Outcome,
     Refusal,
     RememberedRows,
     refusal_reply,
     result_reply,
 )
-from exchange.core.limits import Limits, SpendEntry, SpendWindows, Window
-from exchange.core.market import WORK_FINISHED_STATES, ForgottenTasks, Market, Task
-from exchange.core.pools import Pool, Pools
+from exchange.core.market import WORK_FINISHED_STATES, Market, MarketState
+from exchange.core.pools import Pools, PoolsState
 from exchange.core.spending import Spending
 from exchange.core.stateless_queries import answer_shapley
 from exchange.core.stigmergy import SignalsRules, Stigmergy
 from exchange.core.swarm_metrics import SwarmMetricInputs, evaluate
-from exchange.core.votes import Proposal, Votes
+from exchange.core.votes import Votes, VotesState
 from protocols import commands as c
 from protocols import cooperation as coop
 from protocols import queries as q
@@ -47,9 +44,9 @@ from protocols.ids import ADMIN
 #    finished tasks, settled escrows, closed LLM authorizations, vote proposals, pools and ended
 #    coalitions past the kept number forgotten (with the counts the metrics need).
 # 5: proposals carry their action's state (governance: pending, awaiting ratification, ...).
-SNAPSHOT_VERSION: Final = 5
+# 6: a Struct of each rule module's own part (ExchangeSnapshot), decoded typed.
+SNAPSHOT_VERSION: Final = 6
 _snapshot_encoder: Final = msgspec.msgpack.Encoder()
-_snapshot_decoder: Final = msgspec.msgpack.Decoder()
 
 
 class _Versioned(msgspec.Struct):
@@ -299,110 +296,40 @@ class Exchange:
 
     # ---------------------------------------------------------------------------- snapshot
 
+    def snapshot_state(self) -> "ExchangeSnapshot":
+        """The whole state, each rule module's part as that module's own Struct."""
+        book = self.ledger.book
+        return ExchangeSnapshot(
+            version=SNAPSHOT_VERSION,
+            seq=book.seq,
+            now_ns=book.now_ns,
+            book=book.snapshot(),
+            ledger=self.ledger.snapshot(),
+            pools=self.pools.snapshot(),
+            market=self.market.snapshot(),
+            escrows=self.escrows.snapshot(),
+            coalitions=self.coalitions.snapshot(),
+            votes=self.votes.snapshot(),
+            signals=self.signals.snapshot(),
+        )
+
     def state(self) -> dict[str, Any]:
-        """The whole state as plain data, in a deterministic order."""
-        ledger = self.ledger
-        book = ledger.book
-        for agent in ledger.agents.values():
-            # Lazy eviction is invisible to the rules; doing it here makes the state canonical.
-            agent.windows.advance(book.now_ns)
-        spend_refs: dict[int, tuple[str, int]] = {}
-        agents = []
-        for agent in ledger.agents.values():
-            day = agent.windows.day.entries
-            for index, entry in enumerate(day):
-                spend_refs[id(entry)] = (agent.id, index)
-            agents.append(
-                {
-                    "id": agent.id,
-                    "level": agent.level,
-                    "base_rate": agent.base_rate_micro,
-                    "primary_llm": agent.primary_llm,
-                    "preferences": agent.preferences,
-                    "role": agent.role,
-                    "capabilities": list(agent.capabilities),
-                    "limits": [
-                        agent.limits.burst_micro,
-                        agent.limits.reserve_micro,
-                        agent.limits.hourly_micro,
-                        agent.limits.daily_micro,
-                    ],
-                    "spends": [[e.at_ns, e.amount_micro, e.in_hour] for e in day],
-                    "earned": agent.earned_micro,
-                    "spent": agent.spent_micro,
-                    "performance": str(agent.performance),
-                }
-            )
-        holds = [
-            {
-                "id": h.id,
-                "account": h.account,
-                "amount": h.amount_micro,
-                "kind": h.kind,
-                "expires_at_ns": h.expires_at_ns,
-                "state": h.state,
-                "model": h.model,
-                "tokens": h.tokens,
-                "spend": None if h.spend is None else spend_refs.get(id(h.spend)),
-            }
-            for h in ledger.holds.values()
-        ]
-        return {
-            "version": SNAPSHOT_VERSION,
-            "seq": book.seq,
-            "now_ns": book.now_ns,
-            "balances": book.balances,
-            "histories": {
-                account: [history_row(account, posting) for posting in postings]
-                for account, postings in book.histories.items()
-            },
-            "agents": agents,
-            "holds": holds,
-            "closed_authorizations": list(ledger.closed_authorizations),
-            "rewarded_shas": sorted(ledger.rewarded_shas),
-            "rewarded_issues": sorted(ledger.rewarded_issues),
-            "contract_minted": ledger.contract_minted_micro,
-            "counters": ledger.counters,
-            "timers": sorted(ledger.timers),
-            "done_seqs": ledger.remembered(),
-            "pools": [msgspec.to_builtins(p) for p in self.pools.pools.values()],
-            "closed_pools": list(self.pools.closed),
-            "prices": {m: str(p) for m, p in ledger.prices_micro.items()},
-            "amendments": ledger.rules.amendments,
-            # Structs, encoded as they are (the same bytes as their builtins, much faster).
-            "tasks": list(self.market.tasks.values()),
-            "escrows": list(self.escrows.by_id.values()),
-            "finished_tasks": list(self.market.finished_tasks),
-            "settled_escrows": list(self.escrows.settled),
-            "forgotten_tasks": msgspec.to_builtins(self.market.forgotten),
-            "forgotten_escrows": msgspec.to_builtins(self.escrows.forgotten),
-            "coalitions": [msgspec.to_builtins(c) for c in self.coalitions.coalitions.values()],
-            "ended_coalitions": list(self.coalitions.ended),
-            "forgotten_coalitions": [
-                self.coalitions.forgotten_ended,
-                self.coalitions.forgotten_intact,
-            ],
-            "proposals": [msgspec.to_builtins(p) for p in self.votes.proposals.values()],
-            "closed_proposals": list(self.votes.closed),
-            "stigmergy": msgspec.to_builtins(self.signals.state),
-        }
+        """The logical state as the digest hashes it: every part's fields in one flat map, in
+        ``DIGEST_LAYOUT`` order (the command counter and the clock left out)."""
+        return _digest_map(self.snapshot_state())
 
     def snapshot(self) -> bytes:
-        return _snapshot_encoder.encode(self.state())
+        return _snapshot_encoder.encode(self.snapshot_state())
 
     def snapshot_and_digest(self) -> tuple[bytes, str]:
         """``snapshot()`` and ``digest()`` of this moment, walking the state once."""
-        state = self.state()
-        snapshot = _snapshot_encoder.encode(state)
-        del state["seq"], state["now_ns"]
-        return snapshot, hashlib.sha256(_snapshot_encoder.encode(state)).hexdigest()
+        taken = self.snapshot_state()
+        return _snapshot_encoder.encode(taken), _hash(_digest_map(taken))
 
     def digest(self) -> str:
         """A hash of the logical state. The command counter and the clock are left out, so a
         refused command (which changes nothing) leaves the digest as it was."""
-        state = self.state()
-        del state["seq"], state["now_ns"]
-        return hashlib.sha256(_snapshot_encoder.encode(state)).hexdigest()
+        return _hash(self.state())
 
     @staticmethod
     def snapshot_version(snapshot: bytes) -> int | None:
@@ -420,101 +347,92 @@ class Exchange:
         """Rebuilds an exchange from ``snapshot()`` bytes and the journal entries of the commands
         it remembers (``remembered_rows`` is given their seqs: see ``Ledger.remembered``).
         Raises ValueError on a bad snapshot."""
-        data = _snapshot_decoder.decode(snapshot)
-        if data.get("version") != SNAPSHOT_VERSION:
-            raise ValueError(f"snapshot version {data.get('version')} is not {SNAPSHOT_VERSION}")
+        if (version := cls.snapshot_version(snapshot)) != SNAPSHOT_VERSION:
+            raise ValueError(f"snapshot version {version} is not {SNAPSHOT_VERSION}")
+        try:
+            taken = _snapshot_decoder.decode(snapshot)
+        except msgspec.DecodeError as exc:
+            raise ValueError(f"the snapshot does not decode: {exc}") from exc
         exchange = cls(config)
-        ledger = exchange.ledger
-        book = ledger.book
-        book.seq, book.now_ns = data["seq"], data["now_ns"]
-        book.balances.update(data["balances"])
-        for agent_id, rows in data["histories"].items():
-            book.open(agent_id)
-            book.histories[agent_id].extend(history_posting(agent_id, tuple(row)) for row in rows)
-        lc = config.limits
-        entries_of: dict[str, list[SpendEntry]] = {}
-        for a in data["agents"]:
-            windows = SpendWindows.new(lc.hourly_window_s, lc.daily_window_s)
-            entries = [SpendEntry(at, amount, in_hour) for at, amount, in_hour in a["spends"]]
-            entries_of[a["id"]] = entries
-            _fill(windows.day, entries)
-            _fill(windows.hour, [e for e in entries if e.in_hour])
-            ledger.agents[a["id"]] = Agent(
-                id=a["id"],
-                level=a["level"],
-                base_rate_micro=a["base_rate"],
-                primary_llm=a["primary_llm"],
-                preferences=a["preferences"],
-                role=a["role"],
-                capabilities=tuple(a["capabilities"]),
-                limits=Limits(*a["limits"]),
-                windows=windows,
-                earned_micro=a["earned"],
-                spent_micro=a["spent"],
-                performance=Decimal(a["performance"]),
-            )
-        for h in data["holds"]:
-            spend = None
-            if h["spend"] is not None:
-                owner, index = h["spend"]
-                spend = entries_of[owner][index]
-            elif h["kind"] == "llm":
-                # Its spend left both windows before the snapshot: adjusting it changes no sum.
-                spend = SpendEntry(0, h["amount"], in_hour=False, in_day=False)
-            hold = Hold(
-                h["id"],
-                h["account"],
-                h["amount"],
-                h["kind"],
-                h["expires_at_ns"],
-                h["state"],
-                h["model"],
-                h["tokens"],
-                spend,
-            )
-            ledger.holds[hold.id] = hold
-            if hold.state == "open":
-                ledger.open_holds[hold.id] = hold
-        ledger.closed_authorizations.extend(data["closed_authorizations"])
-        ledger.rewarded_shas.update(data["rewarded_shas"])
-        ledger.rewarded_issues.update(data["rewarded_issues"])
-        ledger.contract_minted_micro.update(data["contract_minted"])
-        ledger.counters.update(data["counters"])
-        ledger.timers.extend(tuple(t) for t in data["timers"])
-        seqs = data["done_seqs"]
-        ledger.restore_remembered(seqs, remembered_rows(seqs))
-        for p in data["pools"]:
-            exchange.pools.pools[p["id"]] = msgspec.convert(p, Pool)
-        exchange.pools.closed.extend(data["closed_pools"])
-        ledger.prices_micro = {m: Decimal(p) for m, p in data["prices"].items()}
-        for name, (multiplier, budget_micro) in data["amendments"].items():
-            ledger.rules.amend_contract(name, Decimal(multiplier), int(budget_micro))
-        market = exchange.market
-        for t in data["tasks"]:
-            market.tasks[t["id"]] = msgspec.convert(t, Task)
-        for e in data["escrows"]:
-            exchange.escrows.by_id[e["id"]] = msgspec.convert(e, Escrow)
-        market.finished_tasks.extend(data["finished_tasks"])
-        exchange.escrows.settled.extend(data["settled_escrows"])
-        market.forgotten = msgspec.convert(data["forgotten_tasks"], ForgottenTasks)
-        exchange.escrows.forgotten = msgspec.convert(data["forgotten_escrows"], ForgottenEscrows)
-        for record in data["coalitions"]:
-            exchange.coalitions.coalitions[record["id"]] = msgspec.convert(record, CoalitionRecord)
-        exchange.coalitions.ended.extend(data["ended_coalitions"])
-        (
-            exchange.coalitions.forgotten_ended,
-            exchange.coalitions.forgotten_intact,
-        ) = data["forgotten_coalitions"]
-        for p in data["proposals"]:
-            exchange.votes.proposals[p["id"]] = msgspec.convert(p, Proposal)
-        exchange.votes.closed.extend(data["closed_proposals"])
-        exchange.signals.state = msgspec.convert(data["stigmergy"], Stigmergy)
+        book = exchange.ledger.book
+        book.restore(taken.book)
+        book.seq, book.now_ns = taken.seq, taken.now_ns
+        exchange.ledger.restore(taken.ledger, remembered_rows)
+        exchange.pools.restore(taken.pools)
+        exchange.market.restore(taken.market)
+        exchange.escrows.restore(taken.escrows)
+        exchange.coalitions.restore(taken.coalitions)
+        exchange.votes.restore(taken.votes)
+        exchange.signals.restore(taken.signals)
         return exchange
 
 
-def _fill(window: Window, entries: list[SpendEntry]) -> None:
-    window.entries = deque(entries)
-    window.sum_micro = sum(e.amount_micro for e in entries)
+class ExchangeSnapshot(msgspec.Struct, frozen=True, kw_only=True):
+    """A snapshot: its format version, where it stands, and each rule module's own state.
+
+    A rule module that keeps state owns its part (``snapshot``/``restore``); a new one adds its
+    field here, and tests/unit/test_core_structure.py fails until it does."""
+
+    version: int
+    seq: int
+    now_ns: int
+    book: BookState
+    ledger: LedgerState
+    pools: PoolsState
+    market: MarketState
+    escrows: EscrowsState
+    coalitions: CoalitionsState
+    votes: VotesState
+    signals: Stigmergy
+
+
+# The digest hashes the parts' fields as one flat map in this order, under this version: the
+# layout of format 5's snapshot, kept when snapshots became Structs of parts, so that the digest
+# of every existing journal's state stayed what it was. A field a part adds goes at the end
+# (DIGEST_LAYOUT gets it; a test checks every field is listed), and changes every digest.
+DIGEST_LAYOUT_VERSION: Final = 5
+DIGEST_LAYOUT: Final = (
+    "balances",
+    "histories",
+    "agents",
+    "holds",
+    "closed_authorizations",
+    "rewarded_shas",
+    "rewarded_issues",
+    "contract_minted",
+    "counters",
+    "timers",
+    "done_seqs",
+    "pools",
+    "closed_pools",
+    "prices",
+    "amendments",
+    "tasks",
+    "escrows",
+    "finished_tasks",
+    "settled_escrows",
+    "forgotten_tasks",
+    "forgotten_escrows",
+    "coalitions",
+    "ended_coalitions",
+    "forgotten_coalitions",
+    "proposals",
+    "closed_proposals",
+    "stigmergy",
+)
+_PARTS: Final = ("book", "ledger", "pools", "market", "escrows", "coalitions", "votes")
+
+
+def _digest_map(taken: ExchangeSnapshot) -> dict[str, Any]:
+    fields: dict[str, Any] = {"stigmergy": taken.signals}
+    for part in _PARTS:
+        fields.update(msgspec.structs.asdict(getattr(taken, part)))
+    assert len(fields) == len(DIGEST_LAYOUT), sorted(set(fields) ^ set(DIGEST_LAYOUT))
+    return {"version": DIGEST_LAYOUT_VERSION} | {name: fields[name] for name in DIGEST_LAYOUT}
+
+
+def _hash(state: dict[str, Any]) -> str:
+    return hashlib.sha256(_snapshot_encoder.encode(state)).hexdigest()
 
 
 def genesis_commands(config: EconomyConfig) -> list[c.RegisterAgent]:
@@ -533,4 +451,6 @@ def genesis_commands(config: EconomyConfig) -> list[c.RegisterAgent]:
     ]
 
 
-__all__ = ["Book", "Exchange", "Outcome", "genesis_commands"]
+_snapshot_decoder: Final = msgspec.msgpack.Decoder(ExchangeSnapshot)
+
+__all__ = ["Book", "Exchange", "ExchangeSnapshot", "Outcome", "genesis_commands"]

@@ -88,6 +88,12 @@ class ForgottenTasks:
     on_signal: int = 0  # announced with a "signal" in the payload
 
 
+class MarketState(msgspec.Struct, frozen=True, kw_only=True):
+    tasks: list[Task]
+    finished_tasks: list[str]
+    forgotten_tasks: ForgottenTasks
+
+
 class Market:
     """Contract Net rules, installed into a ledger; the escrows of tasks are made in ``escrows``."""
 
@@ -116,6 +122,18 @@ class Market:
         ledger.register_timer_kind("task_result_due", self._on_result_due)
 
     # ------------------------------------------------------------------------ the escrows' TaskSide
+
+    def snapshot(self) -> MarketState:
+        return MarketState(
+            tasks=list(self.tasks.values()),
+            finished_tasks=list(self.finished_tasks),
+            forgotten_tasks=self.forgotten,
+        )
+
+    def restore(self, state: MarketState) -> None:
+        self.tasks.update((t.id, t) for t in state.tasks)
+        self.finished_tasks.extend(state.finished_tasks)
+        self.forgotten = state.forgotten_tasks
 
     def escrow_disputed(self, escrow: Escrow, resolve_by_ns: int) -> None:
         task = self.tasks.get(escrow.task_id or "")

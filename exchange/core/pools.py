@@ -47,6 +47,11 @@ class Pool:
     distributed_micro: int = 0
 
 
+class PoolsState(msgspec.Struct, frozen=True, kw_only=True):
+    pools: list[Pool]
+    closed_pools: list[str]
+
+
 class Pools:
     """The pool rules, installed into a ledger as handlers for the pool.* commands."""
 
@@ -62,6 +67,13 @@ class Pools:
         ledger.register_handler(c.PoolClose, self.close)
         ledger.register_handler(coop.PoolDeposit, self.deposit)
         ledger.register_handler(coop.PoolDistribute, self.distribute)
+
+    def snapshot(self) -> PoolsState:
+        return PoolsState(pools=list(self.pools.values()), closed_pools=list(self.closed))
+
+    def restore(self, state: PoolsState) -> None:
+        self.pools.update((p.id, p) for p in state.pools)
+        self.closed.extend(state.closed_pools)
 
     def find(self, pool_id: str, *, open_only: bool = True) -> Pool | Refusal:
         pool = self.pools.get(pool_id)

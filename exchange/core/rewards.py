@@ -58,7 +58,7 @@ class RewardRules:
         self._priorities = {p.upper(): micro_of(v) for p, v in config.issue_priorities.items()}
         self._issue_types = dict(config.issue_types)
         # Contract changes made by votes since the configuration was loaded (snapshotted).
-        self.amendments: dict[str, list[str | int]] = {}
+        self.amendments: dict[str, tuple[str, int]] = {}
 
     def amend_contract(
         self, name: str, multiplier: Decimal | None, budget_micro: int | None
@@ -75,7 +75,7 @@ class RewardRules:
                 compiled.pattern,
                 compiled.budget_micro if budget_micro is None else budget_micro,
             )
-            self.amendments[name] = [str(contract.multiplier), self._contracts[index].budget_micro]
+            self.amendments[name] = (str(contract.multiplier), self._contracts[index].budget_micro)
             return True
         return False
 

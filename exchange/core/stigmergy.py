@@ -63,6 +63,12 @@ class SignalsRules:
         self.drop_below = float(config.drop_below)
         ledger.register_handler(ObserveSignal, self.observe)
 
+    def snapshot(self) -> Stigmergy:
+        return self.state
+
+    def restore(self, state: Stigmergy) -> None:
+        self.state = state
+
     def observe(self, sender: str, cmd: ObserveSignal) -> msgspec.Struct | Refusal:
         ledger = self.ledger
         if sender != "exchange":

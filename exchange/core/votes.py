@@ -65,6 +65,11 @@ class Proposal:
     quorum_weight: str = ""
 
 
+class VotesState(msgspec.Struct, frozen=True, kw_only=True):
+    proposals: list[Proposal]
+    closed_proposals: list[str]
+
+
 class Votes:
     """The voting rules, installed into a ledger."""
 
@@ -78,6 +83,15 @@ class Votes:
         ledger.register_handler(s.CastVote, self.cast)
         ledger.register_handler(s.RatifyVote, self.ratify)
         ledger.register_timer_kind("vote_deadline", self._on_deadline)
+
+    def snapshot(self) -> VotesState:
+        return VotesState(
+            proposals=list(self.proposals.values()), closed_proposals=list(self.closed)
+        )
+
+    def restore(self, state: VotesState) -> None:
+        self.proposals.update((p.id, p) for p in state.proposals)
+        self.closed.extend(state.closed_proposals)
 
     def propose(self, sender: str, cmd: s.ProposeVote) -> msgspec.Struct | Refusal:
         ledger = self.ledger
