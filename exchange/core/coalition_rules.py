@@ -56,8 +56,6 @@ class CoalitionRules:
         self.ended: deque[str] = deque()
         self.forgotten_ended = 0
         self.forgotten_intact = 0
-        ledger.register_handler(coop.FormCoalition, self.form)
-        ledger.register_handler(coop.EndCoalition, self.end)
 
     def snapshot(self) -> CoalitionsState:
         return CoalitionsState(

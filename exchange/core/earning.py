@@ -21,12 +21,8 @@ from protocols.ids import SYSTEM_SENDERS, is_agent_id
 class Earning:
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
-        ledger.register_handler(c.RegisterAgent, self._register)
-        ledger.register_handler(c.Award, self._award)
-        ledger.register_handler(c.Commit, self._commit)
-        ledger.register_handler(c.IssueClose, self._issue_close)
 
-    def _register(self, sender: str, cmd: c.RegisterAgent) -> msgspec.Struct | Refusal:
+    def register(self, sender: str, cmd: c.RegisterAgent) -> msgspec.Struct | Refusal:
         if (denied := self.ledger.require_admin(sender, "agent.register")) is not None:
             return denied
         if not is_agent_id(cmd.agent):
@@ -75,7 +71,7 @@ class Earning:
             agent=agent.id, balance=format_micro(self.ledger.book.balance(agent.id))
         )
 
-    def _award(self, sender: str, cmd: c.Award) -> msgspec.Struct | Refusal:
+    def award(self, sender: str, cmd: c.Award) -> msgspec.Struct | Refusal:
         if (denied := self.ledger.require_admin(sender, "award")) is not None:
             return denied
         agent = self.ledger.agent(cmd.agent)
@@ -92,7 +88,7 @@ class Earning:
             balance=format_micro(self.ledger.book.balances[agent.id]),
         )
 
-    def _commit(self, sender: str, cmd: c.Commit) -> msgspec.Struct | Refusal:
+    def commit(self, sender: str, cmd: c.Commit) -> msgspec.Struct | Refusal:
         if (denied := self.ledger.require_admin(sender, "commit")) is not None:
             return denied
         agent = self.ledger.agent(agent_of_author(cmd.author))
@@ -135,7 +131,7 @@ class Earning:
             balance=format_micro(self.ledger.book.balances[agent.id]),
         )
 
-    def _issue_close(self, sender: str, cmd: c.IssueClose) -> msgspec.Struct | Refusal:
+    def issue_close(self, sender: str, cmd: c.IssueClose) -> msgspec.Struct | Refusal:
         if (denied := self.ledger.require_admin(sender, "issue.close")) is not None:
             return denied
         agent = self.ledger.agent(cmd.agent)

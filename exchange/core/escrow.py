@@ -81,23 +81,15 @@ class EscrowsState(msgspec.Struct, frozen=True, kw_only=True):
 class Escrows:
     """The escrow rules, installed into a ledger."""
 
-    def __init__(self, ledger: Ledger, config: EscrowConfig) -> None:
+    def __init__(self, ledger: Ledger, config: EscrowConfig, tasks: TaskSide) -> None:
         self.ledger = ledger
         self.config = config
         self.by_id: dict[str, Escrow] = {}
         # Escrows outside tasks in the order they settled, oldest first: forgotten next.
         self.settled: deque[str] = deque()
         self.forgotten = ForgottenEscrows()
-        # Set by the market, which makes the escrows of tasks.
-        self.tasks: TaskSide | None = None
-        for command_type, handler in (
-            (s.LockEscrow, self.lock),
-            (s.ReleaseEscrow, self.release_cmd),
-            (s.DisputeEscrow, self.dispute_cmd),
-            (s.ResolveEscrow, self.resolve_cmd),
-        ):
-            ledger.register_handler(command_type, handler)
-        ledger.register_timer_kind("escrow_deadline", self._on_deadline)
+        # The market, which makes the escrows of tasks and settles a task with its escrow.
+        self.tasks = tasks
 
     # ------------------------------------------------------------------------ primitives
 
@@ -165,7 +157,7 @@ class Escrows:
         escrow.state, escrow.disputed = "disputed", True
         resolve_by_ns = self.ledger.book.now_ns + self.config.dispute_timeout_s * NS_PER_S
         self.set_deadline(escrow, resolve_by_ns)
-        if escrow.task_id is not None and self.tasks is not None:
+        if escrow.task_id is not None:
             self.tasks.escrow_disputed(escrow, resolve_by_ns)
 
     def find(self, escrow_id: str) -> Escrow | Refusal:
@@ -178,14 +170,14 @@ class Escrows:
             )
         return escrow
 
-    def _on_deadline(self, ref: str) -> None:
+    def on_deadline(self, ref: str) -> None:
         escrow_id, _, deadline = ref.rpartition("@")
         escrow = self.by_id.get(escrow_id)
         if escrow is None or escrow.deadline_ns != int(deadline):
             return  # forgotten (settled long ago), or the deadline moved
         if escrow.state not in ("locked", "disputed"):
             return
-        if escrow.task_id is not None and self.tasks is not None:
+        if escrow.task_id is not None:
             self.tasks.escrow_deadline(escrow)
         else:
             self.refund(escrow)
@@ -286,7 +278,7 @@ class Escrows:
             self.release(escrow)
         else:
             self.refund(escrow)
-        if escrow.task_id is not None and self.tasks is not None:
+        if escrow.task_id is not None:
             self.tasks.escrow_resolved(escrow, cmd.outcome)
         return self.view(escrow)
 

@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import msgspec
 
@@ -175,7 +175,25 @@ class LedgerState(msgspec.Struct, frozen=True, kw_only=True):
 # A handler returns its result Struct, a Refusal, or (on the hottest paths, where encoding a
 # Struct is a large share of the cost) the whole reply already encoded, byte for byte what
 # ``result_reply`` would make of the result Struct.
+Answer = "msgspec.Struct | bytes | Refusal"
 Handler = Callable[[str, Any], "msgspec.Struct | bytes | Refusal"]
+CommandT = TypeVar("CommandT", bound=c.Command)
+# A timer kind's rule, given the timer's ref.
+TimerFire = Callable[[str], None]
+
+
+def on(
+    kind: type[CommandT], handler: Callable[[str, CommandT], "msgspec.Struct | bytes | Refusal"]
+) -> tuple[type[c.Command], Handler]:
+    """One row of the command table. Generic, so the type checker holds each handler to the
+    command type it is listed with (the table itself can only say Any)."""
+    return kind, handler
+
+
+def command_table(*rows: tuple[type[c.Command], Handler]) -> dict[type[c.Command], Handler]:
+    table = dict(rows)
+    assert len(table) == len(rows), "a command type listed twice"
+    return table
 
 
 class Ledger:
@@ -217,14 +235,13 @@ class Ledger:
         # snapshot stays small however many commands are remembered (see ``restore_remembered``).
         self._done_seqs: deque[int] = deque()
         self._publications: list[Publication] = []
-        self._timer_kinds: dict[str, Callable[[str], None]] = {"hold_expiry": self._expire_hold}
+        # The command and timer tables, installed once by the Exchange (machine.py), which
+        # builds every rule module and lists each command's handler in one place.
+        self._handlers: dict[type[c.Command], Handler] = {}
+        self._timer_kinds: dict[str, TimerFire] = {}
         # The timer being fired, while it fires: if its rule breaks an invariant, the shell
         # drops exactly this one (``DropTimer``) rather than fail every later command with it.
         self.firing: tuple[int, int, str, str] | None = None
-        self._handlers: dict[type, Handler] = {
-            c.Tick: self._tick,
-            c.DropTimer: self._drop_timer,
-        }
 
     # ----------------------------------------------------------------------------- the one door
 
@@ -485,8 +502,12 @@ class Ledger:
         # Timer effects belong to no command: they are journaled with the command that fired them
         # and reach the outcome through the book's pending postings.
 
-    def register_timer_kind(self, kind: str, fire: Callable[[str], None]) -> None:
-        self._timer_kinds[kind] = fire
+    def install(
+        self, commands: dict[type[c.Command], Handler], timers: dict[str, TimerFire]
+    ) -> None:
+        """Takes the command and timer tables (once, before the first command)."""
+        assert not self._handlers and not self._timer_kinds, "the tables are installed once"
+        self._handlers, self._timer_kinds = commands, timers
 
     def skip(self, *, now_ns: int) -> None:
         """Takes the seq and stamp of a command the exchange failed to apply (journaled as an
@@ -499,10 +520,6 @@ class Ledger:
     def handled_commands(self) -> frozenset[type]:
         """The command types with a handler (checked against the wire's registry by a test)."""
         return frozenset(self._handlers)
-
-    def register_handler(self, command_type: type, handler: Handler) -> None:
-        assert command_type not in self._handlers
-        self._handlers[command_type] = handler
 
     def publish(self, subject: str, payload: msgspec.Struct) -> None:
         self._publications.append(Publication(subject, payload))
@@ -660,7 +677,7 @@ class Ledger:
         hold = self.holds.pop(hold_id, None)
         assert hold is None or hold.state != "open", f"{hold_id} is open"
 
-    def _expire_hold(self, hold_id: str) -> None:
+    def expire_hold(self, hold_id: str) -> None:
         hold = self.holds.get(hold_id)
         if hold is not None and hold.state == "open":
             self.void_hold(hold)
@@ -722,7 +739,7 @@ class Ledger:
 
     # ----------------------------------------------------------------------------- ticks and views
 
-    def _tick(self, sender: str, cmd: c.Tick) -> msgspec.Struct | Refusal:
+    def tick(self, sender: str, cmd: c.Tick) -> msgspec.Struct | Refusal:
         if sender != EXCHANGE:
             return refuse(ErrorCode.not_authorized, "tick is sent by the exchange itself")
         return r.StatusResult(
@@ -735,7 +752,7 @@ class Ledger:
             open_holds=len(self.open_holds),
         )
 
-    def _drop_timer(self, sender: str, cmd: c.DropTimer) -> msgspec.Struct | Refusal:
+    def drop_timer(self, sender: str, cmd: c.DropTimer) -> msgspec.Struct | Refusal:
         if sender != EXCHANGE:
             return refuse(ErrorCode.not_authorized, "timer.drop is sent by the exchange itself")
         timer = (cmd.deadline_ns, cmd.timer_seq, cmd.kind, cmd.ref)

@@ -13,14 +13,18 @@ from exchange.core.accounts import Book, BookState, history_row
 from exchange.core.coalition_rules import CoalitionRules, CoalitionsState
 from exchange.core.config import EconomyConfig
 from exchange.core.earning import Earning
-from exchange.core.escrow import SETTLED_ESCROW_STATES, Escrows, EscrowsState
+from exchange.core.escrow import SETTLED_ESCROW_STATES, EscrowsState
 from exchange.core.ledger import (
     Agent,
+    Handler,
     Ledger,
     LedgerState,
     Outcome,
     Refusal,
     RememberedRows,
+    TimerFire,
+    command_table,
+    on,
     refusal_reply,
     result_reply,
 )
@@ -69,11 +73,66 @@ class Exchange:
         self.spending = Spending(self.ledger)
         self.pools = Pools(self.ledger)
         self.signals = SignalsRules(self.ledger, config.stigmergy)
-        self.escrows = Escrows(self.ledger, config.escrow)
-        self.market = Market(self.ledger, config, self.escrows)
+        self.market = Market(self.ledger, config)
+        self.escrows = self.market.escrows
         self.votes = Votes(self.ledger)
         self.coalitions = CoalitionRules(self.ledger)
+        self.ledger.install(self._command_table(), self._timer_table())
         self._queries = self._query_table()
+
+    def _command_table(self) -> dict[type[c.Command], Handler]:
+        """Every command the exchange applies, and the rule that applies it: the one place a
+        command is wired (docs/adding-a-command.md). ``on`` makes the type checker hold each
+        handler to its command type; a test checks the table against the wire's registry."""
+        ledger, earning, spending = self.ledger, self.earning, self.spending
+        pools, market, escrows = self.pools, self.market, self.escrows
+        votes, coalitions, signals = self.votes, self.coalitions, self.signals
+        return command_table(
+            on(c.Tick, ledger.tick),
+            on(c.DropTimer, ledger.drop_timer),
+            on(c.RegisterAgent, earning.register),
+            on(c.Award, earning.award),
+            on(c.Commit, earning.commit),
+            on(c.IssueClose, earning.issue_close),
+            on(c.Transfer, spending.transfer),
+            on(c.LlmRequest, spending.llm),
+            on(c.LlmAuthorize, spending.llm_authorize),
+            on(c.LlmSettle, spending.llm_settle),
+            on(c.SetLimits, spending.set_limits),
+            on(c.PoolCreate, pools.create),
+            on(c.PoolJoin, pools.join),
+            on(c.PoolContribute, pools.contribute),
+            on(c.PoolSpend, pools.spend),
+            on(c.PoolClose, pools.close),
+            on(coop.PoolDeposit, pools.deposit),
+            on(coop.PoolDistribute, pools.distribute),
+            on(s.AnnounceTask, market.announce),
+            on(s.SubmitBid, market.propose),
+            on(s.SubmitRefusal, market.refuse_task),
+            on(s.SubmitResult, market.report),
+            on(s.VerifyTask, market.verify),
+            on(s.CancelTask, market.cancel),
+            on(s.LockEscrow, escrows.lock),
+            on(s.ReleaseEscrow, escrows.release_cmd),
+            on(s.DisputeEscrow, escrows.dispute_cmd),
+            on(s.ResolveEscrow, escrows.resolve_cmd),
+            on(s.ProposeVote, votes.propose),
+            on(s.CastVote, votes.cast),
+            on(s.RatifyVote, votes.ratify),
+            on(coop.FormCoalition, coalitions.form),
+            on(coop.EndCoalition, coalitions.end),
+            on(s.ObserveSignal, signals.observe),
+        )
+
+    def _timer_table(self) -> dict[str, TimerFire]:
+        """Every kind of timer, and the rule that fires it (``Ledger.add_timer`` checks kinds)."""
+        return {
+            "hold_expiry": self.ledger.expire_hold,
+            "auction_close": self.market.on_auction_close,
+            "task_result_due": self.market.on_result_due,
+            "escrow_deadline": self.escrows.on_deadline,
+            "vote_deadline": self.votes.on_deadline,
+        }
 
     def _query_table(self) -> dict[type, Any]:
         return {

@@ -97,10 +97,11 @@ class MarketState(msgspec.Struct, frozen=True, kw_only=True):
 class Market:
     """Contract Net rules, installed into a ledger; the escrows of tasks are made in ``escrows``."""
 
-    def __init__(self, ledger: Ledger, config: EconomyConfig, escrows: Escrows) -> None:
+    def __init__(self, ledger: Ledger, config: EconomyConfig) -> None:
         self.ledger = ledger
-        self.escrows = escrows
-        escrows.tasks = self
+        # Every escrow, the tasks' and the stand-alone ones: the market makes the escrows of its
+        # tasks and is told when one is disputed, resolved or runs out (TaskSide).
+        self.escrows = Escrows(ledger, config.escrow, tasks=self)
         self.escrow_config = config.escrow
         self.auction_config = config.auction
         self.tasks: dict[str, Task] = {}
@@ -109,17 +110,6 @@ class Market:
         self.forgotten = ForgottenTasks()
         # Open tasks' answers so far (derived, not in the snapshot: see bid_tally.py).
         self._tallies: dict[str, BidTally] = {}
-        for command_type, handler in (
-            (s.AnnounceTask, self.announce),
-            (s.SubmitBid, self.propose),
-            (s.SubmitRefusal, self.refuse_task),
-            (s.SubmitResult, self.report),
-            (s.VerifyTask, self.verify),
-            (s.CancelTask, self.cancel),
-        ):
-            ledger.register_handler(command_type, handler)
-        ledger.register_timer_kind("auction_close", self._on_auction_close)
-        ledger.register_timer_kind("task_result_due", self._on_result_due)
 
     # ------------------------------------------------------------------------ the escrows' TaskSide
 
@@ -375,7 +365,7 @@ class Market:
             self._tallies[task.id] = tally
         return tally
 
-    def _on_auction_close(self, task_id: str) -> None:
+    def on_auction_close(self, task_id: str) -> None:
         task = self.tasks.get(task_id)  # None: finished early and forgotten since
         if task is not None and task.state == "open":
             self._award(task)
@@ -490,7 +480,7 @@ class Market:
         self._close_task(task, "cancelled", cmd.reason or "cancelled by the manager")
         return self.task_view(task)
 
-    def _on_result_due(self, task_id: str) -> None:
+    def on_result_due(self, task_id: str) -> None:
         task = self.tasks.get(task_id)  # None: finished and forgotten since
         if task is not None and task.state == "awarded":
             self.escrows.refund(self.escrows.by_id[task.escrow_id or ""])

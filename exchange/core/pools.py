@@ -60,13 +60,6 @@ class Pools:
         self.pools: dict[str, Pool] = {}
         # Closed pools, oldest first: beyond ``config.closed_pools_kept`` the oldest is forgotten.
         self.closed: deque[str] = deque()
-        ledger.register_handler(c.PoolCreate, self.create)
-        ledger.register_handler(c.PoolJoin, self.join)
-        ledger.register_handler(c.PoolContribute, self.contribute)
-        ledger.register_handler(c.PoolSpend, self.spend)
-        ledger.register_handler(c.PoolClose, self.close)
-        ledger.register_handler(coop.PoolDeposit, self.deposit)
-        ledger.register_handler(coop.PoolDistribute, self.distribute)
 
     def snapshot(self) -> PoolsState:
         return PoolsState(pools=list(self.pools.values()), closed_pools=list(self.closed))

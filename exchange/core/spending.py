@@ -20,13 +20,8 @@ from protocols.ids import ADMIN, SYSTEM_SENDERS
 class Spending:
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
-        ledger.register_handler(c.Transfer, self._transfer)
-        ledger.register_handler(c.LlmRequest, self._llm)
-        ledger.register_handler(c.LlmAuthorize, self._llm_authorize)
-        ledger.register_handler(c.LlmSettle, self._llm_settle)
-        ledger.register_handler(c.SetLimits, self._set_limits)
 
-    def _transfer(self, sender: str, cmd: c.Transfer) -> bytes | Refusal:
+    def transfer(self, sender: str, cmd: c.Transfer) -> bytes | Refusal:
         # The hot path: the common case is checked inline and each refusal is made by the
         # general lookup that explains it (same checks, same order).
         agents = self.ledger.agents
@@ -85,7 +80,7 @@ class Spending:
             return self.ledger.limit_refusal(agent, breach)
         return agent, chosen, cost
 
-    def _llm(self, sender: str, cmd: c.LlmRequest) -> msgspec.Struct | Refusal:
+    def llm(self, sender: str, cmd: c.LlmRequest) -> msgspec.Struct | Refusal:
         checked = self._check_inference(sender, cmd.task_type, cmd.tokens, cmd.model)
         if isinstance(checked, Refusal):
             return checked
@@ -102,7 +97,7 @@ class Spending:
             balance=format_micro(self.ledger.book.balances[agent.id]),
         )
 
-    def _llm_authorize(self, sender: str, cmd: c.LlmAuthorize) -> msgspec.Struct | Refusal:
+    def llm_authorize(self, sender: str, cmd: c.LlmAuthorize) -> msgspec.Struct | Refusal:
         checked = self._check_inference(sender, cmd.task_type, cmd.tokens, cmd.model)
         if isinstance(checked, Refusal):
             return checked
@@ -122,7 +117,7 @@ class Spending:
             expires_at_ns=expires_at_ns,
         )
 
-    def _llm_settle(self, sender: str, cmd: c.LlmSettle) -> msgspec.Struct | Refusal:
+    def llm_settle(self, sender: str, cmd: c.LlmSettle) -> msgspec.Struct | Refusal:
         hold = self.ledger.holds.get(cmd.authorization_id)
         if hold is None or hold.kind != "llm" or (hold.account != sender and sender != ADMIN):
             return refuse(
@@ -177,7 +172,7 @@ class Spending:
             balance=format_micro(self.ledger.book.balances[agent.id]),
         )
 
-    def _set_limits(self, sender: str, cmd: c.SetLimits) -> msgspec.Struct | Refusal:
+    def set_limits(self, sender: str, cmd: c.SetLimits) -> msgspec.Struct | Refusal:
         if (denied := self.ledger.require_admin(sender, "limits.set")) is not None:
             return denied
         agent = self.ledger.agent(cmd.agent)

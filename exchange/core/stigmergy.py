@@ -61,7 +61,6 @@ class SignalsRules:
         self.evaporation = float(config.evaporation)
         self.strength_max = float(config.strength_max)
         self.drop_below = float(config.drop_below)
-        ledger.register_handler(ObserveSignal, self.observe)
 
     def snapshot(self) -> Stigmergy:
         return self.state

@@ -79,10 +79,6 @@ class Votes:
         # Closed proposals, oldest first: beyond ``config.closed_proposals_kept`` the oldest is
         # forgotten, so the state does not grow with every vote ever held.
         self.closed: deque[str] = deque()
-        ledger.register_handler(s.ProposeVote, self.propose)
-        ledger.register_handler(s.CastVote, self.cast)
-        ledger.register_handler(s.RatifyVote, self.ratify)
-        ledger.register_timer_kind("vote_deadline", self._on_deadline)
 
     def snapshot(self) -> VotesState:
         return VotesState(
@@ -323,7 +319,7 @@ class Votes:
             )
         return proposal
 
-    def _on_deadline(self, proposal_id: str) -> None:
+    def on_deadline(self, proposal_id: str) -> None:
         proposal = self.proposals.get(proposal_id)  # None: closed early and forgotten since
         if proposal is not None and proposal.state == "open":
             self._close(proposal)

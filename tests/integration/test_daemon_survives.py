@@ -56,7 +56,7 @@ async def exchange_at(
 @pytest.fixture
 def award_breaks_after_minting(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """An award of exactly 13 tokens mints, then trips an assertion: half a command applied."""
-    original = Earning._award
+    original = Earning.award
 
     def award(self: Earning, sender: str, cmd: c.Award) -> msgspec.Struct | Refusal:
         if cmd.amount == 13:
@@ -65,7 +65,7 @@ def award_breaks_after_minting(monkeypatch: pytest.MonkeyPatch) -> Iterator[None
             raise AssertionError(INJECTED)
         return original(self, sender, cmd)
 
-    monkeypatch.setattr(Earning, "_award", award)
+    monkeypatch.setattr(Earning, "award", award)
     yield
 
 
@@ -114,7 +114,7 @@ def escrow_deadline_breaks(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str
         self.ledger.book.post("@escrow", "claude", 1, "half", ref)
         raise AssertionError(INJECTED)
 
-    monkeypatch.setattr(Escrows, "_on_deadline", on_deadline)
+    monkeypatch.setattr(Escrows, "on_deadline", on_deadline)
     yield fired
 
 
