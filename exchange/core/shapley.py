@@ -5,8 +5,8 @@ and the additive-plus-synergy rule), their JSON input specs, and the two Shapley
 It must not do I/O, read clocks or the environment, or import a randomness module (``random``,
 ``numpy.random``): every function is pure and deterministic, and sampling draws its permutations
 from a ``seed`` argument through the counter-based generator below (SplitMix64 in numpy integer
-arithmetic), so a seed gives the same permutations on every machine and numpy version. It holds no money:
-values are floats in whatever unit the caller's v(S) uses, and turning shares into integer
+arithmetic), so a seed gives the same permutations on every machine and numpy version. It holds
+no money: values are floats in whatever unit the caller's v(S) uses, and turning shares into integer
 micro-token payouts (with the rounding remainder to a named account) is the pool's job.
 
 Glossary:
@@ -22,7 +22,8 @@ below 3e-15 times the largest marginal contribution for n = 20. The efficiency c
 1e-9 * (1 + max |v|).
 
 Length: past the ~500-line guideline because the brief puts the representations, their JSON
-specs and both algorithms in this one module; the natural split is specs/games vs. algorithms.
+specs and both algorithms in this one module, and the seeded permutations sit beside their only
+user; the natural split is specs/games vs. algorithms, with the generator a module of its own.
 """
 
 import math
@@ -504,7 +505,7 @@ def arrival_keys(seed: int, first_permutation: int, count: int, n: int) -> KeyAr
     The array is column-major (one player's keys are contiguous): gathering the keys of a synergy
     term's members, column by column, then reads memory in order, ~10x faster than row-major.
     """
-    assert 0 <= first_permutation and 1 <= n and 0 <= count, "permutations are numbered from 0"
+    assert first_permutation >= 0 and n >= 1 and count >= 0, "permutations are numbered from 0"
     assert (first_permutation + count) * n < _UINT64_MASK, "the draw numbers must not wrap"
     index_bits = (n - 1).bit_length()
     player = np.arange(n, dtype=np.uint64)[:, None]

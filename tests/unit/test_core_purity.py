@@ -1,5 +1,6 @@
 """The core is pure: parse every module under exchange/core with ``ast`` and fail on any import of
-a clock, randomness, the environment, I/O or concurrency, and on any call to ``open``."""
+a clock, randomness (``random``, ``secrets``, ``numpy.random``, also reached as ``np.random``), the
+environment, I/O or concurrency, and on any call to ``open``."""
 
 import ast
 from pathlib import Path
@@ -30,15 +31,37 @@ FORBIDDEN = frozenset(
         "concurrent",
         "shutil",
         "tempfile",
+        # numpy itself is allowed (the Shapley arrays); its random generators are not: their
+        # streams may change between numpy versions, and sampling draws from a seeded counter.
+        "numpy.random",
     }
 )
 MODULES = sorted(CORE.rglob("*.py"))
 
 
+def _forbidden(module: str) -> bool:
+    """Whether ``module`` is a forbidden module or inside one (``os.path``, ``numpy.random.x``)."""
+    parts = module.split(".")
+    return any(".".join(parts[:end]) in FORBIDDEN for end in range(1, len(parts) + 1))
+
+
+def _numpy_aliases(tree: ast.Module) -> set[str]:
+    """The names ``numpy`` is bound to by ``import numpy [as np]`` anywhere in the module."""
+    return {
+        alias.asname or alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+        if alias.name == "numpy"
+    }
+
+
 def impurities(source: str) -> list[str]:
-    """Every forbidden import or ``open``/``__import__`` call in ``source``, with its line."""
+    """Every forbidden import, ``np.random`` use or ``open``/``__import__`` call, with its line."""
     found = []
-    for node in ast.walk(ast.parse(source)):
+    tree = ast.parse(source)
+    numpy_names = _numpy_aliases(tree)
+    for node in ast.walk(tree):
         if not isinstance(node, ast.stmt | ast.expr):
             continue
         names: list[str] = []
@@ -46,11 +69,17 @@ def impurities(source: str) -> list[str]:
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names = [node.module]
-        found += [
-            f"line {node.lineno}: imports {name}"
-            for name in names
-            if name.split(".")[0] in FORBIDDEN
-        ]
+            if not _forbidden(node.module):
+                # ``from numpy import random`` imports the module numpy.random.
+                names = [f"{node.module}.{alias.name}" for alias in node.names]
+        found += [f"line {node.lineno}: imports {name}" for name in names if _forbidden(name)]
+        if (
+            isinstance(node, ast.Attribute)
+            and node.attr == "random"
+            and isinstance(node.value, ast.Name)
+            and node.value.id in numpy_names
+        ):
+            found.append(f"line {node.lineno}: uses {node.value.id}.random")
         if (
             isinstance(node, ast.Call)
             and isinstance(node.func, ast.Name)
@@ -83,6 +112,13 @@ def test_core_module_is_pure(path: Path) -> None:
         "pathlib = __import__('pathlib')",
         "from io import StringIO",
         "import uuid, json",
+        "import numpy as np\nrng = np.random.default_rng(1)",
+        "import numpy\nnumpy.random.permutation(3)",
+        "import numpy.random",
+        "from numpy import random",
+        "from numpy.random import default_rng",
+        "from numpy import float64, random as npr",
+        "import secrets",
     ],
 )
 def test_the_checker_catches(source: str) -> None:
@@ -98,6 +134,10 @@ def test_the_checker_catches(source: str) -> None:
         "import hashlib",
         "x.open()",
         "from . import os",
+        "import numpy as np\nx = np.arange(3)",
+        "from numpy import uint64",
+        "import numpy.typing as npt",
+        "randomness = 1\nx.random",
     ],
 )
 def test_the_checker_allows(source: str) -> None:
