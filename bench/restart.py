@@ -26,6 +26,7 @@ from exchange.journal import EntryInput, Journal
 from protocols import commands as c
 from protocols.ids import ADMIN
 from protocols.registry import VERB_OF
+from protocols.units import NS_PER_MS
 
 ROSTER = ("claude", "builder", "lambda", "spark", "observer", "zero")
 
@@ -58,7 +59,7 @@ def build(path: Path, transfers: int) -> tuple[int, float, float, int]:
         for i in range(transfers):
             sender, recipient = ROSTER[i % 6], ROSTER[(i + 1) % 6]
             command = c.Transfer(request_id=f"r-{i}", to=recipient, amount=Decimal(1))
-            pending.append(journaled(exchange, sender, command, (i + 1) * 1_000_000))
+            pending.append(journaled(exchange, sender, command, (i + 1) * NS_PER_MS))
             if len(pending) == BATCH or i == transfers - 1:
                 journal.append_batch(pending)
                 pending = []

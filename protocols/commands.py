@@ -15,10 +15,11 @@ from typing import Annotated, ClassVar
 import msgspec
 
 from protocols.ids import AgentRef, ModelName, Name, RequestId, Text, Token
+from protocols.units import S_PER_DAY
 
 InferenceTokens = Annotated[int, msgspec.Meta(gt=0, le=100_000_000)]
 InferenceTokensOrZero = Annotated[int, msgspec.Meta(ge=0, le=100_000_000)]
-TimeoutSeconds = Annotated[int, msgspec.Meta(gt=0, le=7 * 86_400)]
+TimeoutSeconds = Annotated[int, msgspec.Meta(gt=0, le=7 * S_PER_DAY)]
 
 
 class Command(msgspec.Struct, frozen=True, kw_only=True):

@@ -17,11 +17,12 @@ import msgspec
 from protocols.commands import Command, StrictCommand
 from protocols.ids import AgentRef, ModelName, Name, Text, Token
 from protocols.results import Result
+from protocols.units import MS_PER_S, S_PER_DAY
 
 Confidence = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 Score = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
-Milliseconds = Annotated[int, msgspec.Meta(gt=0, le=7 * 86_400_000)]
-Seconds = Annotated[int, msgspec.Meta(gt=0, le=30 * 86_400)]
+Milliseconds = Annotated[int, msgspec.Meta(gt=0, le=7 * S_PER_DAY * MS_PER_S)]
+Seconds = Annotated[int, msgspec.Meta(gt=0, le=30 * S_PER_DAY)]
 SignalType = Literal["opportunity", "risk_alert", "price_update"]
 Direction = Literal["long", "short", "exit", "hold"]
 # Small free-form objects travel with signals and tasks; their size is bounded by the message size.

@@ -32,6 +32,7 @@ from agents.prices import BPS_PER_UNIT, quantize
 from agents.roles.base import BuiltRole, RoleSpec, parse_decimal, parse_token, parse_tokens
 from agents.runtime import WorkerContext
 from protocols.swarm import PriceUpdate
+from protocols.units import MS_PER_S
 
 # Where a walk starts when the user does not say; any other asset starts at DEFAULT_START_PRICE.
 KNOWN_START_PRICES: Final = {
@@ -223,9 +224,9 @@ class OracleWorker:
         assert rows is not None
         rounds = 0
         while not ctx.stop_requested:
-            started_s = ctx.monotonic_ms() / 1000
+            started_s = ctx.monotonic_ms() / MS_PER_S
             for row in rows:
-                delay_s = started_s + row.offset_ms / 1000 - ctx.monotonic_ms() / 1000
+                delay_s = started_s + row.offset_ms / MS_PER_S - ctx.monotonic_ms() / MS_PER_S
                 if await ctx.wait_stop_requested(delay_s):
                     return
                 await self._publish(ctx, row.asset, row.price)
@@ -235,7 +236,7 @@ class OracleWorker:
                 ctx.request_stop()
                 return
             # The next round starts one tick after the last row, not on top of it.
-            if await ctx.wait_stop_requested(self._options.tick_ms / 1000):
+            if await ctx.wait_stop_requested(self._options.tick_ms / MS_PER_S):
                 return
 
     async def _publish(self, ctx: WorkerContext, asset: str, price: Decimal) -> None:

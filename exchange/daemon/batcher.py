@@ -59,6 +59,7 @@ from exchange.journal import Entry, EntryInput, Journal
 from protocols.commands import DropTimer, RegisterAgent, Tick
 from protocols.errors import ErrorCode
 from protocols.ids import EXCHANGE
+from protocols.units import NS_PER_MS, NS_PER_S, NS_PER_US
 
 log = structlog.get_logger()
 
@@ -136,7 +137,7 @@ class TimerSchedule:
                 await changed.wait()
                 repeats = 0
                 continue
-            delay_s = (due_ns - clock.wall_ns()) / 1e9
+            delay_s = (due_ns - clock.wall_ns()) / NS_PER_S
             if delay_s > 0:
                 with anyio.move_on_after(delay_s):
                     await changed.wait()
@@ -309,7 +310,7 @@ class Pipeline:
             log.warning(
                 "state_rebuilt",
                 seq=exchange.seq,
-                rebuild_ms=(time.perf_counter_ns() - started_ns) // 1_000_000,
+                rebuild_ms=(time.perf_counter_ns() - started_ns) // NS_PER_MS,
             )
             if firing is None:
                 break
@@ -389,7 +390,7 @@ class Pipeline:
                 first_seq=committed[0].seq,
                 last_seq=batch.last_seq,
                 replies=len(batch.replies),
-                commit_us=(time.perf_counter_ns() - started_ns) // 1000,
+                commit_us=(time.perf_counter_ns() - started_ns) // NS_PER_US,
             )
         if batch.registered:
             await self._agents_registered(batch.registered)
@@ -417,7 +418,7 @@ class Pipeline:
             "snapshot_written",
             seq=snapshot.seq,
             state_bytes=len(snapshot.state),
-            write_ms=(time.perf_counter_ns() - started_ns) // 1_000_000,
+            write_ms=(time.perf_counter_ns() - started_ns) // NS_PER_MS,
         )
 
     async def snapshot_if_behind(self) -> None:

@@ -18,6 +18,7 @@ from exchange.core.swarm_metrics import evaluate
 from exchange.daemon.discovery import EndpointCounters
 from exchange.daemon.liveness import LastHeartbeat
 from protocols.amounts import MICRO_PER_TOKEN
+from protocols.units import NS_PER_S
 
 log = structlog.get_logger()
 
@@ -105,7 +106,10 @@ def render_metrics(
         "exchange_endpoint_processing_seconds_total",
         "counter",
         "Time from receipt to reply, summed, on each endpoint.",
-        [(f'{{endpoint="{_escape(e.name)}"}}', e.processing_ns_total / 1e9) for e in endpoints],
+        [
+            (f'{{endpoint="{_escape(e.name)}"}}', e.processing_ns_total / NS_PER_S)
+            for e in endpoints
+        ],
     )
     lines += _family(
         "exchange_nats_messages_total",
@@ -149,7 +153,7 @@ def render_metrics(
         [
             (
                 f'{{agent="{_escape(beat.agent)}",role="{_escape(beat.role)}"}}',
-                max(0, wall_ns - beat.received_wall_ns) / 1e9,
+                max(0, wall_ns - beat.received_wall_ns) / NS_PER_S,
             )
             for beat in heartbeats
         ],

@@ -22,10 +22,9 @@ from exchange.journal.errors import JournalInputError
 from exchange.journal.records import PostingRecord
 from exchange.journal.sqlite import Journal
 from protocols.amounts import format_micro
+from protocols.units import NS_PER_S
 
 ExportFormat = Literal["csv", "json"]
-
-_ns_per_s = 1_000_000_000
 
 
 class ExportedPosting(msgspec.Struct, frozen=True, kw_only=True):
@@ -53,7 +52,7 @@ def format_rfc3339_ns(at_ns: int) -> str:
 
     Always nine fraction digits, so the strings sort like the numbers. Exact: no float involved.
     """
-    seconds, nanos = divmod(at_ns, _ns_per_s)
+    seconds, nanos = divmod(at_ns, NS_PER_S)
     moment = datetime.fromtimestamp(seconds, tz=UTC)
     return f"{moment:%Y-%m-%dT%H:%M:%S}.{nanos:09d}Z"
 

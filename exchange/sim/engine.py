@@ -20,11 +20,6 @@ from exchange.core.accounts import MINT
 from exchange.core.machine import Exchange, Outcome
 from exchange.core.swarm_metrics import SwarmMetricInputs, evaluate, gini
 from exchange.sim.plan import (
-    NS_PER_HOUR,
-    NS_PER_MS,
-    NS_PER_S,
-    S_PER_DAY,
-    S_PER_HOUR,
     CommitAction,
     Event,
     IssueAction,
@@ -39,13 +34,21 @@ from exchange.sim.result import (
     RefusalRecord,
     SimulationResult,
 )
-from exchange.sim.scenario import HOURS_PER_DAY, Scenario, ScenarioError, hours_max
+from exchange.sim.scenario import Scenario, ScenarioError, hours_max
 from protocols import commands as c
 from protocols import queries as q
 from protocols import results as r
 from protocols.amounts import to_micro
 from protocols.errors import ErrorCode
 from protocols.ids import ADMIN
+from protocols.units import (
+    HOURS_PER_DAY,
+    NS_PER_HOUR,
+    NS_PER_MS,
+    NS_PER_S,
+    S_PER_DAY,
+    S_PER_HOUR,
+)
 
 __all__ = ["SimulationResult", "Simulator", "refusal_line", "simulate"]
 

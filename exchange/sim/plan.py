@@ -1,8 +1,8 @@
 """Plans: when each agent acts and what it asks, drawn from its profile. Pure and deterministic.
 
-This module owns the behaviour model (arrival processes, weighted choices) and the time units of
-the simulation. It knows nothing of rewards, prices or limits: those are the ledger's, and a plan
-is only a list of timed actions for the engine to submit.
+This module owns the behaviour model (arrival processes, weighted choices); the time units are
+``protocols.units``. It knows nothing of rewards, prices or limits: those are the ledger's, and
+a plan is only a list of timed actions for the engine to submit.
 
 Randomness: one ``random.Random`` per (seed, agent, activity), so the same seed gives the same
 plan, and changing one agent's profile (or adding an agent) leaves every other plan as it was.
@@ -13,14 +13,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
-from exchange.sim.scenario import HOURS_PER_DAY, AgentProfile, Scenario
+from exchange.sim.scenario import AgentProfile, Scenario
+from protocols.units import HOURS_PER_DAY, MS_PER_S, NS_PER_HOUR, NS_PER_MS, S_PER_HOUR
 
 __all__ = [
-    "NS_PER_HOUR",
-    "NS_PER_MS",
-    "NS_PER_S",
-    "S_PER_DAY",
-    "S_PER_HOUR",
     "Action",
     "CommitAction",
     "Event",
@@ -31,14 +27,9 @@ __all__ = [
     "plan_agent",
 ]
 
-NS_PER_S: Final = 1_000_000_000
-NS_PER_MS: Final = 1_000_000
-S_PER_HOUR: Final = 3600
-NS_PER_HOUR: Final = S_PER_HOUR * NS_PER_S
-S_PER_DAY: Final = HOURS_PER_DAY * S_PER_HOUR
 # Arrivals are capped at this many per simulated hour (four times the bound on a rate): a
 # random draw could in principle run on, and every loop has a bound.
-arrivals_per_hour_max: Final = 4 * 3600
+arrivals_per_hour_max: Final = 4 * S_PER_HOUR
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +95,7 @@ def arrivals_ns(
         rate = rates_per_hour[hour]
         if rate <= 0 or u >= hour_u + rate:
             break  # float rounding put u past the last busy hour: the run has no more time
-        offset_ms = int((hour + (u - hour_u) / rate) * S_PER_HOUR * 1000)
+        offset_ms = int((hour + (u - hour_u) / rate) * S_PER_HOUR * MS_PER_S)
         times.append(start_ns + offset_ms * NS_PER_MS)
         u += rng.gammavariate(regularity, scale)
     return times

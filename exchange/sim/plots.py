@@ -10,9 +10,9 @@ chart's axis is not money.
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from exchange.sim.plan import S_PER_HOUR
 from exchange.sim.result import SimulationResult
 from protocols.amounts import MICRO_PER_TOKEN
+from protocols.units import MS_PER_HOUR
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -20,7 +20,6 @@ if TYPE_CHECKING:
 __all__ = ["PNG_FILES", "write_plots"]
 
 PNG_FILES: Final = ("balances.png", "spend_by_model.png", "refusals_by_hour.png")
-_MS_PER_HOUR: Final = S_PER_HOUR * 1000
 _DPI: Final = 100
 
 
@@ -53,9 +52,9 @@ def _tokens(micro: int) -> float:
 
 def _balances(figure: "Figure", result: SimulationResult) -> None:
     axes = figure.add_subplot()
-    end_ms = result.hours * _MS_PER_HOUR
+    end_ms = result.hours * MS_PER_HOUR
     for agent, points in result.timeline.items():
-        hours = [offset_ms / _MS_PER_HOUR for offset_ms, _ in points] + [end_ms / _MS_PER_HOUR]
+        hours = [offset_ms / MS_PER_HOUR for offset_ms, _ in points] + [end_ms / MS_PER_HOUR]
         balances = [_tokens(balance) for _, balance in points] + [_tokens(points[-1][1])]
         axes.step(hours, balances, where="post", label=agent)
     axes.set_title(f"Balance of each agent ({result.scenario}, seed {result.seed})")

@@ -21,9 +21,9 @@ import msgspec
 from exchange.core.config import ConfigError, EconomyConfig, parse_config
 from protocols.commands import InferenceTokens, LimitsSpec
 from protocols.ids import Token
+from protocols.units import HOURS_PER_DAY, S_PER_HOUR
 
 __all__ = [
-    "HOURS_PER_DAY",
     "AgentProfile",
     "Scenario",
     "ScenarioError",
@@ -37,12 +37,11 @@ __all__ = [
     "rates_by_hour",
 ]
 
-HOURS_PER_DAY: Final = 24
 # A month of simulated time: far more than any question the simulator answers, and it bounds the
 # event plan (agents × hours × rate) so a typo cannot make it run for hours.
 hours_max: Final = 31 * HOURS_PER_DAY
 # One event a second on average: a rate above this is a typo, not an agent.
-events_per_hour_max: Final = 3600.0
+events_per_hour_max: Final = float(S_PER_HOUR)
 agents_max: Final = 1000
 tasks_per_agent_max: Final = 100
 messages_per_kind_max: Final = 1000

@@ -15,8 +15,8 @@ from protocols import commands as c
 from protocols import queries as q
 from protocols.ids import ADMIN, EXCHANGE
 from protocols.registry import COMMAND_DECODERS
+from protocols.units import NS_PER_S
 
-NS_PER_S: Final = 1_000_000_000
 ROSTER: Final = ("claude", "builder", "lambda", "spark", "observer", "zero")
 D = Decimal
 

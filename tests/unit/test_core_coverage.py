@@ -11,8 +11,7 @@ from exchange.daemon.recovery import entry_of, recover
 from exchange.journal import Journal
 from protocols import commands as c
 from protocols import registry
-
-NS_PER_S = 1_000_000_000
+from protocols.units import NS_PER_S, S_PER_HOUR
 
 
 def test_every_registered_command_and_query_has_a_handler() -> None:
@@ -47,7 +46,7 @@ def test_a_burst_of_expiring_holds_is_one_journal_entry_that_replays(tmp_path: P
             entry_of(at_ns=2, sender=agent, verb="llm.authorize", command=command, outcome=outcome)
         )
     tick = c.Tick(request_id="t")
-    later_ns = 2 + 3600 * NS_PER_S
+    later_ns = 2 + S_PER_HOUR * NS_PER_S
     outcome = exchange.apply("exchange", tick, now_ns=later_ns)
     assert len(outcome.postings) == holds
     entries.append(

@@ -24,10 +24,8 @@ from protocols.amounts import MICRO_PER_TOKEN
 from protocols.errors import ErrorCode
 from protocols.ids import ADMIN, EXCHANGE
 from protocols.registry import COMMAND_DECODERS, VERB_OF
+from protocols.units import NS_PER_HOUR, NS_PER_S, S_PER_DAY
 
-NS_PER_S: Final = 1_000_000_000
-HOUR_NS: Final = 3600 * NS_PER_S
-DAY_NS: Final = 86_400 * NS_PER_S
 ROSTER: Final = ("claude", "builder", "lambda", "spark", "observer", "zero")
 MODELS: Final = ("claude-opus", "claude-sonnet", "gemini-pro", "llama3.2", "qwen2.5-coder")
 
@@ -212,8 +210,8 @@ class LedgerMachine(RuleBasedStateMachine):
         assert self.balance(agent) >= reserve
         now_ns = self.now_ns
         spends = self.spends[agent]
-        in_hour = sum(s.amount_micro for s in spends if s.at_ns > now_ns - HOUR_NS)
-        in_day = sum(s.amount_micro for s in spends if s.at_ns > now_ns - DAY_NS)
+        in_hour = sum(s.amount_micro for s in spends if s.at_ns > now_ns - NS_PER_HOUR)
+        in_day = sum(s.amount_micro for s in spends if s.at_ns > now_ns - S_PER_DAY * NS_PER_S)
         assert in_hour <= hourly, f"{agent} spent {in_hour} µ in an hour, limit {hourly}"
         assert in_day <= daily, f"{agent} spent {in_day} µ in a day, limit {daily}"
 

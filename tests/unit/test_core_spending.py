@@ -6,13 +6,14 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from core_support import NS_PER_S, D, Harness, tokens_for_cost
+from core_support import D, Harness, tokens_for_cost
 
 from exchange.core.config import EconomyConfig, LimitsConfig
 from protocols import commands as c
 from protocols import queries as q
 from protocols.errors import ErrorCode
 from protocols.ids import ADMIN, EXCHANGE
+from protocols.units import NS_PER_S
 
 GEMINI = D(2)
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from core_support import NS_PER_S, Harness
+from core_support import Harness
 
 from exchange.core.config import EconomyConfig
 from protocols import commands as c
@@ -15,6 +15,7 @@ from protocols import swarm as s
 from protocols.ids import ADMIN
 from protocols.registry import COMMAND_DECODERS
 from protocols.routes import route
+from protocols.units import NS_PER_MS, NS_PER_S
 
 MICRO = 1_000_000
 START = 10_000 * MICRO
@@ -222,7 +223,7 @@ def test_timeline_uses_exchange_clock_ns() -> None:
     h = Harness(now_s=7)
     register(h, "a")
     announced = announce(h, bid_window_ms=1500)
-    assert announced["closes_at_ns"] == 7 * NS_PER_S + 1_500_000_000
+    assert announced["closes_at_ns"] == 7 * NS_PER_S + 1_500 * NS_PER_MS
 
 
 def test_only_the_configured_number_of_finished_tasks_is_kept() -> None:

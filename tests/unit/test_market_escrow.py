@@ -8,6 +8,7 @@ from core_support import Harness
 from protocols import commands as c
 from protocols import swarm as s
 from protocols.ids import ADMIN
+from protocols.units import NS_PER_S, S_PER_HOUR
 
 MICRO = 1_000_000
 START = 10_000 * MICRO
@@ -117,7 +118,7 @@ def disputed_task(h: Harness) -> tuple[str, str]:
     assert disputed.subject == f"swarm.task.{task_id}.disputed"
     payload = disputed.payload
     assert (payload.manager, payload.winner, payload.amount) == ("claude", "a", "100")
-    assert payload.resolve_by_ns == h.now_ns + 3600 * 1_000_000_000
+    assert payload.resolve_by_ns == h.now_ns + S_PER_HOUR * NS_PER_S
     assert h.ex.market.tasks[task_id].state == "disputed"
     assert h.ex.escrows.by_id[payload.escrow_id].state == "disputed"
     assert bal(h, "@escrow") == 100 * MICRO
@@ -193,7 +194,7 @@ def test_no_result_by_deadline_plus_grace_refunds_and_lowers_performance() -> No
     h = Harness()
     task_id = awarded_task(h, cost=60)
     task = h.ex.market.tasks[task_id]
-    assert task.result_due_at_ns == h.now_ns + 1_000_000_000 + 60 * 1_000_000_000
+    assert task.result_due_at_ns == h.now_ns + NS_PER_S + 60 * NS_PER_S
     assert bal(h, "claude") == START - 60 * MICRO
     h.advance(60.999)
     h.tick()

@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 import msgspec
-from core_support import NS_PER_S, Harness
+from core_support import Harness
 from core_support import restored as restore
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -20,11 +20,11 @@ from exchange.core.ledger import Outcome
 from protocols import commands as c
 from protocols import swarm as s
 from protocols.ids import ADMIN
+from protocols.units import NS_PER_S, S_PER_DAY
 
 BIDDERS = ("b1", "b2", "b3", "b4")
 MANAGERS = ("claude", "zero", "b1")
 AGENTS = (*BIDDERS, "claude", "zero")
-DAY_S = 86_400
 
 index = st.integers(0, 63)
 agent = st.sampled_from(AGENTS)
@@ -181,7 +181,7 @@ def test_random_auctions_conserve_and_settle_every_escrow(program: list[tuple[An
     # A tick far in the future closes every auction and fires every deadline. An auction closed
     # by that tick is awarded then, so its result is due (and refunded) at a second, later tick.
     for days in (60, 120):
-        h.at(h.now_ns / NS_PER_S + days * DAY_S)
+        h.at(h.now_ns / NS_PER_S + days * S_PER_DAY)
         h.tick()
         h.ex.check_invariants()
     market = h.ex.market
@@ -253,7 +253,7 @@ def test_forgetting_finished_tasks_changes_no_balance_and_no_metric(
     # Far in the future every task and escrow has finished: the forgetful one keeps one of each.
     for days in (60, 120):
         for h in (keeping, forgetful):
-            h.at(h.now_ns / NS_PER_S + days * DAY_S)
+            h.at(h.now_ns / NS_PER_S + days * S_PER_DAY)
             h.tick()
         assert forgetful.ex.ledger.book.balances == keeping.ex.ledger.book.balances
         assert forgetful.ex.metric_inputs() == keeping.ex.metric_inputs()
