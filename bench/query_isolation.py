@@ -49,7 +49,7 @@ from rich.table import Table  # noqa: E402
 from steal import ATTEMPTS_MAX, StealWindow, median_share, quiet_enough, share_text  # noqa: E402
 
 from exchange.core import stateless_queries  # noqa: E402
-from exchange.daemon.logs import configure_logging  # noqa: E402
+from protocols.logs import configure_logging  # noqa: E402
 
 AGENTS = ("claude", "builder", "lambda", "spark", "observer", "zero")
 PLAYERS = 500

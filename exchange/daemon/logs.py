@@ -1,50 +1,29 @@
-"""structlog configuration: the one place that decides how the daemon and the CLI log.
+"""The exchange's callers' way into ``protocols.logs``, which alone decides how processes log.
 
-Owns: ``configure_logging``. Readable key=value lines on a terminal, one JSON object per line when
-stderr is not a TTY (or when asked), always on stderr so stdout stays for results. Must not: be
-called by library code (only by a composition root: ``exchange up``, the CLI, the bench), or
-enable ``cache_logger_on_first_use`` (tests capture logs with ``structlog.testing.capture_logs``).
-
-Event names are snake_case and past tense (``exchange_ready``, ``batch_committed``); data goes in
-key=value pairs.
+Owns nothing but the translation of the older ``json_output`` argument (True: JSON, False:
+console, None: JSON unless the stream is a TTY) into ``protocols.logs``' ``log_format``. Kept
+because ``exchange/cli/main.py``, ``exchange/integrations/cli.py``, ``exchange/demo/auction.py``
+and ``bench/{auction,query_isolation}.py`` still import ``configure_logging`` from here (they
+were being edited elsewhere when the configuration moved); once they call
+``protocols.logs.configure_logging`` directly, delete this module.
 """
 
-import logging
-import sys
 from typing import TextIO
 
-import structlog
+from protocols import logs
+from protocols.logs import LogFormat
+
+__all__ = ["configure_logging"]
 
 
 def configure_logging(
     *, json_output: bool | None = None, level: str = "info", stream: TextIO | None = None
 ) -> None:
-    """Configures structlog (and the stdlib root logger nats-py uses) for this process.
+    """``protocols.logs.configure_logging`` with ``json_output`` for ``log_format``.
 
-    ``json_output=None`` picks JSON when ``stream`` (default stderr) is not a TTY.
     Raises ValueError for an unknown ``level``.
     """
-    out = sys.stderr if stream is None else stream
-    level_number = logging.getLevelNamesMapping().get(level.upper())
-    if level_number is None:
-        raise ValueError(f"log level must be debug, info, warning or error, got {level!r}")
-    use_json = not out.isatty() if json_output is None else json_output
-    processors: list[structlog.typing.Processor] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-        structlog.processors.StackInfoRenderer(),
-    ]
-    if use_json:
-        # The console renderer formats exceptions itself (and warns if this ran first).
-        processors += [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
-    else:
-        processors.append(structlog.dev.ConsoleRenderer(colors=out.isatty()))
-    structlog.configure(
-        processors=processors,
-        wrapper_class=structlog.make_filtering_bound_logger(level_number),
-        logger_factory=structlog.PrintLoggerFactory(file=out),
-        cache_logger_on_first_use=False,
-    )
-    # nats-py reports through the stdlib; keep its warnings, in the same stream.
-    logging.basicConfig(level=max(level_number, logging.WARNING), stream=out, force=True)
+    log_format: LogFormat = "auto"
+    if json_output is not None:
+        log_format = "json" if json_output else "console"
+    logs.configure_logging(log_format=log_format, level=level, stream=stream)
