@@ -20,11 +20,12 @@ from typing import Final
 import anyio
 import structlog
 
-from agents.config import DEFAULT_NATS_URL, Credentials, RuntimeConfig, load_credentials
+from agents.config import DEFAULT_NATS_URL, RuntimeConfig, load_credentials
 from agents.errors import ConfigError, ConnectionLostError
 from agents.logs import LOG_LEVELS, configure_logging
 from agents.roles import ROLES, BuiltRole
 from agents.runtime import run_worker
+from protocols.credentials import Credentials
 
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1

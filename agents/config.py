@@ -1,8 +1,9 @@
 """How a worker reaches NATS and how its runtime behaves: values, and reading a credentials file.
 
-Owns ``Credentials`` (the file the exchange writes for each agent, ``DATA/creds/<agent>.json``:
-``{"url", "user", "password", "inbox_prefix"}``), ``RuntimeConfig`` and their checks. Must not
-connect to anything or read the environment; the CLI is the only caller that reads files.
+Owns reading an agent's credentials file (the one the exchange writes for each agent,
+``DATA/creds/<agent>.json``; its shape is ``protocols.credentials.Credentials``), ``RuntimeConfig``
+and their checks. Must not connect to anything or read the environment; the CLI is the only
+caller that reads files.
 """
 
 from pathlib import Path
@@ -11,22 +12,10 @@ import msgspec
 
 from agents import limits
 from agents.errors import ConfigError
+from protocols.credentials import Credentials
 from protocols.ids import AGENT_ID_PATTERN, is_agent_id
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
-
-
-class Credentials(msgspec.Struct, frozen=True, kw_only=True):
-    """What a NATS client needs to connect as one agent. No user/password means open mode."""
-
-    url: str
-    user: str | None = None
-    password: str | None = None
-    inbox_prefix: str | None = None
-
-    def __repr__(self) -> str:
-        # Never print a password, not even in a traceback.
-        return f"Credentials(url={self.url!r}, user={self.user!r}, password=<hidden>)"
 
 
 _credentials_decoder = msgspec.json.Decoder(Credentials)

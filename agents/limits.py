@@ -12,7 +12,7 @@ subscription_pending_msgs_max: Final = 4096
 subscription_pending_bytes_max: Final = 8 * 1024 * 1024
 # What nats-py buffers for publishing while the connection is down. Kept small: prices and
 # signals are dropped while disconnected (stale ones are worse than none), and requests are
-# retried by the bus anyway.
+# retried by the client anyway (``protocols.client``, which also owns the waits between attempts).
 publish_pending_bytes_max: Final = 1024 * 1024
 
 # Work a worker runs beside its subscription loops (executions, verifications, reports).
@@ -21,8 +21,6 @@ tasks_in_flight_max: Final = 64
 # Requests to the exchange: attempts with the same request_id, then give up.
 request_attempts_max: Final = 20
 request_timeout_ms_max: Final = 60_000
-request_backoff_ms_min: Final = 50
-request_backoff_ms_max: Final = 2_000
 
 # Intervals, so that a typo cannot make a loop spin or sleep for a year.
 interval_ms_min: Final = 10

@@ -1,72 +1,18 @@
-"""Bodies the workers send or read that ``protocols/`` does not (yet) define.
+"""What an executor reports as a task's output, and how the others read it back.
 
-- Tolerant readers of results the exchange returns for market commands and queries (the task and
-  escrow views, the announce result). Their Structs live in the exchange's core, which workers
-  must not import; these skip unknown fields and give defaults, so a newer exchange still decodes.
-- ``PaperTrade``: what an executor reports as a task's ``output`` and what the treasury, the
-  arbiter and risk read back from it.
+``PaperTrade`` is the ``output`` of an ``execute`` task (``TaskReport.output``, then
+``TaskView.output``): the executor writes it; the treasury, the arbiter and risk read it. It is a
+convention among these workers, not part of the exchange's protocol, which carries outputs as
+free-form objects. Every message the exchange defines (results, the task and escrow views) comes
+from ``protocols/`` itself.
 
-Pure: Structs, and ``trade_of`` to read a trade back from an output.
+Pure: a Struct, and ``trade_of`` to read a trade back from an output.
 """
 
 from decimal import Decimal
 from typing import Any
 
 import msgspec
-
-from protocols.swarm import BidScore
-
-
-class AnnounceReply(msgspec.Struct, frozen=True, kw_only=True):
-    """Result of ``task.announce``."""
-
-    task_id: str
-    held: str = ""
-    closes_at_ns: int = 0
-    eligible: list[str] = []
-
-
-class TaskView(msgspec.Struct, frozen=True, kw_only=True):
-    """Result of the ``task`` query and of ``task.verify``/``task.cancel``."""
-
-    task_id: str
-    state: str
-    manager: str = ""
-    task_type: str = ""
-    asset: str = ""
-    max_cost: str = ""
-    deadline_ms: int = 0
-    closes_at_ns: int = 0
-    eligible: list[str] = []
-    bids: list[BidScore] = []
-    refused: list[str] = []
-    winner: str | None = None
-    escrow_id: str | None = None
-    escrow_state: str | None = None
-    output: dict[str, Any] = {}
-    reason: str = ""
-
-
-class TasksReply(msgspec.Struct, frozen=True, kw_only=True):
-    """Result of the ``tasks`` query."""
-
-    tasks: list[TaskView] = []
-
-
-class EscrowView(msgspec.Struct, frozen=True, kw_only=True):
-    """Result of ``escrow.*`` commands and of the ``escrow`` query."""
-
-    escrow_id: str
-    state: str
-    payer: str = ""
-    payee: str = ""
-    amount: str = ""
-    task_id: str | None = None
-    fee: str = ""
-
-
-class Empty(msgspec.Struct, frozen=True, kw_only=True):
-    """A result whose fields the caller does not need (bids, refusals, reports, ballots)."""
 
 
 class PaperTrade(msgspec.Struct, frozen=True, kw_only=True):

@@ -32,7 +32,9 @@ from nats.aio.subscription import Subscription
 from agents import limits
 from agents.bus import Bus
 from agents.config import RuntimeConfig
-from agents.errors import BusError, ConnectionLostError
+from agents.errors import ConnectionLostError
+from protocols.client import ExchangeClient, connect_options
+from protocols.client_errors import ClientError
 from protocols.nesting import depth_beyond
 from protocols.swarm import Heartbeat
 
@@ -181,7 +183,7 @@ class WorkerContext:
             async for msg in subscription.messages:
                 try:
                     await handler(msg)
-                except BusError as exc:
+                except ClientError as exc:
                     # One message's work is lost (the exchange refused or did not answer); the
                     # roles' periodic reconciliation picks up what matters from the exchange.
                     self.log.warning("message_dropped", subject=msg.subject, error=str(exc))
@@ -206,7 +208,7 @@ class WorkerContext:
             with self._lifecycle.task():
                 try:
                     await work()
-                except BusError as exc:
+                except ClientError as exc:
                     self.log.warning("work_dropped", error=str(exc))
         finally:
             self._in_flight.release()
@@ -275,13 +277,13 @@ async def _serve(
     log: Logger,
     task_status: TaskStatus[WorkerContext],
 ) -> None:
-    bus = Bus(
+    exchange = ExchangeClient(
         client,
-        config.agent_id,
-        request_timeout_ms=config.request_timeout_ms,
-        request_attempts=config.request_attempts,
+        request_timeout_s=config.request_timeout_ms / 1000,
+        attempts_max=config.request_attempts,
         log=log,
     )
+    bus = Bus(exchange, config.agent_id, log=log)
     ctx = WorkerContext(
         config=config,
         client=client,
@@ -376,12 +378,8 @@ async def _connect(config: RuntimeConfig, log: Logger) -> Client:
         # work; sub-second reconnects matter for a worker on loopback.
         "reconnect_time_wait": config.reconnect_wait_ms / 1000,
         "connect_timeout": config.connect_timeout_ms / 1000,
+        **connect_options(credentials),
     }
-    if credentials.user is not None:
-        options["user"] = credentials.user
-        options["password"] = credentials.password or ""
-    if credentials.inbox_prefix:
-        options["inbox_prefix"] = credentials.inbox_prefix
 
     async def on_error(error: Exception) -> None:
         # Refused connections repeat every reconnect_wait_ms during an outage: keep them quiet.

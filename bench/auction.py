@@ -57,8 +57,8 @@ from steal import (  # noqa: E402
     share_text,
 )
 
-from exchange.client import ExchangeClient, connect  # noqa: E402
 from exchange.daemon.logs import configure_logging  # noqa: E402
+from protocols.client import ExchangeClient, connect  # noqa: E402
 
 MANAGER = "claude"
 BID_WINDOW_MS = 5000
@@ -127,7 +127,7 @@ async def _round(
         "bid_window_ms": BID_WINDOW_MS,
     }
     start = time.perf_counter()
-    envelope = await client.command(MANAGER, "task.announce", body)
+    envelope = await client.command_envelope(MANAGER, "task.announce", body)
     if not envelope.ok:
         raise RuntimeError(f"announce refused: {envelope.error}")
     assert len(envelope.result["eligible"]) == n, envelope.result
@@ -258,7 +258,7 @@ async def bench_size(
                 "role": "executor",
                 "capabilities": [task_type],
             }
-            envelope = await client.command("admin", "agent.register", body)
+            envelope = await client.command_envelope("admin", "agent.register", body)
             assert envelope.ok, envelope
         awards = Awards()
         subscription = await client.nc.subscribe("swarm.task.*.award", cb=awards.on_award)

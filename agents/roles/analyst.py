@@ -28,10 +28,11 @@ from nats.aio.msg import Msg
 
 from agents import limits
 from agents.bounded import BoundedSet
-from agents.errors import ConfigError, RefusedError
+from agents.errors import ConfigError
 from agents.roles.base import BuiltRole, RoleSpec
 from agents.runtime import WorkerContext
 from protocols import subjects
+from protocols.client_errors import RefusedError
 from protocols.commands import LlmAuthorize, LlmSettle
 from protocols.results import AuthorizationResult, SettlementResult
 from protocols.swarm import TaskAward
@@ -163,7 +164,7 @@ class AnalystWorker:
             model=self._options.model,
         )
         try:
-            held = await ctx.bus.request("llm.authorize", authorize, AuthorizationResult)
+            held = await ctx.bus.command("llm.authorize", authorize, AuthorizationResult)
         except RefusedError as exc:
             if exc.error.retry_after_s:
                 self._paused_until_ms = ctx.monotonic_ms() + exc.error.retry_after_s * 1000
@@ -181,7 +182,7 @@ class AnalystWorker:
             tokens=completion.tokens,
         )
         try:
-            settled = await ctx.bus.request("llm.settle", settle, SettlementResult)
+            settled = await ctx.bus.command("llm.settle", settle, SettlementResult)
         except RefusedError as exc:
             # The hold expires on its own and is voided; nothing is paid for this report.
             ctx.log.warning("report_unpaid", task_id=award.task_id, code=exc.code)

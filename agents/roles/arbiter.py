@@ -17,12 +17,12 @@ from typing import Literal
 from agents import limits
 from agents.bounded import BoundedSet
 from agents.clock import NS_PER_MS
-from agents.errors import RefusedError
-from agents.messages import EscrowView, PaperTrade, TasksReply, TaskView, trade_of
+from agents.messages import PaperTrade, trade_of
 from agents.prices import PriceBook
 from agents.runtime import WorkerContext
+from protocols.client_errors import RefusedError
 from protocols.queries import TasksQuery
-from protocols.swarm import ResolveEscrow
+from protocols.swarm import EscrowView, ResolveEscrow, TasksResult, TaskView
 
 Outcome = Literal["release", "refund"]
 
@@ -65,7 +65,7 @@ class Arbiter:
     async def sweep(self, ctx: WorkerContext) -> None:
         """One poll of the disputed tasks. Raises BusError when the exchange does not answer."""
         query = TasksQuery(state="disputed", limit=limits.arbitration_batch_max)
-        disputed = await ctx.bus.query("tasks", query, TasksReply)
+        disputed = await ctx.bus.query("tasks", query, TasksResult)
         for view in disputed.tasks:
             escrow_id = view.escrow_id
             if escrow_id is None or escrow_id in self._settled:
@@ -90,7 +90,7 @@ class Arbiter:
         # Settled whatever the reply: a refusal (already resolved, not authorized) will not change.
         self._settled.add(escrow_id)
         try:
-            escrow = await ctx.bus.request("escrow.resolve", command, EscrowView)
+            escrow = await ctx.bus.command("escrow.resolve", command, EscrowView)
         except RefusedError as exc:
             ctx.log.warning(
                 "escrow_resolve_refused", escrow_id=escrow_id, code=exc.code, message=exc.message

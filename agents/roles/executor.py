@@ -30,14 +30,23 @@ from agents import limits
 from agents.bounded import BoundedDict, BoundedSet
 from agents.clock import NS_PER_MS, rfc3339
 from agents.config import check_interval_ms
-from agents.errors import ConfigError, RefusedError
-from agents.messages import PaperTrade, TaskView
+from agents.errors import ConfigError
+from agents.messages import PaperTrade
 from agents.prices import BPS_PER_UNIT, PriceBook, PricePoint, quantize
 from agents.roles.base import BuiltRole, RoleSpec, parse_decimal, parse_fraction, parse_tokens
 from agents.runtime import WorkerContext
 from protocols import subjects
+from protocols.client_errors import RefusedError
 from protocols.queries import TaskQuery
-from protocols.swarm import Bid, CallForProposals, PriceUpdate, RefuseTask, TaskAward, TaskReport
+from protocols.swarm import (
+    Bid,
+    CallForProposals,
+    PriceUpdate,
+    RefuseTask,
+    TaskAward,
+    TaskReport,
+    TaskView,
+)
 
 COST_MIN: Final = Decimal(1).scaleb(-limits.decimals_max)
 _cfp_decoder: Final = msgspec.json.Decoder(CallForProposals)

@@ -25,12 +25,12 @@ from nats.aio.msg import Msg
 from agents import limits
 from agents.bounded import BoundedDict, BoundedSet
 from agents.clock import rfc3339
-from agents.errors import RefusedError
 from agents.messages import trade_of
 from agents.prices import PriceBook
 from agents.roles.base import BuiltRole, RoleSpec, parse_decimal, parse_fraction
 from agents.runtime import WorkerContext
 from protocols import subjects
+from protocols.client_errors import RefusedError
 from protocols.queries import LimitsQuery
 from protocols.results import LimitsResult
 from protocols.swarm import (

@@ -28,15 +28,9 @@ from nats.aio.msg import Msg
 
 from agents import limits
 from agents.bounded import BoundedDict, BoundedSet
-from agents.bus import new_request_id
 from agents.config import check_interval_ms
-from agents.errors import ConfigError, RefusedError
-from agents.messages import (
-    AnnounceReply,
-    PaperTrade,
-    TaskView,
-    trade_of,
-)
+from agents.errors import ConfigError
+from agents.messages import PaperTrade, trade_of
 from agents.prices import PriceBook, quantize
 from agents.roles.arbiter import Arbiter, add_judge_arguments, fill_slippage_bps
 from agents.roles.base import (
@@ -48,13 +42,17 @@ from agents.roles.base import (
 )
 from agents.runtime import WorkerContext
 from protocols import subjects
+from protocols.client import new_request_id
+from protocols.client_errors import RefusedError
 from protocols.queries import TaskQuery
 from protocols.swarm import (
     AgentSignal,
+    AnnounceResult,
     AnnounceTask,
     PriceUpdate,
     TaskAward,
     TaskClosed,
+    TaskView,
     VerifyTask,
 )
 
@@ -284,7 +282,7 @@ class TreasuryWorker:
             bid_window_ms=settings.bid_window_ms,
         )
         try:
-            reply = await ctx.bus.request("task.announce", command, AnnounceReply)
+            reply = await ctx.bus.command("task.announce", command, AnnounceResult)
         except RefusedError as exc:
             ctx.log.warning(
                 "task_announce_refused", asset=asset, code=exc.code, message=exc.message
@@ -324,7 +322,7 @@ class TreasuryWorker:
         judgement = self._verifier.judge(trade, slippage)
         command = VerifyTask(request_id=f"verify:{task_id}", task_id=task_id, score=judgement.score)
         try:
-            verified = await ctx.bus.request("task.verify", command, TaskView)
+            verified = await ctx.bus.command("task.verify", command, TaskView)
         except RefusedError as exc:
             ctx.log.warning(
                 "task_verify_refused", task_id=task_id, code=exc.code, message=exc.message

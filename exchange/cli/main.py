@@ -24,15 +24,6 @@ from anyio.abc import TaskStatus
 
 from exchange.cli import verbs
 from exchange.cli.failures import failure_line, leaf_exceptions
-from exchange.cli.local import DATA_DIR_DEFAULT, LocateError, locate
-from exchange.cli.render import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, Output
-from exchange.client import (
-    Credentials,
-    ExchangeClientError,
-    ExchangeUnavailableError,
-    connect,
-    new_request_id,
-)
 from exchange.core.config import ConfigError, default_toml, parse_config
 from exchange.daemon import limits
 from exchange.daemon.creds import CredentialsFileError, read_credentials
@@ -48,6 +39,11 @@ from exchange.journal import (
     export_postings,
     high_water_path,
 )
+from exchange.locate import DATA_DIR_DEFAULT, LocateError, locate
+from exchange.render import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, Output
+from protocols.client import connect
+from protocols.client_errors import ClientError, ExchangeUnavailableError
+from protocols.credentials import Credentials
 
 log = structlog.get_logger()
 
@@ -196,11 +192,13 @@ async def _network(args: argparse.Namespace, output: Output) -> int:
         async with connect(
             located.credentials, request_timeout_s=args.timeout_s, reconnect=False
         ) as client:
+            # The envelope as it came: --json prints the result, or the refusal, unchanged.
             if isinstance(request, verbs.QueryRequest):
-                envelope = await client.query(request.verb, request.body)
+                envelope = await client.query_envelope(request.verb, request.body)
             else:
-                body = {"request_id": args.request_id or new_request_id(), **request.body}
-                envelope = await client.command(request.sender, request.verb, body)
+                envelope = await client.command_envelope(
+                    request.sender, request.verb, request.body, request_id=args.request_id
+                )
     except LocateError as exc:
         return output.error(
             {"code": "exchange_not_found", "message": str(exc)}, status=EXIT_UNREACHABLE
@@ -209,7 +207,7 @@ async def _network(args: argparse.Namespace, output: Output) -> int:
         return output.error(
             {"code": "exchange_unreachable", "message": str(exc)}, status=EXIT_UNREACHABLE
         )
-    except ExchangeClientError as exc:
+    except ClientError as exc:
         return output.error({"code": "reply_malformed", "message": str(exc)})
     if envelope.ok:
         return output.result(envelope.result, title=title)

@@ -34,7 +34,6 @@ from anyio.abc import TaskStatus
 from nats.aio.client import Client
 from nats.aio.subscription import Subscription
 
-from exchange.client import Credentials
 from exchange.core.config import EconomyConfig
 from exchange.core.machine import Exchange
 from exchange.daemon import limits
@@ -56,6 +55,7 @@ from exchange.daemon.routes import Route, default_routes
 from exchange.daemon.service import Publisher, Receiver
 from exchange.daemon.settings import DataPaths, Settings
 from exchange.journal import Journal, JournalClosedError
+from protocols.credentials import Credentials
 from protocols.ids import ADMIN, EXCHANGE
 
 log = structlog.get_logger()

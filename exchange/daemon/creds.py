@@ -3,7 +3,8 @@
 Owns: making a user's password once, keeping it in ``DATA/creds/<user>.json`` (mode 0600, directory
 0700, written atomically), and turning the stored users into ``NatsUser`` values for
 ``natsserver.render_config``. A file holds exactly what any NATS client needs to connect as that
-user (``exchange.client.Credentials``): ``{"url", "user", "password", "inbox_prefix"}``.
+user: ``{"url", "user", "password", "inbox_prefix"}``, the protocol's ``Credentials`` (agents and
+the CLI read these files too).
 Must not: talk to NATS, log or print a password, or decide who is registered (the caller passes the
 agents the ledger knows).
 """
@@ -16,9 +17,9 @@ from typing import Final
 
 import msgspec
 
-from exchange.client import DEFAULT_INBOX_PREFIX, Credentials
 from exchange.daemon.errors import DaemonError
 from exchange.daemon.natsserver import NatsUser, agent_inbox_prefix
+from protocols.credentials import DEFAULT_INBOX_PREFIX, Credentials
 from protocols.ids import ADMIN, EXCHANGE
 
 PASSWORD_BYTES: Final = 32

@@ -31,7 +31,6 @@ from rich.console import Console
 from rich.live import Live
 
 from agents.demo import AUCTION_DEMO, DEMO_SEED, DemoAgent
-from exchange.client import ExchangeClient, connect
 from exchange.daemon.app import ExchangeHandle, run_exchange
 from exchange.daemon.logs import configure_logging
 from exchange.daemon.natsserver import RANDOM_PORT
@@ -43,6 +42,10 @@ from exchange.demo.view import (
     render_metrics,
     render_summary,
 )
+from protocols.client import ExchangeClient, connect
+from protocols.client_errors import RefusedError
+from protocols.errors import ErrorCode
+from protocols.results import BalanceResult, MetricsResult, Result
 
 log = structlog.get_logger()
 
@@ -152,8 +155,7 @@ async def _demo(args: argparse.Namespace, handle: ExchangeHandle, console: Conso
         async with _workers(roster, handle, args.seed):
             await _watch(client, board, args, console)
         end = await _balances(client, [a.agent for a in roster])
-        metrics_reply = await client.query("metrics")
-        metrics = msgspec.to_builtins(metrics_reply.result)["metrics"] if metrics_reply.ok else []
+        metrics = await _metrics(client)
     roles = {a.agent: a.exchange_role for a in roster}
     if not args.json:
         console.print(render_summary(board))
@@ -164,23 +166,37 @@ async def _demo(args: argparse.Namespace, handle: ExchangeHandle, console: Conso
 
 async def _register(client: ExchangeClient, roster: Sequence[DemoAgent]) -> None:
     for agent in roster:
-        reply = await client.command(
-            "admin",
-            "agent.register",
-            agent.registration(),
-            request_id=f"demo-register-{agent.agent}",
-        )
-        if not reply.ok and (reply.error is None or reply.error.code != "agent_exists"):
-            raise RuntimeError(f"registering {agent.agent} was refused: {reply.error}")
+        try:
+            await client.command(
+                "admin",
+                "agent.register",
+                agent.registration(),
+                Result,
+                request_id=f"demo-register-{agent.agent}",
+            )
+        except RefusedError as exc:
+            if exc.code != ErrorCode.agent_exists.value:
+                raise RuntimeError(f"registering {agent.agent} was refused: {exc}") from exc
 
 
 async def _balances(client: ExchangeClient, agents: Sequence[str]) -> dict[str, Decimal]:
     balances = {}
     for agent in agents:
-        reply = await client.query("balance", {"agent": agent})
-        if reply.ok:
-            balances[agent] = Decimal(msgspec.to_builtins(reply.result)["balance"])
+        try:
+            balance = await client.query("balance", {"agent": agent}, BalanceResult)
+        except RefusedError:
+            continue
+        balances[agent] = Decimal(balance.balance)
     return balances
+
+
+async def _metrics(client: ExchangeClient) -> list[dict[str, Any]]:
+    try:
+        result = await client.query("metrics", None, MetricsResult)
+    except RefusedError:
+        return []
+    metrics: list[dict[str, Any]] = msgspec.to_builtins(result.metrics)
+    return metrics
 
 
 @asynccontextmanager

@@ -2,8 +2,8 @@
 
 Owns: ``hook_main(argv)`` (install, uninstall, run, flush) and ``issues_main(argv)`` (rewards,
 preview, preview-all, sync, close), each returning an exit status, and the text, table and
-``--json`` renderings of their reports (through the CLI's ``render.Output``). ``exchange hook run``
-always exits 0: a commit never fails on the exchange's account. ``python -m
+``--json`` renderings of their reports (through ``exchange.render.Output``, as the CLI's).
+``exchange hook run`` always exits 0: a commit never fails on the exchange's account. ``python -m
 exchange.integrations.cli hook|issues …`` runs the same commands; the installed hook uses it, so
 it works when the venv is not on the committer's PATH.
 Must not: hold business rules (git_hook, spool and beads do) or reach the exchange other than
@@ -26,8 +26,6 @@ from typing import Any, Final, TextIO
 
 from rich.table import Table
 
-from exchange.cli.local import DATA_DIR_DEFAULT, NATS_URL_ENV
-from exchange.cli.render import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, Output
 from exchange.core.config import ConfigError, EconomyConfig, parse_config
 from exchange.core.rewards import RewardRules
 from exchange.daemon.logs import configure_logging
@@ -40,6 +38,8 @@ from exchange.integrations.sender import (
     RewardSender,
     open_exchange,
 )
+from exchange.locate import DATA_DIR_DEFAULT, NATS_URL_ENV
+from exchange.render import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, Output
 from protocols.amounts import format_micro
 
 __all__ = ["OpenerFactory", "hook_main", "issues_main", "main"]

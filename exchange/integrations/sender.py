@@ -1,5 +1,5 @@
 """How the integrations reach a running exchange: the ``RewardSender`` interface and its one
-real implementation on ``exchange.client``.
+real implementation on the protocol's client (``protocols.client``).
 
 Owns: ``ExchangeTarget`` (``--data DIR`` and ``--nats URL``, resolved as the CLI does),
 ``open_exchange`` (one NATS connection, sending commands as ``admin`` with a short
@@ -28,16 +28,13 @@ from typing import Any, Final, Protocol
 import anyio
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
-from exchange.cli.local import LocateError, locate
-from exchange.client import (
-    Credentials,
-    ExchangeClient,
-    ExchangeClientError,
-    connect,
-)
 from exchange.daemon.creds import CredentialsFileError
 from exchange.daemon.endpoint import EndpointFileError
+from exchange.locate import LocateError, locate
+from protocols.client import ExchangeClient, connect
+from protocols.client_errors import ClientError
 from protocols.commands import Command
+from protocols.credentials import Credentials
 from protocols.errors import ErrorCode
 from protocols.ids import ADMIN
 from protocols.results import Envelope
@@ -124,7 +121,7 @@ def deliver(sender: RewardSender, verb: str, command: Command) -> Delivery:
 
 @dataclass(frozen=True, slots=True)
 class ExchangeTarget:
-    """Where the exchange is, as the CLI finds it (``exchange.cli.local.locate``): ``--nats URL``
+    """Where the exchange is, as the CLI finds it (``exchange.locate.locate``): ``--nats URL``
     (else ``EXCHANGE_NATS_URL``, else the data directory's ``exchange.json``), connecting as
     admin when the data directory holds ``creds/admin.json``."""
 
@@ -161,15 +158,17 @@ class _PortalSender:
 
     def send(self, verb: str, command: Command) -> Envelope:
         try:
-            envelope: Envelope = self._portal.call(self._client.command, ADMIN, verb, command)
-        except ExchangeClientError as exc:
+            envelope: Envelope = self._portal.call(
+                self._client.command_envelope, ADMIN, verb, command
+            )
+        except ClientError as exc:
             raise ExchangeUnreachableError(str(exc)) from exc
         return envelope
 
 
 @asynccontextmanager
 async def _connected(credentials: Credentials, timeout_s: float) -> AsyncIterator[ExchangeClient]:
-    """``exchange.client.connect`` with the whole first connection bounded by ``timeout_s``.
+    """``protocols.client.connect`` with the whole first connection bounded by ``timeout_s``.
 
     The bound sits here because nats-py keeps retrying a refused connection even without
     reconnects (``max_reconnect_attempts=0`` means no limit in its server selection).
@@ -193,7 +192,7 @@ async def _connected(credentials: Credentials, timeout_s: float) -> AsyncIterato
                 f"no NATS connection to {credentials.url} within {timeout_s} s; is the exchange "
                 "running (`exchange status`)?"
             ) from exc
-        except ExchangeClientError as exc:
+        except ClientError as exc:
             raise ExchangeUnreachableError(str(exc)) from exc
         yield client
 

@@ -25,10 +25,10 @@ import msgspec
 from anyio.abc import ByteReceiveStream, Process
 
 from exchange.cli.main import main as cli_main
-from exchange.client import ExchangeClient, connect
 from exchange.daemon.app import ExchangeHandle, run_exchange
 from exchange.daemon.natsserver import PID_FILE_NAME
 from exchange.daemon.settings import Settings
+from protocols.client import ExchangeClient, connect
 
 # Generous bounds: a loaded CI machine, not the expected time.
 READY_TIMEOUT_S = 30.0
@@ -56,7 +56,7 @@ async def client_for(handle: ExchangeHandle, user: str = "admin") -> AsyncIterat
 
 
 async def status_of(client: ExchangeClient) -> dict[str, Any]:
-    envelope = await client.query("status")
+    envelope = await client.query_envelope("status")
     assert envelope.ok, envelope
     result: dict[str, Any] = envelope.result
     return result

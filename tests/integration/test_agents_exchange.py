@@ -30,9 +30,9 @@ from agents.roles.risk import RiskOptions, RiskWorker
 from agents.roles.scout import ScoutOptions, ScoutWorker
 from agents.roles.treasury import AnnounceSettings, TreasuryOptions, TreasuryWorker
 from agents.runtime import Worker, WorkerContext, run_worker
-from exchange.client import ExchangeClient
 from exchange.daemon.app import ExchangeHandle
 from protocols import subjects
+from protocols.client import ExchangeClient
 from protocols.swarm import PriceUpdate, TaskAward, TaskClosed
 
 pytestmark = pytest.mark.anyio
@@ -54,7 +54,7 @@ ROSTER = {
 async def _register(admin: ExchangeClient) -> None:
     for agent, fields in ROSTER.items():
         body = {"agent": agent, "base_rate": "100", "primary_llm": "llama3.2", **fields}
-        reply = await admin.command("admin", "agent.register", body)
+        reply = await admin.command_envelope("admin", "agent.register", body)
         assert reply.ok, reply
 
 
@@ -157,8 +157,8 @@ async def test_one_auction_completes_with_its_escrow_released(tmp_path: Path) ->
             # The analyst paid for its report on the award.
             while (event := await _next_json(reports))["verb"] != "llm.settle":
                 pass
-            task = await admin.query("task", {"task_id": award.task_id})
-            executor_balance = await admin.query("balance", {"agent": "exec-a"})
+            task = await admin.query_envelope("task", {"task_id": award.task_id})
+            executor_balance = await admin.query_envelope("balance", {"agent": "exec-a"})
     assert award.manager == "treasury"
     # exec-a bids 10 (half of 20) in 50 ms and beats exec-b's 16 in 100 ms.
     assert (award.winner, award.cost) == ("exec-a", "10")
@@ -203,7 +203,7 @@ async def test_a_disputed_result_is_resolved_by_the_arbiter(tmp_path: Path) -> N
             final = msgspec.json.decode(
                 (await closed.next_msg(timeout=WAIT_S)).data, type=TaskClosed
             )
-            escrow = await admin.query("tasks", {"state": "completed"})
+            escrow = await admin.query_envelope("tasks", {"state": "completed"})
     assert (final.state, final.reason) == ("completed", "released by arbitration")
     assert final.paid == "9.9"
     assert [t["task_id"] for t in escrow.result["tasks"]] == [final.task_id]

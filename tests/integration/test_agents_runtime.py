@@ -20,9 +20,8 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from agents.config import Credentials, RuntimeConfig
-from agents.errors import ConnectionLostError, ExchangeUnavailableError, RefusedError
-from agents.messages import AnnounceReply, Empty
+from agents.config import RuntimeConfig
+from agents.errors import ConnectionLostError
 from agents.roles.oracle import OracleOptions, OracleWorker
 from agents.roles.scout import ScoutOptions, ScoutWorker
 from agents.runtime import Worker, WorkerContext, run_worker
@@ -34,8 +33,11 @@ from exchange.daemon.natsserver import (
     run_nats_server,
 )
 from protocols import subjects
+from protocols.client_errors import ExchangeUnavailableError, RefusedError
+from protocols.credentials import Credentials
 from protocols.queries import StatusQuery
-from protocols.swarm import AgentSignal, AnnounceTask, Heartbeat, PriceUpdate
+from protocols.results import Result
+from protocols.swarm import AgentSignal, AnnounceResult, AnnounceTask, Heartbeat, PriceUpdate
 
 pytestmark = pytest.mark.anyio
 
@@ -146,14 +148,14 @@ def _announce() -> AnnounceTask:
 async def test_a_timed_out_request_is_resent_with_the_same_request_id(
     nats_server: NatsServer, nats_client: ClientOpener
 ) -> None:
-    ok = b'{"ok":true,"result":{"task_id":"task-1","held":"20","eligible":["exec-a"]}}'
+    ok = b'{"ok":true,"result":{"task_id":"task-1","held":"20","closes_at_ns":5,"eligible":["a"]}}'
     responder = Responder([None, ok])
     async with nats_client(nats_server) as client, anyio.create_task_group() as tg:
         await tg.start(responder.serve, client, subjects.command("treasury", "task.announce"))
         async with running(_config(nats_server.url, "treasury"), Idle()) as ctx:
             with anyio.fail_after(WAIT_S):
-                reply = await ctx.bus.request("task.announce", _announce(), AnnounceReply)
-    assert reply == AnnounceReply(task_id="task-1", held="20", eligible=["exec-a"])
+                reply = await ctx.bus.command("task.announce", _announce(), AnnounceResult)
+    assert reply == AnnounceResult(task_id="task-1", held="20", closes_at_ns=5, eligible=["a"])
     assert [body["request_id"] for body in responder.seen] == ["announce:1", "announce:1"]
     assert responder.seen[0] == responder.seen[1]
 
@@ -192,7 +194,7 @@ async def test_refusals_raise_with_their_code_and_overloaded_is_retried(
         await tg.start(responder.serve, client, subjects.command("treasury", "task.announce"))
         async with running(_config(nats_server.url, "treasury"), Idle()) as ctx:
             with anyio.fail_after(WAIT_S), pytest.raises(RefusedError) as refusal:
-                await ctx.bus.request("task.announce", _announce(), AnnounceReply)
+                await ctx.bus.command("task.announce", _announce(), AnnounceResult)
     assert (refusal.value.code, refusal.value.error.limit) == ("insufficient_funds", "5")
     assert len(responder.seen) == 2
 
@@ -203,7 +205,7 @@ async def test_no_exchange_means_unavailable_after_the_attempts(
     config = _config(nats_server.url, "treasury", request_attempts=2, request_timeout_ms=50)
     async with running(config, Idle()) as ctx:
         with anyio.fail_after(WAIT_S), pytest.raises(ExchangeUnavailableError) as unavailable:
-            await ctx.bus.query("status", StatusQuery(), Empty)
+            await ctx.bus.query("status", StatusQuery(), Result)
     assert unavailable.value.attempts == 2
 
 
@@ -296,7 +298,7 @@ async def test_secure_mode_with_a_credentials_file(
             async with running(config, worker) as ctx:
                 # A query's reply comes back on the agent's own inbox prefix.
                 with anyio.fail_after(WAIT_S):
-                    await ctx.bus.query("status", StatusQuery(), Empty)
+                    await ctx.bus.query("status", StatusQuery(), Result)
                 for price in ("10", "9"):
                     update = PriceUpdate(asset="ETH", price=Decimal(price), at_ns=0)
                     await admin.publish(subjects.price("ETH"), _encoder.encode(update))
@@ -328,8 +330,11 @@ async def test_a_worker_survives_a_server_restart_on_the_same_port(
     subscription comes back by itself, and a request sent before the restart is answered after
     it, with the same request_id each time it was sent (the exchange applies it once)."""
     subject = subjects.command("scout-1", "task.announce")
-    before, after = Responder([None]), Responder([b'{"ok":true,"result":{"task_id":"task-9"}}'])
-    replies: list[AnnounceReply] = []
+    announced = (
+        b'{"ok":true,"result":{"task_id":"task-9","held":"20","closes_at_ns":5,"eligible":[]}}'
+    )
+    before, after = Responder([None]), Responder([announced])
+    replies: list[AnnounceResult] = []
     replied = anyio.Event()
     with anyio.fail_after(3 * WAIT_S):
         async with anyio.create_task_group() as tg:
@@ -343,7 +348,7 @@ async def test_a_worker_survives_a_server_restart_on_the_same_port(
 
                 async def announce() -> None:
                     replies.append(
-                        await ctx.bus.request("task.announce", _announce(), AnnounceReply)
+                        await ctx.bus.command("task.announce", _announce(), AnnounceResult)
                     )
                     replied.set()
 
@@ -377,7 +382,7 @@ async def test_a_worker_survives_a_server_restart_on_the_same_port(
                     signal = msgspec.json.decode((await _next(signals)).data, type=AgentSignal)
             tg.cancel_scope.cancel()
     assert signal.direction == "long"
-    assert replies == [AnnounceReply(task_id="task-9")]
+    assert replies == [AnnounceResult(task_id="task-9", held="20", closes_at_ns=5, eligible=[])]
     assert [b["request_id"] for b in before.seen + after.seen] == ["announce:1", "announce:1"]
 
 

@@ -12,8 +12,9 @@ from anyio.abc import Process
 from daemon_support import running_exchange
 
 from agents.demo import AUCTION_DEMO
-from exchange.client import Credentials, connect
 from exchange.daemon.natsserver import NatsServer
+from protocols.client import connect
+from protocols.credentials import Credentials
 
 pytestmark = pytest.mark.anyio
 AUCTION_TIMEOUT_S = 60
@@ -39,7 +40,9 @@ async def test_an_auction_completes_across_a_three_node_cluster(
         assert not handle.secure
         for name in placement:
             body = roster[name].registration()
-            reply = await admin.command("admin", "agent.register", body, request_id=f"r-{name}")
+            reply = await admin.command_envelope(
+                "admin", "agent.register", body, request_id=f"r-{name}"
+            )
             assert reply.ok, reply
         closed = await admin.nc.subscribe("swarm.task.*.closed")
         await admin.nc.flush()
@@ -69,8 +72,8 @@ async def test_an_auction_completes_across_a_three_node_cluster(
                     await process.wait()
             await closed.unsubscribe()
         assert all(p.returncode == 0 for p in processes), [p.returncode for p in processes]
-        task = await admin.query("task", {"task_id": message["task_id"]})
+        task = await admin.query_envelope("task", {"task_id": message["task_id"]})
         assert task.ok and task.result["escrow_state"] == "released"
         assert task.result["winner"] in ("exec-fast", "exec-cheap")
-        winner = await admin.query("balance", {"agent": task.result["winner"]})
+        winner = await admin.query_envelope("balance", {"agent": task.result["winner"]})
         assert float(winner.result["balance"]) > 10_000

@@ -103,7 +103,7 @@ async def test_bad_input_on_every_subject_is_refused_and_changes_nothing(tmp_pat
         after = await status_of(admin)
         assert after["digest"] == before["digest"]
         assert after["commands_applied"] == before["commands_applied"]
-        good = await admin.command("claude", "transfer", {"to": "zero", "amount": "1"})
+        good = await admin.command_envelope("claude", "transfer", {"to": "zero", "amount": "1"})
         assert good.ok, good
 
 
@@ -137,9 +137,11 @@ async def test_amounts_outside_the_grammar_are_refused_as_invalid_amount(tmp_pat
             before["commands_applied"],
         )
         for amount in ("12.5", "0.000001", 12.5):
-            paid = await admin.command("claude", "transfer", {"to": "zero", "amount": amount})
+            paid = await admin.command_envelope(
+                "claude", "transfer", {"to": "zero", "amount": amount}
+            )
             assert paid.ok, (amount, paid)
-        minted = await admin.command(
+        minted = await admin.command_envelope(
             "admin", "award", {"agent": "zero", "amount": "1000000000000", "source": "ci"}
         )
         assert minted.ok, minted
@@ -147,8 +149,8 @@ async def test_amounts_outside_the_grammar_are_refused_as_invalid_amount(tmp_pat
 
 async def test_unknown_verbs_are_listed_in_the_refusal(tmp_path: Path) -> None:
     async with running_exchange(tmp_path / "x") as handle, client_for(handle) as admin:
-        command = await admin.command("claude", "teleport", {})
-        query = await admin.query("gossip")
+        command = await admin.command_envelope("claude", "teleport", {})
+        query = await admin.query_envelope("gossip")
         assert command.error is not None and query.error is not None
         assert "transfer" in command.error.message and "pool.create" in command.error.message
         assert "balance" in query.error.message and "status" in query.error.message
@@ -163,7 +165,7 @@ async def test_a_request_without_a_reply_subject_is_dropped_with_a_log_line(
             await admin.nc.publish("exchange.cmd.claude.transfer", GOOD_TRANSFER)
             await admin.nc.publish("exchange.cmd.claude.transfer", b"{")
             # Answered after the two above by the same loop, so they have been handled.
-            refused = await admin.command("claude", "teleport", {})
+            refused = await admin.command_envelope("claude", "teleport", {})
         assert refused.error is not None
         dropped = [e for e in logs if e["event"] == "message_dropped"]
         assert dropped == [

@@ -12,9 +12,9 @@ import pytest
 from daemon_support import client_for, run_cli, running_exchange, status_of
 from nats.aio.msg import Msg
 
-from exchange.client import new_request_id
 from exchange.journal import Journal
 from protocols import subjects
+from protocols.client import new_request_id
 
 pytestmark = pytest.mark.anyio
 
@@ -23,7 +23,7 @@ WAIT_S = 10.0
 
 async def test_transfer_is_journaled_before_its_reply(tmp_path: Path) -> None:
     async with running_exchange(tmp_path / "x") as handle, client_for(handle) as admin:
-        envelope = await admin.command(
+        envelope = await admin.command_envelope(
             "claude", "transfer", {"to": "zero", "amount": "12.5", "memo": "lunch"}
         )
         assert envelope.ok, envelope
@@ -48,12 +48,12 @@ async def test_a_retried_request_id_gets_the_first_reply_and_no_second_effect(
 ) -> None:
     async with running_exchange(tmp_path / "x") as handle, client_for(handle) as admin:
         body = {"request_id": new_request_id(), "to": "zero", "amount": "1"}
-        first = await admin.command("claude", "transfer", body)
-        again = await admin.command("claude", "transfer", body)
+        first = await admin.command_envelope("claude", "transfer", body)
+        again = await admin.command_envelope("claude", "transfer", body)
         assert first == again and first.ok
-        balance = await admin.query("balance", {"agent": "zero"})
+        balance = await admin.query_envelope("balance", {"agent": "zero"})
         assert balance.result["balance"] == "10001"
-        changed = await admin.command("claude", "transfer", {**body, "amount": "2"})
+        changed = await admin.command_envelope("claude", "transfer", {**body, "amount": "2"})
         assert not changed.ok and changed.error is not None
         assert changed.error.code == "request_id_reused"
 
@@ -61,7 +61,9 @@ async def test_a_retried_request_id_gets_the_first_reply_and_no_second_effect(
 async def test_a_refusal_is_journaled_and_changes_nothing(tmp_path: Path) -> None:
     async with running_exchange(tmp_path / "x") as handle, client_for(handle) as admin:
         before = await status_of(admin)
-        refused = await admin.command("claude", "transfer", {"to": "zero", "amount": "99999"})
+        refused = await admin.command_envelope(
+            "claude", "transfer", {"to": "zero", "amount": "99999"}
+        )
         assert refused.error is not None and refused.error.code == "reserve_would_be_breached"
         after = await status_of(admin)
         assert after["digest"] == before["digest"]
@@ -74,12 +76,12 @@ async def test_a_query_sent_after_a_command_sees_it(tmp_path: Path) -> None:
         results: dict[str, Any] = {}
 
         async def transfer() -> None:
-            results["transfer"] = await admin.command(
+            results["transfer"] = await admin.command_envelope(
                 "claude", "transfer", {"to": "zero", "amount": "3"}
             )
 
         async def balance() -> None:
-            results["balance"] = await admin.query("balance", {"agent": "zero"})
+            results["balance"] = await admin.query_envelope("balance", {"agent": "zero"})
 
         # Both in flight at once on one connection: the query is queued behind the command.
         async with anyio.create_task_group() as tg:
@@ -94,7 +96,7 @@ async def test_postings_are_published_to_the_agents_they_touch(tmp_path: Path) -
     async with running_exchange(tmp_path / "x") as handle, client_for(handle) as admin:
         subscription = await admin.nc.subscribe(subjects.event("zero", "posting"))
         await admin.nc.flush()
-        reply = await admin.command(
+        reply = await admin.command_envelope(
             "claude", "transfer", {"to": "zero", "amount": "4", "memo": "m"}
         )
         with anyio.fail_after(WAIT_S):
@@ -111,7 +113,7 @@ async def test_a_timer_fires_through_a_journaled_tick(tmp_path: Path) -> None:
     async with running_exchange(tmp_path / "x") as handle, client_for(handle) as admin:
         subscription = await admin.nc.subscribe(subjects.event("claude", "posting"))
         await admin.nc.flush()
-        held = await admin.command(
+        held = await admin.command_envelope(
             "claude", "llm.authorize", {"task_type": "code", "tokens": 1000, "timeout_s": 1}
         )
         assert held.ok, held
@@ -127,14 +129,14 @@ async def test_a_timer_fires_through_a_journaled_tick(tmp_path: Path) -> None:
             last = list(journal.iter_entries(after_seq=journal.last_seq - 1))[-1]
         assert (last.sender, last.verb) == ("exchange", "tick")
         assert last.postings[0].kind == "void.llm"
-        balance = await admin.query("balance", {"agent": "claude"})
+        balance = await admin.query_envelope("balance", {"agent": "claude"})
         assert balance.result["balance"] == "10000"
         await subscription.unsubscribe()
 
 
 async def test_the_service_api_answers_as_exchange(tmp_path: Path) -> None:
     async with running_exchange(tmp_path / "x") as handle, client_for(handle) as admin:
-        await admin.query("status")
+        await admin.query_envelope("status")
         ping = msgspec.json.decode((await admin.nc.request("$SRV.PING", b"", timeout=5)).data)
         assert ping["type"] == "io.nats.micro.v1.ping_response"
         assert (ping["name"], ping["id"]) == ("exchange", handle.service_id)
@@ -202,18 +204,18 @@ async def test_a_clean_stop_answers_every_command_already_received(tmp_path: Pat
             handle.stop()
     assert replies == [True] * 200
     async with running_exchange(tmp_path / "x") as handle, client_for(handle) as admin:
-        balance = await admin.query("balance", {"agent": "zero"})
+        balance = await admin.query_envelope("balance", {"agent": "zero"})
         assert balance.result["balance"] == "10002"
 
 
 async def test_the_longest_memo_the_protocol_allows_is_journaled_whole(tmp_path: Path) -> None:
     async with running_exchange(tmp_path / "x") as handle, client_for(handle) as admin:
         memo = "😀" * 4096  # the protocol's 4,096 characters, 16 KiB of UTF-8
-        reply = await admin.command(
+        reply = await admin.command_envelope(
             "claude", "transfer", {"to": "zero", "amount": "1", "memo": memo}
         )
         assert reply.ok, reply
-        history = await admin.query("history", {"agent": "zero", "limit": 1})
+        history = await admin.query_envelope("history", {"agent": "zero", "limit": 1})
         assert history.result["entries"][0]["memo"] == memo  # The ledger keeps it whole.
         with Journal.open(tmp_path / "x" / "journal.sqlite", read_only=True) as journal:
             last = list(journal.iter_entries(after_seq=journal.last_seq - 1))[-1]

@@ -17,8 +17,10 @@ import msgspec
 import pytest
 from daemon_support import DaemonProcess, free_port, read_json, run_cli
 
-from exchange.client import Credentials, ExchangeUnavailableError, connect
 from exchange.journal import Journal
+from protocols.client import connect
+from protocols.client_errors import ExchangeUnavailableError
+from protocols.credentials import Credentials
 
 pytestmark = pytest.mark.anyio
 
@@ -61,7 +63,7 @@ async def test_sigkill_under_load_loses_no_acknowledged_command(tmp_path: Path) 
                 body = {"request_id": request_id, "to": to, "amount": "0.01", "memo": request_id}
                 sent.append(request_id)
                 try:
-                    envelope = await client.command(sender, "transfer", body)
+                    envelope = await client.command_envelope(sender, "transfer", body)
                 except ExchangeUnavailableError:
                     continue
                 assert envelope.ok, envelope
@@ -116,7 +118,7 @@ async def _check_every_acknowledged_command(
 ) -> None:
     async with connect(_admin(data), reconnect=False, request_timeout_s=10.0) as admin:
         for sender, body, reply in list(acked.values()):
-            again = await admin.command(sender, "transfer", body)
+            again = await admin.command_envelope(sender, "transfer", body)
             assert msgspec.json.encode(again) == reply
 
 

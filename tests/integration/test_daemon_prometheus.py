@@ -40,7 +40,9 @@ async def test_metrics_endpoint_counts_commands_and_balances(tmp_path: Path) -> 
         before = _sample(body, "exchange_commands_applied_total")
         assert _sample(body, "exchange_agents") == 6
         async with client_for(handle) as admin:
-            reply = await admin.command("zero", "transfer", {"to": "builder", "amount": "2.5"})
+            reply = await admin.command_envelope(
+                "zero", "transfer", {"to": "builder", "amount": "2.5"}
+            )
             assert reply.ok
         _, body = await _scrape(handle.metrics_port)
         assert _sample(body, "exchange_commands_applied_total") == before + 1
@@ -60,12 +62,12 @@ async def test_a_heartbeat_is_recorded_quietly_and_not_journaled(tmp_path: Path)
             beat = b'{"role": "scout", "capabilities": ["analyze"], "at_ms": 1}'
             # With a reply inbox: answered ok. Without one (as workers send it): nothing to say,
             # but recorded all the same; the request that follows is answered after it.
-            reply = await admin.request("exchange.cmd.claude.heartbeat", beat)
+            reply = await admin.request_envelope("exchange.cmd.claude.heartbeat", beat)
             assert reply.ok, reply
             await admin.nc.publish("exchange.cmd.spark.heartbeat", b"{}")
-            bad = await admin.request("exchange.cmd.zero.heartbeat", b'{"at_ms": -1}')
+            bad = await admin.request_envelope("exchange.cmd.zero.heartbeat", b'{"at_ms": -1}')
             assert bad.error is not None and bad.error.code == "invalid_message"
-            assert (await admin.query("status")).ok
+            assert (await admin.query_envelope("status")).ok
         _, body = await _scrape(handle.metrics_port)
         ages = {
             line.split("{")[1].split("}")[0]: float(line.split()[-1])

@@ -17,9 +17,9 @@ import msgspec
 import pytest
 from daemon_support import client_for, running_exchange
 
-from exchange.client import ExchangeClient
 from exchange.core.stateless_queries import SHAPLEY_QUERY_SAMPLED_WORK_MAX
 from exchange.daemon.app import ExchangeHandle
+from protocols.client import ExchangeClient
 
 pytestmark = pytest.mark.anyio
 
@@ -80,7 +80,7 @@ async def test_the_issue_s_huge_query_is_refused_at_once(tmp_path: Path) -> None
         assert "at most 10000000" in envelope["error"]["message"]
         # Refused at the wire: no query process was even started for it.
         assert query_processes() == []
-        good = await admin.command("claude", "transfer", {"to": "zero", "amount": "1"})
+        good = await admin.command_envelope("claude", "transfer", {"to": "zero", "amount": "1"})
         assert good.ok, good
 
 
@@ -148,7 +148,7 @@ async def _transfer_latencies(clients: list[ExchangeClient]) -> list[float]:
         sender, recipient = AGENTS[index % len(AGENTS)], AGENTS[(index + 1) % len(AGENTS)]
         for _ in range(TRANSFERS_PER_CLIENT):
             started = time.perf_counter()
-            reply = await client.command(
+            reply = await client.command_envelope(
                 sender, "transfer", {"to": recipient, "amount": "0.000001"}
             )
             latencies.append(time.perf_counter() - started)
@@ -214,5 +214,5 @@ async def test_a_cancelled_exchange_leaves_no_query_process_behind(tmp_path: Pat
         assert len(query_processes()) == 1
         await admin.nc.publish(SHAPLEY, AT_BOUND, reply="_INBOX.nobody")
         # Same subscription, handled in order: once this is answered, the query is in the pool.
-        assert (await admin.query("status")).ok
+        assert (await admin.query_envelope("status")).ok
     assert query_processes() == []

@@ -23,8 +23,10 @@ import pytest
 from anyio.abc import Process
 from daemon_support import READY_TIMEOUT_S, STOP_TIMEOUT_S, free_port, stop_orphaned_nats_server
 
-from exchange.client import Credentials, ExchangeUnavailableError, connect
 from exchange.journal import Journal
+from protocols.client import connect
+from protocols.client_errors import ExchangeUnavailableError
+from protocols.credentials import Credentials
 
 pytestmark = pytest.mark.anyio
 
@@ -242,7 +244,7 @@ async def _award_until_refused(data: Path, *, description: str) -> int:
                 "description": description,
             }
             try:
-                envelope = await client.command("admin", "award", body)
+                envelope = await client.command_envelope("admin", "award", body)
             except ExchangeUnavailableError:
                 return acknowledged
             assert envelope.ok, envelope

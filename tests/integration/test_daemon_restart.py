@@ -26,12 +26,16 @@ async def test_a_clean_restart_has_the_same_digest_and_replays_nothing(tmp_path:
     data = tmp_path / "x"
     async with running_exchange(data) as handle, client_for(handle) as admin:
         for index in range(20):
-            reply = await admin.command(
+            reply = await admin.command_envelope(
                 "claude", "transfer", {"to": "zero", "amount": "1", "memo": f"m{index}"}
             )
             assert reply.ok
-        await admin.command("zero", "pool.create", {"name": "gpu", "min_contribution": "10"})
-        await admin.command("claude", "transfer", {"to": "zero", "amount": "99999"})  # refused
+        await admin.command_envelope(
+            "zero", "pool.create", {"name": "gpu", "min_contribution": "10"}
+        )
+        await admin.command_envelope(
+            "claude", "transfer", {"to": "zero", "amount": "99999"}
+        )  # refused
         before = await status_of(admin)
     with capture_logs() as logs:
         async with running_exchange(data) as handle, client_for(handle) as admin:
@@ -50,19 +54,19 @@ async def test_after_a_restart_from_a_snapshot_a_retry_gets_its_first_reply(
     data = tmp_path / "x"
     body = {"request_id": "pay-1", "to": "zero", "amount": "2.5"}
     async with running_exchange(data) as handle, client_for(handle) as admin:
-        first = await admin.command("claude", "transfer", body)
+        first = await admin.command_envelope("claude", "transfer", body)
         for index in range(3):
             more = {"request_id": f"more-{index}", "to": "zero", "amount": "1"}
-            assert (await admin.command("claude", "transfer", more)).ok
+            assert (await admin.command_envelope("claude", "transfer", more)).ok
     with Journal.open(data / "journal.sqlite", read_only=True) as journal:
         snapshot = journal.latest_snapshot()
         assert snapshot is not None
         assert b"pay-1" not in snapshot.state  # the seqs only, not the records
     with capture_logs() as logs:
         async with running_exchange(data) as handle, client_for(handle) as admin:
-            again = await admin.command("claude", "transfer", body)
-            reused = await admin.command("claude", "transfer", {**body, "amount": "3"})
-            balance = await admin.query("balance", {"agent": "claude"})
+            again = await admin.command_envelope("claude", "transfer", body)
+            reused = await admin.command_envelope("claude", "transfer", {**body, "amount": "3"})
+            balance = await admin.query_envelope("balance", {"agent": "claude"})
     recovered = next(e for e in logs if e["event"] == "journal_recovered")
     assert recovered["replayed"] == 0 and recovered["snapshot_seq"] == snapshot.seq
     assert first.ok and again.ok and again.result == first.result
@@ -78,7 +82,7 @@ async def test_periodic_snapshots_bound_the_replay(tmp_path: Path) -> None:
         client_for(handle) as admin,
     ):
         for _ in range(12):
-            await admin.command("claude", "transfer", {"to": "zero", "amount": "1"})
+            await admin.command_envelope("claude", "transfer", {"to": "zero", "amount": "1"})
         with Journal.open(data / "journal.sqlite", read_only=True) as journal:
             snapshot = journal.latest_snapshot()
         # Genesis (6 commands) and 12 transfers: snapshots at 6, 11 and 16 at the latest.
@@ -104,7 +108,7 @@ async def test_a_new_journal_takes_the_given_config(tmp_path: Path) -> None:
         running_exchange(tmp_path / "x", config_text=config) as handle,
         client_for(handle) as admin,
     ):
-        balance = await admin.query("balance", {"agent": "zero"})
+        balance = await admin.query_envelope("balance", {"agent": "zero"})
     assert balance.result["balance"] == "5"
     assert (tmp_path / "x" / "economy.toml").read_text() == config
 
@@ -121,7 +125,7 @@ async def test_a_snapshot_of_an_older_format_is_replaced_by_a_replay(tmp_path: P
     async with running_exchange(data) as handle, client_for(handle) as admin:
         for index in range(5):
             body = {"request_id": f"t{index}", "to": "zero", "amount": "1"}
-            assert (await admin.command("claude", "transfer", body)).ok
+            assert (await admin.command_envelope("claude", "transfer", body)).ok
         before = await status_of(admin)
     # The clean stop wrote a snapshot; turn it into the previous format (version 3: the
     # idempotency records themselves, as {"keys": [...], "records": [...]}).
@@ -149,7 +153,7 @@ async def test_a_snapshot_of_an_older_format_is_replaced_by_a_replay(tmp_path: P
             after = await status_of(admin)
             # The replayed idempotency records still answer a retry with the first reply.
             retry = {"request_id": "t0", "to": "zero", "amount": "1"}
-            reply = await admin.command("claude", "transfer", retry)
+            reply = await admin.command_envelope("claude", "transfer", retry)
             assert reply.ok and reply.result is not None
             assert reply.result["balance"] == "9999"  # After t0, not after a sixth transfer.
     assert after == {**before, "now_ns": after["now_ns"]}

@@ -12,8 +12,8 @@ import nats
 import pytest
 from daemon_support import client_for, running_exchange, status_of
 
-from exchange.client import connect
 from exchange.daemon.creds import read_credentials
+from protocols.client import connect
 
 pytestmark = pytest.mark.anyio
 
@@ -37,9 +37,9 @@ async def test_credentials_are_private_files_for_admin_and_every_agent(tmp_path:
 
 async def test_an_agent_acts_as_itself_with_its_own_credentials(tmp_path: Path) -> None:
     async with running_exchange(tmp_path / "x") as handle, client_for(handle, "claude") as claude:
-        reply = await claude.command("claude", "transfer", {"to": "zero", "amount": "2"})
+        reply = await claude.command_envelope("claude", "transfer", {"to": "zero", "amount": "2"})
         assert reply.ok, reply
-        balance = await claude.query("balance", {"agent": "claude"})
+        balance = await claude.query_envelope("balance", {"agent": "claude"})
         assert balance.result["balance"] == "9998"
 
 
@@ -85,7 +85,7 @@ async def test_publishing_a_command_as_another_agent_is_refused_by_the_server(
 
 async def test_a_registered_agent_can_connect_at_once(tmp_path: Path) -> None:
     async with running_exchange(tmp_path / "x") as handle, client_for(handle) as admin:
-        reply = await admin.command(
+        reply = await admin.command_envelope(
             "admin",
             "agent.register",
             {"agent": "newbie", "base_rate": "80", "primary_llm": "llama3.2"},
@@ -95,8 +95,10 @@ async def test_a_registered_agent_can_connect_at_once(tmp_path: Path) -> None:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         # The reply is sent after the server reloaded with the new user.
         async with connect(handle.credentials("newbie"), reconnect=False) as newbie:
-            balance = await newbie.query("balance", {"agent": "newbie"})
-            transfer = await newbie.command("newbie", "transfer", {"to": "zero", "amount": "1"})
+            balance = await newbie.query_envelope("balance", {"agent": "newbie"})
+            transfer = await newbie.command_envelope(
+                "newbie", "transfer", {"to": "zero", "amount": "1"}
+            )
         assert balance.result["balance"] == "10000"
         assert transfer.ok, transfer
 
@@ -106,5 +108,7 @@ async def test_open_mode_needs_no_credentials(tmp_path: Path) -> None:
         assert not handle.secure
         assert not (tmp_path / "x" / "creds").exists()
         async with connect(handle.credentials("zero"), reconnect=False) as anyone:
-            reply = await anyone.command("claude", "transfer", {"to": "zero", "amount": "1"})
+            reply = await anyone.command_envelope(
+                "claude", "transfer", {"to": "zero", "amount": "1"}
+            )
         assert reply.ok, reply

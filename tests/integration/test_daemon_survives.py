@@ -82,19 +82,19 @@ async def test_a_command_that_breaks_an_invariant_is_refused_and_changes_nothing
     async with exchange_at(data) as handle, client_for(handle) as admin:
         before = await status_of(admin)
         award = {"agent": "claude", "amount": "13", "source": "test"}
-        refused = await admin.command("admin", "award", award)
+        refused = await admin.command_envelope("admin", "award", award)
         assert not refused.ok and refused.error is not None
         assert refused.error.code == "internal_error"
         assert "state is as it was before" in refused.error.message
         after = await status_of(admin)
         assert after["digest"] == before["digest"]
         assert after["commands_applied"] == before["commands_applied"] + 1
-        balance = await admin.query("balance", {"agent": "claude"})
+        balance = await admin.query_envelope("balance", {"agent": "claude"})
         assert balance.result["balance"] == "10000"  # the half-made mint is gone
         # It serves on: the next commands apply as usual, on the rebuilt state.
-        moved = await admin.command("claude", "transfer", {"to": "zero", "amount": "2"})
+        moved = await admin.command_envelope("claude", "transfer", {"to": "zero", "amount": "2"})
         assert moved.ok, moved
-        awarded = await admin.command("admin", "award", {**award, "amount": "5"})
+        awarded = await admin.command_envelope("admin", "award", {**award, "amount": "5"})
         assert awarded.ok, awarded
         served_digest = (await status_of(admin))["digest"]
     failed = [e for e in journal_entries(data) if b'"internal_error"' in e.reply]
@@ -124,16 +124,16 @@ async def test_a_timer_that_breaks_an_invariant_is_dropped_and_the_command_appli
     data, wall = tmp_path / "x", FakeWall()
     async with exchange_at(data, wall) as handle, client_for(handle) as admin:
         lock = {"payee": "zero", "amount": "10", "timeout_s": 1}
-        locked = await admin.command("claude", "escrow.lock", lock)
+        locked = await admin.command_envelope("claude", "escrow.lock", lock)
         assert locked.ok, locked
         wall.now_ns += 5_000_000_000  # the escrow's deadline has passed
         # Whichever comes first, this transfer or the timer loop's tick, fires the broken timer.
-        moved = await admin.command("claude", "transfer", {"to": "zero", "amount": "1"})
+        moved = await admin.command_envelope("claude", "transfer", {"to": "zero", "amount": "1"})
         assert moved.ok, moved
         assert escrow_deadline_breaks, "the deadline fired"
-        escrow = await admin.query("escrow", {"escrow_id": locked.result["escrow_id"]})
+        escrow = await admin.query_envelope("escrow", {"escrow_id": locked.result["escrow_id"]})
         assert escrow.result["state"] == "locked"  # its timer is gone; an arbiter settles it
-        balance = await admin.query("balance", {"agent": "claude"})
+        balance = await admin.query_envelope("balance", {"agent": "claude"})
         assert balance.result["balance"] == "9989"  # 10 held, 1 moved, the half refund undone
         digest = (await status_of(admin))["digest"]
     drops = [e for e in journal_entries(data) if e.verb == "timer.drop"]

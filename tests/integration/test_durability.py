@@ -18,7 +18,8 @@ import msgspec
 import pytest
 from daemon_support import READY_TIMEOUT_S, DaemonProcess, free_port, read_json
 
-from exchange.client import Credentials, connect
+from protocols.client import connect
+from protocols.credentials import Credentials
 
 pytestmark = pytest.mark.anyio
 
@@ -76,9 +77,9 @@ async def _acknowledge_awards(data: Path) -> int:
     async with connect(admin, reconnect=False, request_timeout_s=10.0) as client:
         for index in range(AWARDS):
             body = {"request_id": f"award-{index}", "agent": "claude", "amount": "1"}
-            envelope = await client.command("admin", "award", {**body, "source": "test"})
+            envelope = await client.command_envelope("admin", "award", {**body, "source": "test"})
             assert envelope.ok, envelope
-        status = await client.query("status")
+        status = await client.query_envelope("status")
     assert status.ok, status
     last_seq: int = status.result["commands_applied"]
     return last_seq

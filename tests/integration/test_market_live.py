@@ -13,7 +13,7 @@ import nats
 import pytest
 from daemon_support import client_for, run_cli, running_exchange
 
-from exchange.client import Credentials
+from protocols.credentials import Credentials
 
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,7 +58,7 @@ async def test_auction_example_escrow_fee_referral_signal_and_vote(tmp_path: Pat
                 "role": role,
                 "capabilities": caps,
             }
-            assert (await admin.command("admin", "agent.register", body)).ok
+            assert (await admin.command_envelope("admin", "agent.register", body)).ok
         alice = await _bare(handle.credentials("alice"))
         bob = await _bare(handle.credentials("bob"))
         awards = await admin.nc.subscribe("swarm.task.*.award")

@@ -27,9 +27,7 @@ from nats.aio.client import Client
 from structlog.testing import capture_logs
 
 from agents.config import RuntimeConfig, load_credentials
-from agents.errors import ExchangeUnavailableError as WorkerUnavailableError
 from agents.runtime import WorkerContext, run_worker
-from exchange.client import ExchangeUnavailableError, connect
 from exchange.daemon import natssupervisor
 from exchange.daemon.app import ExchangeHandle
 from exchange.daemon.natsserver import (
@@ -45,6 +43,8 @@ from exchange.daemon.natssupervisor import (
     run_supervised_nats_server,
 )
 from exchange.journal import Journal
+from protocols.client import connect
+from protocols.client_errors import ExchangeUnavailableError
 from protocols.commands import Transfer
 from protocols.results import TransferResult
 
@@ -239,7 +239,7 @@ async def test_a_restart_that_cannot_start_counts_towards_giving_up(
 
 # Registered after the start, so their NATS users exist only through reloads.
 SENDERS = ("sup-a", "sup-b", "sup-c", "sup-d")
-# An agents/ worker (agents.runtime, agents.bus) among the senders.
+# An agents/ worker (agents.runtime, agents.bus) among the senders, on the same client.
 WORKER = "sup-w"
 AGENTS = (*SENDERS, WORKER)
 AMOUNT = Decimal("0.01")
@@ -294,7 +294,7 @@ async def _send_with_client(handle: ExchangeHandle, sender: str, load: _Load) ->
             # Until acknowledged, with the same request id: applied at most once either way.
             while True:
                 try:
-                    envelope = await client.command(sender, "transfer", body)
+                    envelope = await client.command_envelope(sender, "transfer", body)
                 except ExchangeUnavailableError:
                     continue
                 assert envelope.ok, envelope
@@ -333,8 +333,8 @@ async def _send_with_worker(ctx: WorkerContext, load: _Load) -> None:
         command = Transfer(request_id=request_id, to=recipient, amount=AMOUNT, memo=request_id)
         while True:
             try:
-                await ctx.bus.request("transfer", command, TransferResult)
-            except WorkerUnavailableError:
+                await ctx.bus.command("transfer", command, TransferResult)
+            except ExchangeUnavailableError:
                 continue
             return
 
@@ -345,7 +345,7 @@ async def _balances(handle: ExchangeHandle) -> dict[str, Decimal]:
     async with client_for(handle) as admin:
         balances = {}
         for agent in AGENTS:
-            envelope = await admin.query("balance", {"agent": agent})
+            envelope = await admin.query_envelope("balance", {"agent": agent})
             assert envelope.ok, envelope
             balances[agent] = Decimal(envelope.result["balance"])
         return balances
@@ -360,7 +360,7 @@ async def _register(handle: ExchangeHandle, *agents: str) -> None:
                 "primary_llm": "llama3.2",
                 "role": "executor",
             }
-            envelope = await admin.command("admin", "agent.register", body)
+            envelope = await admin.command_envelope("admin", "agent.register", body)
             assert envelope.ok, envelope
 
 
@@ -398,7 +398,7 @@ async def test_killing_the_nats_server_under_load_loses_nothing_and_service_resu
             # A registration after the restart reloads the new server: its agent can connect.
             await _register(handle, "sup-late")
             async with client_for(handle, "sup-late") as late:
-                assert (await late.query("status")).ok
+                assert (await late.query_envelope("status")).ok
             closing = await _balances(handle)
     assert restarted_pid != killed_pid
     events = [entry["event"] for entry in logs]

@@ -8,10 +8,12 @@ import pytest
 
 from agents import cli
 from agents.bounded import BoundedDict, BoundedSet
-from agents.config import DEFAULT_NATS_URL, Credentials, RuntimeConfig, load_credentials
+from agents.config import DEFAULT_NATS_URL, RuntimeConfig, load_credentials
 from agents.demo import AUCTION_DEMO, DEMO_SEED, DemoAgent
-from agents.errors import ConfigError, RefusedError
+from agents.errors import ConfigError
 from agents.prices import PriceBook, quantize
+from protocols.client_errors import RefusedError
+from protocols.credentials import Credentials
 from protocols.results import ErrorBody
 
 

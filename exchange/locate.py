@@ -1,8 +1,11 @@
-"""Finding a local exchange: its URL and admin credentials, its journal and its config.
+"""Finding a local exchange: its URL and admin credentials.
 
-Owns: how the CLI decides where to connect (``--nats URL``, else ``EXCHANGE_NATS_URL``, else the
+Owns: how the command-line front ends (``exchange.cli``, and ``exchange.integrations`` for the
+git hook and beads) decide where to connect (``--nats URL``, else ``EXCHANGE_NATS_URL``, else the
 ``exchange.json`` that ``exchange up`` wrote in the data directory) and as whom (admin, from
-``DATA/creds/admin.json``, when that file exists). Must not: connect to anything, or print.
+``DATA/creds/admin.json``, when that file exists). It sits beside them rather than in
+``exchange.cli`` so that the integrations, which the CLI runs, do not import the CLI back.
+Must not: connect to anything, or print.
 """
 
 import os
@@ -10,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from exchange.client import Credentials
 from exchange.daemon.creds import read_credentials
 from exchange.daemon.endpoint import read_endpoint
 from exchange.daemon.settings import DataPaths
+from protocols.credentials import Credentials
 from protocols.ids import ADMIN
 
 NATS_URL_ENV: Final = "EXCHANGE_NATS_URL"

@@ -1,4 +1,7 @@
-"""How the CLI prints: one JSON document with ``--json``, readable rich tables without.
+"""How the command-line front ends print: one JSON document with ``--json``, rich tables without.
+
+Shared by ``exchange.cli`` and ``exchange.integrations.cli`` (``exchange hook``, ``exchange
+issues``); it sits beside them so that neither package imports the other's internals.
 
 Owns: ``Output`` (stdout for results, stderr for problems) and the rendering of result objects,
 which are plain JSON-shaped values (the ``result`` of a reply envelope, or a CLI report). Must
