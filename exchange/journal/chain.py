@@ -24,7 +24,7 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from exchange.journal import limits
+import exchange.journal.limits as limits
 from exchange.journal.errors import JournalInputError
 from exchange.journal.records import Entry, EntryInput, Posting
 

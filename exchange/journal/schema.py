@@ -9,7 +9,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from exchange.journal import limits
+import exchange.journal.limits as limits
 from exchange.journal.chain import genesis_hash_hex
 from exchange.journal.errors import JournalCorruptError, JournalOpenError
 

@@ -42,7 +42,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from exchange.journal import limits
+import exchange.journal.limits as limits
 from exchange.journal.chain import check_int, check_text, genesis_hash_hex, prepare_batch
 from exchange.journal.errors import (
     JournalClosedError,

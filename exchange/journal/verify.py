@@ -22,7 +22,7 @@ from typing import Any
 
 import msgspec
 
-from exchange.journal import limits
+import exchange.journal.limits as limits
 from exchange.journal.chain import genesis_hash_hex, link_hash_hex
 from exchange.journal.errors import JournalCorruptError, JournalEntriesLostError, JournalOpenError
 from exchange.journal.highwater import (
