@@ -57,12 +57,9 @@ from exchange.daemon.settings import DataPaths, Settings
 from exchange.journal import Journal, JournalClosedError
 from protocols.credentials import Credentials
 from protocols.ids import ADMIN, EXCHANGE
+from protocols.units import NS_PER_MS
 
 log = structlog.get_logger()
-
-# $SRV.* requests are tiny and rare.
-_control_pending_msgs_max = 1024
-_control_pending_bytes_max = 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -169,7 +166,7 @@ def _recover_or_create(
         seq=exchange.seq,
         snapshot_seq=recovered.snapshot_seq,
         replayed=recovered.replayed_count,
-        recover_ms=(time.perf_counter_ns() - started_ns) // 1_000_000,
+        recover_ms=(time.perf_counter_ns() - started_ns) // NS_PER_MS,
     )
     return _Recovered(exchange, clock, recovered.snapshot_seq)
 
@@ -424,8 +421,8 @@ async def _build(
         await side.nc.subscribe(
             subject,
             cb=receiver.discovery_callback(identity),
-            pending_msgs_limit=_control_pending_msgs_max,
-            pending_bytes_limit=_control_pending_bytes_max,
+            pending_msgs_limit=limits.control_pending_msgs_max,
+            pending_bytes_limit=limits.control_pending_bytes_max,
         )
         for subject in control_subjects(handle.service_id)
     ]

@@ -49,6 +49,7 @@ import structlog
 
 from exchange.core.ledger import Outcome, Publication
 from exchange.core.machine import Exchange
+from exchange.daemon import limits
 from exchange.daemon.clock import ExchangeClock
 from exchange.daemon.discovery import EndpointCounters
 from exchange.daemon.events import posting_events
@@ -65,11 +66,6 @@ log = structlog.get_logger()
 
 _encoder: Final = msgspec.json.Encoder()
 _ok_prefix: Final = b'{"ok":true'
-# Timers dropped for one command before it is refused as internal_error (each drop is a rebuild).
-failures_per_command_max: Final = 8
-# Ticks sent for one due time before the loop gives up on it (a core that fires nothing for a
-# due timer would otherwise make every Tick journal nothing, forever).
-ticks_per_due_max: Final = 1000
 
 Publish = Callable[[str, bytes], Awaitable[None]]
 AgentsRegistered = Callable[[list[str]], Awaitable[None]]
@@ -133,7 +129,7 @@ class TimerSchedule:
         repeats, last_due_ns = 0, None
         while True:
             due_ns, changed = self._due_ns, self._changed
-            if due_ns is None or repeats >= ticks_per_due_max:
+            if due_ns is None or repeats >= limits.ticks_per_due_max:
                 await changed.wait()
                 repeats = 0
                 continue
@@ -144,7 +140,7 @@ class TimerSchedule:
                 continue
             repeats = repeats + 1 if due_ns == last_due_ns else 1
             last_due_ns = due_ns
-            if repeats == ticks_per_due_max:
+            if repeats == limits.ticks_per_due_max:
                 log.error("timer_stalled", due_ns=due_ns, ticks=repeats)
             self._tick_applied = anyio.Event()
             tick = Tick(request_id=f"tick-{due_ns}")
@@ -294,7 +290,7 @@ class Pipeline:
         the same way (``recovery.failed``), so it cannot stop the exchange again at restart.
         """
         exchange = self.exchange
-        for _ in range(failures_per_command_max):
+        for _ in range(limits.failures_per_command_max):
             firing = exchange.ledger.firing
             log.critical(
                 "command_failed",

@@ -15,6 +15,7 @@ from anyio.abc import SocketStream, TaskStatus
 
 from exchange.core.machine import Exchange
 from exchange.core.swarm_metrics import evaluate
+from exchange.daemon import limits
 from exchange.daemon.discovery import EndpointCounters
 from exchange.daemon.liveness import LastHeartbeat
 from protocols.amounts import MICRO_PER_TOKEN
@@ -22,8 +23,6 @@ from protocols.units import NS_PER_S
 
 log = structlog.get_logger()
 
-request_bytes_max: Final = 8 * 1024
-request_timeout_s: Final = 5.0
 _CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 _STATUSES: Final = ("ok", "watch", "warning", "no_data")
 
@@ -176,11 +175,11 @@ async def serve_metrics(
 
     async def answer(stream: SocketStream) -> None:
         async with stream:
-            with anyio.move_on_after(request_timeout_s):
+            with anyio.move_on_after(limits.metrics_request_timeout_s):
                 head = b""
-                while b"\r\n\r\n" not in head and len(head) < request_bytes_max:
+                while b"\r\n\r\n" not in head and len(head) < limits.metrics_request_bytes_max:
                     try:
-                        head += await stream.receive(request_bytes_max)
+                        head += await stream.receive(limits.metrics_request_bytes_max)
                     except (anyio.EndOfStream, anyio.BrokenResourceError):
                         return
                 request_line = head.split(b"\r\n", 1)[0].split()

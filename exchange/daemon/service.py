@@ -30,6 +30,7 @@ import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from exchange.daemon import limits
 from exchange.daemon.discovery import EndpointCounters, ServiceIdentity, verb_of
 from exchange.daemon.inbound import Inbound, InboundQueue
 from exchange.daemon.liveness import Liveness
@@ -49,8 +50,6 @@ log = structlog.get_logger()
 
 _encoder: Final = msgspec.json.Encoder()
 _empty_ok: Final = b'{"ok":true,"result":{}}'
-# A subject is logged up to this many characters (subjects come from peers).
-_subject_log_chars_max: Final = 200
 
 
 class Publisher:
@@ -65,7 +64,7 @@ class Publisher:
         except nats.errors.OutboundBufferLimitError:
             # Only while NATS is unreachable and the client's buffer is full. The command is
             # durable; a client that retries with the same request_id gets this reply again.
-            log.warning("publish_dropped", subject=subject[:_subject_log_chars_max])
+            log.warning("publish_dropped", subject=subject[: limits.subject_log_chars_max])
 
 
 class Receiver:
@@ -137,7 +136,7 @@ class Receiver:
         if reply_to is None and needs_reply:
             log.info(
                 "message_dropped",
-                subject=msg.subject[:_subject_log_chars_max],
+                subject=msg.subject[: limits.subject_log_chars_max],
                 reason="no_reply_subject",
             )
             return
@@ -180,7 +179,7 @@ class Receiver:
     ) -> None:
         log.info(
             "message_refused",
-            subject=subject[:_subject_log_chars_max],
+            subject=subject[: limits.subject_log_chars_max],
             code=body.code,
             path=body.path,
             replied=reply_to is not None,
@@ -197,7 +196,8 @@ class Receiver:
         async def handle(msg: Msg) -> None:
             verb = verb_of(msg.subject)
             if verb is None or not msg.reply:
-                log.debug("service_request_ignored", subject=msg.subject[:_subject_log_chars_max])
+                subject = msg.subject[: limits.subject_log_chars_max]
+                log.debug("service_request_ignored", subject=subject)
                 return
             await self._publish(msg.reply, identity.respond(verb))
 

@@ -24,6 +24,7 @@ from typing import Final
 
 import msgspec
 
+import exchange.journal.limits as limits
 from exchange.journal.errors import (
     JournalCorruptError,
     JournalEntriesLostError,
@@ -31,8 +32,6 @@ from exchange.journal.errors import (
 )
 
 _durability_doc: Final = "see docs/daemon.md#durability"
-# The file holds about 150 bytes; anything much larger is not a mark.
-_file_bytes_max: Final = 4096
 
 
 class HighWater(msgspec.Struct, frozen=True, kw_only=True):
@@ -66,7 +65,7 @@ def read_high_water(path: Path) -> HighWater | None:
     """
     try:
         with path.open("rb") as file:
-            data = file.read(_file_bytes_max + 1)
+            data = file.read(limits.high_water_file_bytes_max + 1)
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -75,7 +74,7 @@ def read_high_water(path: Path) -> HighWater | None:
         stored = msgspec.json.decode(data, type=_HighWaterFile)
     except msgspec.DecodeError as exc:
         raise JournalCorruptError(_damaged(path, f"not a mark: {exc}"), seq=0) from exc
-    if len(data) > _file_bytes_max or stored.seq < 1:
+    if len(data) > limits.high_water_file_bytes_max or stored.seq < 1:
         raise JournalCorruptError(_damaged(path, "not a mark"), seq=0)
     if _checksum_hex(stored.seq, stored.entry_hash_hex) != stored.checksum_sha256_hex:
         raise JournalCorruptError(_damaged(path, "its checksum does not match"), seq=0)

@@ -1,7 +1,10 @@
 """Every bound the journal enforces, in one place.
 
 The daemon's own batcher has tighter limits; these are the journal's last line of defence, sized so
-that one batch, one entry or one snapshot can never exhaust memory or stall the commit path.
+that one batch, one entry or one snapshot can never exhaust memory or stall the commit path,
+whoever opens the journal (the daemon, ``doctor``, ``export``, the benches). The daemon's bounds
+stay within these (tests/unit/test_bounds.py); where each kind of bound lives is in
+docs/daemon.md, "Where bounds live". Must not: import anything, or hold the daemon's tuning.
 """
 
 from typing import Final
@@ -35,3 +38,5 @@ busy_timeout_s: Final = 5.0
 wal_size_bytes_max: Final = 64 * 1024 * 1024
 # Seqs per range read when reading entries by seq (a chunk's rows are held in memory at once).
 entries_at_chunk: Final = 10_000
+# The high-water mark file (journal.hwm) holds about 150 bytes; anything much larger is not a mark.
+high_water_file_bytes_max: Final = 4096

@@ -180,10 +180,3 @@ def test_nesting_beyond_the_bound_is_refused_with_the_bound_in_the_message() -> 
     assert nesting_refusal(wide, 64) is None
     # Deep only inside a string: nothing to refuse.
     assert nesting_refusal(b'{"memo":"' + b"[" * 1_000 + b'"}', 64) is None
-
-
-def test_the_daemons_depth_bound_is_the_protocols() -> None:
-    from exchange.daemon import limits
-    from protocols.nesting import MESSAGE_DEPTH_MAX
-
-    assert limits.message_depth_max == MESSAGE_DEPTH_MAX
