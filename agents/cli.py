@@ -22,10 +22,10 @@ import structlog
 
 from agents.config import DEFAULT_NATS_URL, RuntimeConfig, load_credentials
 from agents.errors import ConfigError, ConnectionLostError
-from agents.logs import LOG_LEVELS, configure_logging
 from agents.roles import ROLES, BuiltRole
 from agents.runtime import run_worker
 from protocols.credentials import Credentials
+from protocols.logs import LOG_FORMATS, LOG_LEVELS, configure_logging
 
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
@@ -82,7 +82,7 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
         default=5_000,
         help="time to finish in-flight work after SIGTERM (default: %(default)s)",
     )
-    common.add_argument("--log-format", choices=("auto", "console", "json"), default="auto")
+    common.add_argument("--log-format", choices=LOG_FORMATS, default="auto")
     common.add_argument("--log-level", choices=LOG_LEVELS, default="info")
 
 

@@ -6,11 +6,9 @@ Pure: the runtime reads the clocks (``WorkerContext.now_ns``/``monotonic_ms``) a
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
-from protocols.units import NS_PER_MS, NS_PER_US
+from protocols.units import NS_PER_US
 
-# NS_PER_MS is re-exported only because roles/arbiter.py and roles/executor.py still import it
-# from here (they are being edited elsewhere); once they import protocols.units, drop it.
-__all__ = ["NS_PER_MS", "rfc3339"]
+__all__ = ["rfc3339"]
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 

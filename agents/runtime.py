@@ -37,6 +37,7 @@ from protocols.client import ExchangeClient, connect_options
 from protocols.client_errors import ClientError
 from protocols.nesting import depth_beyond
 from protocols.swarm import Heartbeat
+from protocols.units import MS_PER_S, NS_PER_MS
 
 T = TypeVar("T")
 Logger = structlog.typing.FilteringBoundLogger
@@ -118,7 +119,7 @@ class WorkerContext:
     @staticmethod
     def monotonic_ms() -> int:
         """Monotonic time, for this worker's own cooldowns and ages."""
-        return time.monotonic_ns() // 1_000_000
+        return time.monotonic_ns() // NS_PER_MS
 
     def request_stop(self) -> None:
         """Starts the graceful shutdown (idempotent)."""
@@ -151,7 +152,7 @@ class WorkerContext:
         A tick that overruns delays the next one rather than causing a burst of catch-up ticks.
         """
         assert interval_ms > 0, interval_ms
-        self._task_group.start_soon(self._every, interval_ms / 1000, tick, name=name)
+        self._task_group.start_soon(self._every, interval_ms / MS_PER_S, tick, name=name)
 
     def start_loop(self, loop: Callable[[], Awaitable[None]], *, name: str) -> None:
         """Runs ``loop`` as a task of the group; it must return once ``stop_requested`` is set
@@ -279,7 +280,7 @@ async def _serve(
 ) -> None:
     exchange = ExchangeClient(
         client,
-        request_timeout_s=config.request_timeout_ms / 1000,
+        request_timeout_s=config.request_timeout_ms / MS_PER_S,
         attempts_max=config.request_attempts,
         log=log,
     )
@@ -300,7 +301,7 @@ async def _serve(
     task_status.started(ctx)
     await lifecycle.stop_requested.wait()
     await ctx._unsubscribe_all()
-    with anyio.move_on_after(config.shutdown_grace_ms / 1000) as grace:
+    with anyio.move_on_after(config.shutdown_grace_ms / MS_PER_S) as grace:
         await lifecycle.idle.wait()
     if grace.cancelled_caught:
         log.warning("shutdown_grace_expired", tasks_running=lifecycle.running)
@@ -314,7 +315,7 @@ def _heartbeat(ctx: WorkerContext) -> Callable[[], Awaitable[None]]:
             Heartbeat(
                 role=ctx.config.role,
                 capabilities=heartbeat_capabilities,
-                at_ms=ctx.now_ns() // 1_000_000,
+                at_ms=ctx.now_ns() // NS_PER_MS,
             )
         )
 
@@ -376,8 +377,8 @@ async def _connect(config: RuntimeConfig, log: Logger) -> Client:
     options: dict[str, Any] = {
         # nats-py annotates these as int but uses them as seconds for asyncio, where fractions
         # work; sub-second reconnects matter for a worker on loopback.
-        "reconnect_time_wait": config.reconnect_wait_ms / 1000,
-        "connect_timeout": config.connect_timeout_ms / 1000,
+        "reconnect_time_wait": config.reconnect_wait_ms / MS_PER_S,
+        "connect_timeout": config.connect_timeout_ms / MS_PER_S,
         **connect_options(credentials),
     }
 

@@ -57,8 +57,8 @@ from steal import (  # noqa: E402
     share_text,
 )
 
-from exchange.daemon.logs import configure_logging  # noqa: E402
 from protocols.client import ExchangeClient, connect  # noqa: E402
+from protocols.logs import configure_logging  # noqa: E402
 
 MANAGER = "claude"
 BID_WINDOW_MS = 5000

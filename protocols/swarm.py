@@ -21,8 +21,11 @@ from protocols.units import MS_PER_S, S_PER_DAY
 
 Confidence = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 Score = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
-Milliseconds = Annotated[int, msgspec.Meta(gt=0, le=7 * S_PER_DAY * MS_PER_S)]
-Seconds = Annotated[int, msgspec.Meta(gt=0, le=30 * S_PER_DAY)]
+# A task's deadline or bid window: at most a week. An escrow's or a vote's time: at most 30 days.
+DURATION_MS_MAX: Final = 7 * S_PER_DAY * MS_PER_S
+DURATION_S_MAX: Final = 30 * S_PER_DAY
+Milliseconds = Annotated[int, msgspec.Meta(gt=0, le=DURATION_MS_MAX)]
+Seconds = Annotated[int, msgspec.Meta(gt=0, le=DURATION_S_MAX)]
 SignalType = Literal["opportunity", "risk_alert", "price_update"]
 Direction = Literal["long", "short", "exit", "hold"]
 # Small free-form objects travel with signals and tasks; their size is bounded by the message size.

@@ -36,6 +36,7 @@ from protocols.client_errors import RefusedError
 from protocols.commands import LlmAuthorize, LlmSettle
 from protocols.results import AuthorizationResult, SettlementResult
 from protocols.swarm import TaskAward
+from protocols.units import MS_PER_S
 
 # About four characters per token, the usual rule of thumb for English text.
 CHARS_PER_TOKEN: Final = 4
@@ -167,7 +168,7 @@ class AnalystWorker:
             held = await ctx.bus.command("llm.authorize", authorize, AuthorizationResult)
         except RefusedError as exc:
             if exc.error.retry_after_s:
-                self._paused_until_ms = ctx.monotonic_ms() + exc.error.retry_after_s * 1000
+                self._paused_until_ms = ctx.monotonic_ms() + exc.error.retry_after_s * MS_PER_S
             ctx.log.warning(
                 "report_skipped",
                 task_id=award.task_id,

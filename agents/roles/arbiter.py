@@ -16,13 +16,13 @@ from typing import Literal
 
 from agents import limits
 from agents.bounded import BoundedSet
-from agents.clock import NS_PER_MS
 from agents.messages import PaperTrade, trade_of
 from agents.prices import PriceBook
 from agents.runtime import WorkerContext
 from protocols.client_errors import RefusedError
 from protocols.queries import TasksQuery
 from protocols.swarm import EscrowView, ResolveEscrow, TasksResult, TaskView
+from protocols.units import NS_PER_MS
 
 Outcome = Literal["release", "refund"]
 

@@ -28,7 +28,7 @@ from nats.aio.msg import Msg
 
 from agents import limits
 from agents.bounded import BoundedDict, BoundedSet
-from agents.clock import NS_PER_MS, rfc3339
+from agents.clock import rfc3339
 from agents.config import check_interval_ms
 from agents.errors import ConfigError
 from agents.messages import PaperTrade
@@ -39,6 +39,7 @@ from protocols import subjects
 from protocols.client_errors import RefusedError
 from protocols.queries import TaskQuery
 from protocols.swarm import (
+    DURATION_MS_MAX,
     Bid,
     CallForProposals,
     PriceUpdate,
@@ -47,6 +48,7 @@ from protocols.swarm import (
     TaskReport,
     TaskView,
 )
+from protocols.units import MS_PER_S, NS_PER_MS
 
 COST_MIN: Final = Decimal(1).scaleb(-limits.decimals_max)
 _cfp_decoder: Final = msgspec.json.Decoder(CallForProposals)
@@ -265,7 +267,7 @@ class ExecutorWorker:
         cfp = pending.cfp
         try:
             # The work takes the time the bid promised; a stop request lets it finish.
-            await anyio.sleep(pending.time_ms / 1000)
+            await anyio.sleep(pending.time_ms / MS_PER_S)
             outcome = paper_trade(
                 cfp,
                 self._prices.latest(cfp.asset),
@@ -368,7 +370,7 @@ def profile_from_args(args: argparse.Namespace) -> ExecutorProfile:
         raise ConfigError("--capabilities names no task type")
     if not 0 < args.cost_fraction <= 1:
         raise ConfigError(f"cost_fraction must be in (0, 1], got {args.cost_fraction}")
-    if not 1 <= args.time_ms <= 7 * 86_400_000:
+    if not 1 <= args.time_ms <= DURATION_MS_MAX:
         raise ConfigError(f"time_ms must be positive (at most a week), got {args.time_ms}")
     if not 1 <= args.capacity <= limits.tasks_in_flight_max:
         raise ConfigError(f"capacity must be 1..{limits.tasks_in_flight_max}, got {args.capacity}")

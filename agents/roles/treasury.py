@@ -46,6 +46,7 @@ from protocols.client import new_request_id
 from protocols.client_errors import RefusedError
 from protocols.queries import TaskQuery
 from protocols.swarm import (
+    DURATION_MS_MAX,
     AgentSignal,
     AnnounceResult,
     AnnounceTask,
@@ -428,7 +429,7 @@ def options_from_args(args: argparse.Namespace) -> TreasuryOptions:
     """Raises ConfigError for bad options."""
     for name in ("cooldown_ms", "bid_window_ms", "match_window_ms", "arbitrate_ms", "reconcile_ms"):
         check_interval_ms(name, getattr(args, name))
-    if not 1 <= args.deadline_ms <= 7 * 86_400_000:
+    if not 1 <= args.deadline_ms <= DURATION_MS_MAX:
         raise ConfigError(f"deadline_ms must be positive (at most a week), got {args.deadline_ms}")
     if not 1 <= args.open_tasks_max <= limits.tracked_tasks_max:
         raise ConfigError(

@@ -2,10 +2,9 @@
 
 Owns nothing but the translation of the older ``json_output`` argument (True: JSON, False:
 console, None: JSON unless the stream is a TTY) into ``protocols.logs``' ``log_format``. Kept
-because ``exchange/cli/main.py``, ``exchange/integrations/cli.py``, ``exchange/demo/auction.py``
-and ``bench/{auction,query_isolation}.py`` still import ``configure_logging`` from here (they
-were being edited elsewhere when the configuration moved); once they call
-``protocols.logs.configure_logging`` directly, delete this module.
+only because ``exchange/cli/main.py`` and ``exchange/integrations/cli.py`` still import
+``configure_logging`` from here (their owner was editing them when the configuration moved);
+once they call ``protocols.logs.configure_logging`` directly, delete this module.
 """
 
 from typing import TextIO

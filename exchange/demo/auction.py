@@ -32,7 +32,6 @@ from rich.live import Live
 
 from agents.demo import AUCTION_DEMO, DEMO_SEED, DemoAgent
 from exchange.daemon.app import ExchangeHandle, run_exchange
-from exchange.daemon.logs import configure_logging
 from exchange.daemon.natsserver import RANDOM_PORT
 from exchange.daemon.settings import Settings
 from exchange.demo.view import (
@@ -45,6 +44,7 @@ from exchange.demo.view import (
 from protocols.client import ExchangeClient, connect
 from protocols.client_errors import RefusedError
 from protocols.errors import ErrorCode
+from protocols.logs import configure_logging
 from protocols.results import BalanceResult, MetricsResult, Result
 
 log = structlog.get_logger()
@@ -96,7 +96,7 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> 
     logs_dir.mkdir(parents=True, exist_ok=True)
     # The screen is for the auctions: the exchange's own log goes to a file beside the workers'.
     with open(logs_dir / "exchange.log", "a", encoding="utf-8") as log_stream:
-        configure_logging(json_output=True, level="info", stream=log_stream)
+        configure_logging(log_format="json", level="info", stream=log_stream)
         try:
             result = anyio.run(_run, args, data_dir, console, backend="asyncio")
         finally:

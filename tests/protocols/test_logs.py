@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from agents import logs as agent_logs
+from agents import cli as agent_cli
 from exchange.daemon import logs as exchange_logs
 from protocols.logs import configure_logging
 
@@ -80,4 +80,4 @@ def test_the_exchange_entry_maps_json_output_to_a_format(
 
 
 def test_workers_configure_through_the_same_function() -> None:
-    assert agent_logs.configure_logging is configure_logging
+    assert agent_cli.configure_logging is configure_logging
