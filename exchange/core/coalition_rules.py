@@ -12,7 +12,8 @@ import numpy as np
 
 from exchange.core.coalitions import core_check, form_coalition_greedy
 from exchange.core.games import compile_game
-from exchange.core.ledger import Ledger, Refusal, refuse
+from exchange.core.ledger import Ledger
+from exchange.core.refusals import Refusal, refuse
 from exchange.core.retention import keep_newest, kept_note
 from exchange.core.shapley import (
     GameError,

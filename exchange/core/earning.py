@@ -7,9 +7,10 @@ Handlers installed into a ``Ledger``; the reward arithmetic lives in ``rewards.p
 import msgspec
 
 from exchange.core import accounts as acc
-from exchange.core.ledger import Agent, Ledger, Refusal, refuse
+from exchange.core.ledger import Agent, Ledger
 from exchange.core.limits import SpendWindows
 from exchange.core.money import micro_of
+from exchange.core.refusals import Refusal, refuse
 from exchange.core.rewards import agent_of_author, normalise_priority
 from protocols import commands as c
 from protocols import results as r

@@ -16,22 +16,22 @@ finds nothing and does nothing.
 from collections import deque
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Final, Protocol
+from typing import Protocol
 
 import msgspec
 
 from exchange.core import accounts as acc
 from exchange.core.config import EscrowConfig
-from exchange.core.ledger import Hold, Ledger, Refusal, refuse
+from exchange.core.ledger import Hold, Ledger
 from exchange.core.limits import NS_PER_S
 from exchange.core.money import scale
+from exchange.core.refusals import Refusal, refuse
 from exchange.core.retention import keep_newest, kept_note
+from exchange.core.states import ESCROW, SETTLED_ESCROW_STATES, EscrowEvent, EscrowState
 from protocols import swarm as s
 from protocols.amounts import format_micro
 from protocols.errors import ErrorCode
 from protocols.ids import SYSTEM_SENDERS
-
-SETTLED_ESCROW_STATES: Final = ("released", "refunded")
 
 
 # A Struct (mutable, like the dataclass it was) because a snapshot encodes it directly: ~7x faster
@@ -42,7 +42,7 @@ class Escrow(msgspec.Struct):
     payee: str
     amount_micro: int
     referrer: str | None
-    state: str
+    state: EscrowState
     task_id: str | None
     memo: str = ""
     fee_micro: int = 0
@@ -114,7 +114,7 @@ class Escrows:
             payee=payee,
             amount_micro=hold.amount_micro,
             referrer=referrer,
-            state="locked",
+            state=EscrowState.locked,
             task_id=task_id,
             memo=memo,
         )
@@ -127,7 +127,7 @@ class Escrows:
         escrow.deadline_ns = deadline_ns
         self.ledger.add_timer(deadline_ns, "escrow_deadline", f"{escrow.id}@{deadline_ns}")
 
-    def release(self, escrow: Escrow) -> None:
+    def release(self, escrow: Escrow, event: EscrowEvent = EscrowEvent.release) -> None:
         """Pays the payee, less the fee; 15% of the fee to the referrer when there is one."""
         ledger = self.ledger
         hold = ledger.holds[escrow.id]
@@ -140,7 +140,8 @@ class Escrows:
             assert escrow.referrer is not None
             payments.append((escrow.referrer, referral, "referral"))
         ledger.pay_out(hold, payments)
-        escrow.state, escrow.fee_micro = "released", fee
+        escrow.state = ESCROW.next(escrow.state, event)
+        escrow.fee_micro = fee
         payee = ledger.agents.get(escrow.payee)
         if payee is not None:
             payee.earned_micro += escrow.amount_micro - fee
@@ -148,13 +149,14 @@ class Escrows:
             referrer.earned_micro += referral
         self._settled(escrow)
 
-    def refund(self, escrow: Escrow) -> None:
+    def refund(self, escrow: Escrow, event: EscrowEvent = EscrowEvent.refund) -> None:
         self.ledger.void_hold(self.ledger.holds[escrow.id])
-        escrow.state = "refunded"
+        escrow.state = ESCROW.next(escrow.state, event)
         self._settled(escrow)
 
-    def dispute(self, escrow: Escrow) -> None:
-        escrow.state, escrow.disputed = "disputed", True
+    def dispute(self, escrow: Escrow, event: EscrowEvent = EscrowEvent.dispute) -> None:
+        escrow.state = ESCROW.next(escrow.state, event)
+        escrow.disputed = True
         resolve_by_ns = self.ledger.book.now_ns + self.config.dispute_timeout_s * NS_PER_S
         self.set_deadline(escrow, resolve_by_ns)
         if escrow.task_id is not None:
@@ -175,12 +177,13 @@ class Escrows:
         escrow = self.by_id.get(escrow_id)
         if escrow is None or escrow.deadline_ns != int(deadline):
             return  # forgotten (settled long ago), or the deadline moved
-        if escrow.state not in ("locked", "disputed"):
+        if escrow.state in SETTLED_ESCROW_STATES:
             return
         if escrow.task_id is not None:
             self.tasks.escrow_deadline(escrow)
         else:
-            self.refund(escrow)
+            lapsed = escrow.state == EscrowState.disputed
+            self.refund(escrow, EscrowEvent.lapse if lapsed else EscrowEvent.refund)
 
     # ------------------------------------------------------------------------ forgetting
 
@@ -196,7 +199,9 @@ class Escrows:
         assert escrow.state in SETTLED_ESCROW_STATES, f"{escrow.id} is {escrow.state}"
         forgotten = self.forgotten
         forgotten.settled += 1
-        forgotten.released_micro += escrow.amount_micro if escrow.state == "released" else 0
+        forgotten.released_micro += (
+            escrow.amount_micro if escrow.state == EscrowState.released else 0
+        )
         forgotten.disputed += escrow.disputed
         self.ledger.forget_hold(escrow.id)
 
@@ -243,10 +248,10 @@ class Escrows:
                 f"{escrow.id} pays for task {escrow.task_id}: settle it with task.verify (a score "
                 "of at least the release threshold releases it), which also closes the task",
             )
-        if escrow.state != "locked":
-            return refuse(ErrorCode.escrow_not_locked, f"{escrow.id} is {escrow.state}")
+        if (not_locked := ESCROW.refusal(escrow.state, EscrowEvent.verify, escrow.id)) is not None:
+            return not_locked
         if Decimal(str(cmd.score)) >= self.config.release_threshold:
-            self.release(escrow)
+            self.release(escrow, EscrowEvent.verify)
         else:
             self.dispute(escrow)
         return self.view(escrow)
@@ -257,8 +262,8 @@ class Escrows:
             return escrow
         if sender not in (escrow.payer, escrow.payee) and sender not in SYSTEM_SENDERS:
             return refuse(ErrorCode.not_authorized, f"only a party may dispute {escrow.id}")
-        if escrow.state != "locked":
-            return refuse(ErrorCode.escrow_not_locked, f"{escrow.id} is {escrow.state}")
+        if (not_locked := ESCROW.refusal(escrow.state, EscrowEvent.dispute, escrow.id)) is not None:
+            return not_locked
         self.dispute(escrow)
         return self.view(escrow)
 
@@ -272,12 +277,15 @@ class Escrows:
                 f"{sender} may not arbitrate {escrow.id}: arbiters are admin or a treasury agent "
                 "that is not a party",
             )
-        if escrow.state != "disputed":
-            return refuse(ErrorCode.escrow_not_disputed, f"{escrow.id} is {escrow.state}")
-        if cmd.outcome == "release":
-            self.release(escrow)
+        event = (
+            EscrowEvent.resolve_release if cmd.outcome == "release" else EscrowEvent.resolve_refund
+        )
+        if (not_disputed := ESCROW.refusal(escrow.state, event, escrow.id)) is not None:
+            return not_disputed
+        if event == EscrowEvent.resolve_release:
+            self.release(escrow, event)
         else:
-            self.refund(escrow)
+            self.refund(escrow, event)
         if escrow.task_id is not None:
             self.tasks.escrow_resolved(escrow, cmd.outcome)
         return self.view(escrow)

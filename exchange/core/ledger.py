@@ -28,8 +28,10 @@ from exchange.core.limits import (
     check_reserve,
 )
 from exchange.core.money import micro_of, round_half_even
+from exchange.core.refusals import Refusal, refusal_reply, refuse
 from exchange.core.retention import keep_newest
 from exchange.core.rewards import RewardRules
+from exchange.core.states import HOLD, HoldEvent, HoldState
 from protocols import commands as c
 from protocols import results as r
 from protocols.amounts import format_micro, to_micro
@@ -74,24 +76,6 @@ class Outcome(msgspec.Struct, frozen=True, gc=False):
     code: str | None = None
 
 
-class Refusal(msgspec.Struct, frozen=True, kw_only=True):
-    """What a handler returns instead of a result when a rule says no."""
-
-    body: r.ErrorBody
-
-
-def refuse(code: ErrorCode, message: str, **details: Any) -> Refusal:
-    return Refusal(body=r.ErrorBody(code=code.value, message=message, **details))
-
-
-def refusal_reply(body: r.ErrorBody) -> bytes:
-    return _encoder.encode(r.Envelope(ok=False, error=body))
-
-
-def result_reply(result: msgspec.Struct) -> bytes:
-    return b'{"ok":true,"result":' + _encoder.encode(result) + b"}"
-
-
 @dataclass(slots=True)
 class Agent:
     id: str
@@ -118,13 +102,13 @@ class Hold:
     amount_micro: int
     kind: str
     expires_at_ns: int | None
-    state: str = "open"
+    state: HoldState = HoldState.open
     model: str = ""
     tokens: int = 0
     spend: SpendEntry | None = None
 
 
-class AgentState(msgspec.Struct, frozen=True, kw_only=True):
+class AgentSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     """An agent in a snapshot. ``spends`` are its day window's entries, (at_ns, amount, in_hour)."""
 
     id: str
@@ -141,7 +125,7 @@ class AgentState(msgspec.Struct, frozen=True, kw_only=True):
     performance: str
 
 
-class HoldState(msgspec.Struct, frozen=True, kw_only=True):
+class HoldSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     """A hold in a snapshot. ``spend`` names its window entry as (agent, index in the day)."""
 
     id: str
@@ -149,7 +133,7 @@ class HoldState(msgspec.Struct, frozen=True, kw_only=True):
     amount: int
     kind: str
     expires_at_ns: int | None
-    state: str
+    state: HoldState
     model: str
     tokens: int
     spend: tuple[str, int] | None
@@ -158,8 +142,8 @@ class HoldState(msgspec.Struct, frozen=True, kw_only=True):
 class LedgerState(msgspec.Struct, frozen=True, kw_only=True):
     """What the ledger itself keeps (the book apart), in a snapshot."""
 
-    agents: list[AgentState]
-    holds: list[HoldState]
+    agents: list[AgentSnapshot]
+    holds: list[HoldSnapshot]
     closed_authorizations: list[str]
     rewarded_shas: list[str]
     rewarded_issues: list[str]
@@ -382,7 +366,7 @@ class Ledger:
                 spend_refs[id(entry)] = (agent.id, index)
             lim = agent.limits
             agents.append(
-                AgentState(
+                AgentSnapshot(
                     id=agent.id,
                     level=agent.level,
                     base_rate=agent.base_rate_micro,
@@ -398,7 +382,7 @@ class Ledger:
                 )
             )
         holds = [
-            HoldState(
+            HoldSnapshot(
                 id=h.id,
                 account=h.account,
                 amount=h.amount_micro,
@@ -629,7 +613,6 @@ class Ledger:
 
     def pay_out(self, hold: Hold, payments: list[tuple[str, int, str]]) -> None:
         """Pays from a hold to several accounts; what is left returns to the holder."""
-        assert hold.state == "open"
         paid = 0
         for account, amount_micro, kind in payments:
             assert amount_micro > 0
@@ -639,7 +622,7 @@ class Ledger:
         rest = hold.amount_micro - paid
         if rest:
             self.book.post(acc.ESCROW, hold.account, rest, f"release.{hold.kind}", hold.id)
-        hold.state = "posted"
+        hold.state = HOLD.next(hold.state, HoldEvent.post)
         del self.open_holds[hold.id]
         self._closed(hold)
 
@@ -653,9 +636,8 @@ class Ledger:
         hold.amount_micro = amount_micro
 
     def void_hold(self, hold: Hold) -> None:
-        assert hold.state == "open"
         self.book.post(acc.ESCROW, hold.account, hold.amount_micro, f"void.{hold.kind}", hold.id)
-        hold.state = "voided"
+        hold.state = HOLD.next(hold.state, HoldEvent.void)
         del self.open_holds[hold.id]
         if hold.spend is not None:
             self.agents[hold.account].windows.adjust(hold.spend, 0)

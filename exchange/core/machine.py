@@ -13,25 +13,24 @@ from exchange.core.accounts import Book, BookState, history_row
 from exchange.core.coalition_rules import CoalitionRules, CoalitionsState
 from exchange.core.config import EconomyConfig
 from exchange.core.earning import Earning
-from exchange.core.escrow import SETTLED_ESCROW_STATES, EscrowsState
+from exchange.core.escrow import EscrowsState
 from exchange.core.ledger import (
     Agent,
     Handler,
     Ledger,
     LedgerState,
     Outcome,
-    Refusal,
     RememberedRows,
     TimerFire,
     command_table,
     on,
-    refusal_reply,
-    result_reply,
 )
-from exchange.core.market import WORK_FINISHED_STATES, Market, MarketState
+from exchange.core.market import Market, MarketState
 from exchange.core.pools import Pools, PoolsState
+from exchange.core.refusals import Refusal, refusal_reply, result_reply
 from exchange.core.spending import Spending
 from exchange.core.stateless_queries import answer_shapley
+from exchange.core.states import SETTLED_ESCROW_STATES, WORK_FINISHED_STATES
 from exchange.core.stigmergy import SignalsRules, Stigmergy
 from exchange.core.swarm_metrics import SwarmMetricInputs, evaluate
 from exchange.core.votes import Votes, VotesState

@@ -24,9 +24,18 @@ import msgspec
 from exchange.core.bid_tally import BidTally
 from exchange.core.config import EconomyConfig
 from exchange.core.escrow import Escrow, Escrows
-from exchange.core.ledger import Agent, Ledger, Refusal, refuse
+from exchange.core.ledger import Agent, Ledger
 from exchange.core.limits import NS_PER_S
+from exchange.core.refusals import Refusal, refuse
 from exchange.core.retention import keep_newest, kept_note
+from exchange.core.states import (
+    TASK,
+    WORK_FINISHED_STATES,
+    EscrowEvent,
+    EscrowState,
+    TaskEvent,
+    TaskState,
+)
 from protocols import results as r
 from protocols import subjects
 from protocols import swarm as s
@@ -37,7 +46,6 @@ from protocols.ids import SYSTEM_SENDERS
 NS_PER_MS: Final = 1_000_000
 bids_per_task_max: Final = 1000
 # Task states the swarm metrics count as finished work (not unawarded or cancelled ones).
-WORK_FINISHED_STATES: Final = ("completed", "failed", "expired", "refunded")
 # Performance scores stay within these bounds, so one agent's vote weight cannot run away.
 performance_min: Final = Decimal(0)
 performance_max: Final = Decimal(5)
@@ -69,7 +77,7 @@ class Task(msgspec.Struct):
     eligible: list[str]
     closes_at_ns: int
     hold_id: str
-    state: str = "open"
+    state: TaskState = TaskState.open
     bids: list[BidRecord] = msgspec.field(default_factory=list)
     refused: list[str] = msgspec.field(default_factory=list)
     winner: str | None = None
@@ -142,18 +150,18 @@ class Market:
 
     def escrow_deadline(self, escrow: Escrow) -> None:
         task = self.tasks.get(escrow.task_id or "")
-        if escrow.state == "disputed":
-            self.escrows.refund(escrow)
+        if escrow.state == EscrowState.disputed:
+            self.escrows.refund(escrow, EscrowEvent.lapse)
             if task is not None:
-                self._close_task(task, "refunded", "dispute unresolved by its deadline")
-        elif task is not None and task.state == "informed":
+                self._close_task(task, TaskEvent.refund, "dispute unresolved by its deadline")
+        elif task is not None and task.state == TaskState.informed:
             self.escrows.release(escrow)
             self._performance(task.winner, +1)
-            self._close_task(task, "completed", "the manager did not verify in time")
+            self._close_task(task, TaskEvent.release, "the manager did not verify in time")
         else:
             self.escrows.refund(escrow)
             if task is not None:
-                self._close_task(task, "refunded", "escrow deadline passed")
+                self._close_task(task, TaskEvent.refund, "escrow deadline passed")
 
     def escrow_resolved(self, escrow: Escrow, outcome: str) -> None:
         task = self.tasks.get(escrow.task_id or "")
@@ -161,10 +169,10 @@ class Market:
             return
         if outcome == "release":
             self._performance(task.winner, +1)
-            self._close_task(task, "completed", "released by arbitration")
+            self._close_task(task, TaskEvent.release, "released by arbitration")
         else:
             self._performance(task.winner, -1)
-            self._close_task(task, "refunded", "refunded by arbitration")
+            self._close_task(task, TaskEvent.refund, "refunded by arbitration")
 
     # ------------------------------------------------------------------------ forgetting
 
@@ -281,7 +289,7 @@ class Market:
         task = self.find_task(task_id)
         if isinstance(task, Refusal):
             return task
-        if task.state != "open" or ledger.book.now_ns >= task.closes_at_ns:
+        if task.state != TaskState.open or ledger.book.now_ns >= task.closes_at_ns:
             return refuse(
                 ErrorCode.bid_window_closed,
                 f"the bid window of {task.id} is closed ({task.state}); watch swarm.task.cfp.* "
@@ -367,7 +375,7 @@ class Market:
 
     def on_auction_close(self, task_id: str) -> None:
         task = self.tasks.get(task_id)  # None: finished early and forgotten since
-        if task is not None and task.state == "open":
+        if task is not None and task.state == TaskState.open:
             self._award(task)
 
     def _award(self, task: Task) -> None:
@@ -375,9 +383,8 @@ class Market:
         hold = ledger.holds[task.hold_id]
         if not task.bids:
             ledger.void_hold(hold)
-            task.state = "unawarded"
             self._publish_award(task, None)
-            self._close_task(task, "unawarded", "no bids")
+            self._close_task(task, TaskEvent.no_bids, "no bids")
             return
         # Highest score wins; among equal scores the earlier bid (lower seq).
         winner = task.bids[self._tally(task).best_index]
@@ -385,7 +392,8 @@ class Market:
         ledger.shrink_hold(hold, winner.cost_micro)
         escrow = self.escrows.open(hold, winner.bidder, task.referrer, task.id, task.task_type)
         now_ns = ledger.book.now_ns
-        task.state, task.winner, task.escrow_id = "awarded", winner.bidder, escrow.id
+        task.state = TASK.next(task.state, TaskEvent.award)
+        task.winner, task.escrow_id = winner.bidder, escrow.id
         task.result_due_at_ns = (
             now_ns + task.deadline_ms * NS_PER_MS + self.escrow_config.result_grace_s * NS_PER_S
         )
@@ -425,14 +433,15 @@ class Market:
             return task
         if sender != task.winner:
             return refuse(ErrorCode.not_task_executor, f"{sender} was not awarded {task.id}")
-        if task.state != "awarded":
-            return refuse(
-                ErrorCode.task_closed, f"{task.id} is {task.state}, not awaiting a result"
-            )
+        event = TaskEvent.inform if cmd.success else TaskEvent.fail
+        if (
+            closed := TASK.refusal(task.state, event, task.id, "not awaiting a result")
+        ) is not None:
+            return closed
         task.output, task.reason = dict(cmd.output), cmd.reason
         escrow = self.escrows.by_id[task.escrow_id or ""]
         if cmd.success:
-            task.state = "informed"
+            task.state = TASK.next(task.state, TaskEvent.inform)
             # The manager now has until the dispute timeout to verify; silence releases.
             self.escrows.set_deadline(
                 escrow,
@@ -441,7 +450,7 @@ class Market:
         else:
             self.escrows.refund(escrow)
             self._performance(task.winner, -1)
-            self._close_task(task, "failed", cmd.reason or "the executor reported failure")
+            self._close_task(task, TaskEvent.fail, cmd.reason or "the executor reported failure")
         return r.Result()
 
     def verify(self, sender: str, cmd: s.VerifyTask) -> msgspec.Struct | Refusal:
@@ -450,19 +459,17 @@ class Market:
             return task
         if sender != task.manager and sender not in SYSTEM_SENDERS:
             return refuse(ErrorCode.not_authorized, f"only {task.manager} verifies {task.id}")
-        if task.state != "informed":
-            return refuse(
-                ErrorCode.task_closed,
-                f"{task.id} is {task.state}; a result is verified after the executor's inform",
-            )
+        hint = "a result is verified after the executor's inform"
+        if (closed := TASK.refusal(task.state, TaskEvent.verify, task.id, hint)) is not None:
+            return closed
         escrow = self.escrows.by_id[task.escrow_id or ""]
         if Decimal(str(cmd.score)) >= self.escrow_config.release_threshold:
             self.escrows.release(escrow)
             self._performance(task.winner, +1)
-            self._close_task(task, "completed", f"verified at {cmd.score}")
+            self._close_task(task, TaskEvent.verify, f"verified at {cmd.score}")
         else:
-            task.state = "disputed"
-            self.escrows.dispute(escrow)
+            task.state = TASK.next(task.state, TaskEvent.dispute)
+            self.escrows.dispute(escrow, EscrowEvent.task_dispute)
         return self.task_view(task)
 
     def cancel(self, sender: str, cmd: s.CancelTask) -> msgspec.Struct | Refusal:
@@ -471,21 +478,21 @@ class Market:
             return task
         if sender != task.manager and sender not in SYSTEM_SENDERS:
             return refuse(ErrorCode.not_authorized, f"only {task.manager} cancels {task.id}")
-        if task.state == "open":
+        if (late := TASK.refusal(task.state, TaskEvent.cancel, task.id, "too late")) is not None:
+            return late
+        if task.state == TaskState.open:
             self.ledger.void_hold(self.ledger.holds[task.hold_id])
-        elif task.state == "awarded":
-            self.escrows.refund(self.escrows.by_id[task.escrow_id or ""])
         else:
-            return refuse(ErrorCode.task_closed, f"{task.id} is {task.state}: too late to cancel")
-        self._close_task(task, "cancelled", cmd.reason or "cancelled by the manager")
+            self.escrows.refund(self.escrows.by_id[task.escrow_id or ""])
+        self._close_task(task, TaskEvent.cancel, cmd.reason or "cancelled by the manager")
         return self.task_view(task)
 
     def on_result_due(self, task_id: str) -> None:
         task = self.tasks.get(task_id)  # None: finished and forgotten since
-        if task is not None and task.state == "awarded":
+        if task is not None and task.state == TaskState.awarded:
             self.escrows.refund(self.escrows.by_id[task.escrow_id or ""])
             self._performance(task.winner, -1)
-            self._close_task(task, "expired", "no result by the deadline")
+            self._close_task(task, TaskEvent.expire, "no result by the deadline")
 
     def _performance(self, agent_id: str | None, direction: int) -> None:
         agent = self.ledger.agents.get(agent_id or "")
@@ -494,17 +501,18 @@ class Market:
         moved = agent.performance + direction * self.escrow_config.performance_step
         agent.performance = min(performance_max, max(performance_min, moved))
 
-    def _close_task(self, task: Task, state: str, reason: str) -> None:
-        task.state, task.reason = state, reason
+    def _close_task(self, task: Task, event: TaskEvent, reason: str) -> None:
+        task.state = state = TASK.next(task.state, event)
+        task.reason = reason
         self._tallies.pop(task.id, None)
         escrow = self.escrows.by_id.get(task.escrow_id or "")
         paid = fee = refunded = 0
         if escrow is not None:
-            if escrow.state == "released":
+            if escrow.state == EscrowState.released:
                 paid, fee = escrow.amount_micro - escrow.fee_micro, escrow.fee_micro
-            elif escrow.state == "refunded":
+            elif escrow.state == EscrowState.refunded:
                 refunded = escrow.amount_micro
-        elif state in ("unawarded", "cancelled"):
+        elif state in (TaskState.unawarded, TaskState.cancelled):
             refunded = task.max_cost_micro
         self.ledger.publish(
             subjects.task_closed(task.id),

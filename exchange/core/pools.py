@@ -13,8 +13,9 @@ import msgspec
 
 from exchange.core import accounts as acc
 from exchange.core.games import compile_game
-from exchange.core.ledger import Ledger, Refusal, refuse
+from exchange.core.ledger import Ledger
 from exchange.core.money import split_pro_rata
+from exchange.core.refusals import Refusal, refuse
 from exchange.core.retention import keep_newest, kept_note
 from exchange.core.shapley import GameError, shapley
 from protocols import commands as c

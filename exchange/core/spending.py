@@ -7,8 +7,9 @@ Handlers installed into a ``Ledger``; the window arithmetic lives in ``limits.py
 import msgspec
 
 from exchange.core import accounts as acc
-from exchange.core.ledger import Agent, Ledger, Refusal, refuse
+from exchange.core.ledger import Agent, Ledger
 from exchange.core.limits import NS_PER_S, LimitBreach, check_spend
+from exchange.core.refusals import Refusal, refuse
 from exchange.core.retention import kept_note
 from protocols import commands as c
 from protocols import results as r

@@ -32,7 +32,7 @@ from typing import Any, Final
 import msgspec
 
 from exchange.core.games import compile_game
-from exchange.core.ledger import Refusal, refusal_reply, refuse, result_reply
+from exchange.core.refusals import Refusal, refusal_reply, refuse, result_reply
 from exchange.core.shapley import PLAYERS_EXACT_MAX, GameError, shapley
 from protocols import cooperation as coop
 from protocols.errors import ErrorCode

@@ -15,8 +15,9 @@ from typing import Final
 import msgspec
 
 from exchange.core.config import StigmergyConfig
-from exchange.core.ledger import Ledger, Refusal, refuse
+from exchange.core.ledger import Ledger
 from exchange.core.limits import NS_PER_S
+from exchange.core.refusals import Refusal, refuse
 from protocols import results as r
 from protocols import swarm as s
 from protocols.errors import ErrorCode

@@ -17,10 +17,19 @@ from typing import Any, Final
 import msgspec
 
 from exchange.core import accounts as acc
-from exchange.core.ledger import Ledger, Refusal, refuse
+from exchange.core.ledger import Ledger
 from exchange.core.limits import NS_PER_S
 from exchange.core.money import micro_of
+from exchange.core.refusals import Refusal, refuse
 from exchange.core.retention import keep_newest, kept_note
+from exchange.core.states import (
+    ACTION,
+    PROPOSAL,
+    ActionEvent,
+    ActionState,
+    ProposalEvent,
+    ProposalState,
+)
 from protocols import subjects
 from protocols import swarm as s
 from protocols.amounts import MICRO_PER_TOKEN, format_micro
@@ -57,10 +66,10 @@ class Proposal:
     eligible: list[str]
     action: dict[str, Any] | None
     ballots: list[BallotRecord] = field(default_factory=list)
-    state: str = "open"
+    state: ProposalState = ProposalState.open
     outcome: str = ""
     tally: dict[str, Any] = field(default_factory=dict)
-    action_state: str = ""
+    action_state: ActionState = ActionState.none
     # A governed vote's quorum: the weight its ballots (abstentions too) must reach, "" if none.
     quorum_weight: str = ""
 
@@ -122,7 +131,7 @@ class Votes:
             closes_at_ns=ledger.book.now_ns + cmd.deadline_s * NS_PER_S,
             eligible=eligible,
             action=None if cmd.action is None else msgspec.to_builtins(cmd.action),
-            action_state="" if cmd.action is None else "pending",
+            action_state=ActionState.none if cmd.action is None else ActionState.pending,
             quorum_weight=quorum_weight,
         )
         self.proposals[proposal.id] = proposal
@@ -251,19 +260,14 @@ class Votes:
         proposal = self.find(cmd.proposal_id)
         if isinstance(proposal, Refusal):
             return proposal
-        if proposal.action_state != "awaiting_ratification":
-            return refuse(
-                ErrorCode.not_ratifiable,
-                f"{proposal.id} has nothing awaiting ratification (its action is "
-                f"{proposal.action_state or 'none'}); only an approved action an agent proposed "
-                "waits for the operator",
-            )
+        event = ActionEvent.ratify if cmd.approve else ActionEvent.veto
+        hint = "only an approved action an agent proposed waits for the operator"
+        if no := ACTION.refusal(proposal.action_state, event, f"{proposal.id}'s action", hint):
+            return no
         assert proposal.action is not None
-        if not cmd.approve:
-            proposal.action_state = "vetoed"
-        else:
-            applied = self._apply_action(proposal.action)
-            proposal.action_state = "applied" if applied else "not_applied"
+        if event == ActionEvent.ratify and not self._apply_action(proposal.action):
+            event = ActionEvent.drop  # its target is gone since
+        proposal.action_state = ACTION.next(proposal.action_state, event)
         return self.view(proposal)
 
     def cast(self, sender: str, cmd: s.CastVote) -> msgspec.Struct | Refusal:
@@ -274,8 +278,10 @@ class Votes:
         proposal = self.find(cmd.proposal_id)
         if isinstance(proposal, Refusal):
             return proposal
-        if proposal.state != "open":
-            return refuse(ErrorCode.proposal_closed, f"{proposal.id} is closed")
+        if (
+            closed := PROPOSAL.refusal(proposal.state, ProposalEvent.cast, proposal.id)
+        ) is not None:
+            return closed
         if voter.id not in proposal.eligible:
             return refuse(ErrorCode.not_eligible, f"{voter.id} may not vote on {proposal.id}")
         if any(b.voter == voter.id for b in proposal.ballots):
@@ -321,7 +327,7 @@ class Votes:
 
     def on_deadline(self, proposal_id: str) -> None:
         proposal = self.proposals.get(proposal_id)  # None: closed early and forgotten since
-        if proposal is not None and proposal.state == "open":
+        if proposal is not None and proposal.state == ProposalState.open:
             self._close(proposal)
 
     def tally(self, proposal: Proposal) -> s.VoteTally:
@@ -381,17 +387,19 @@ class Votes:
         applied = False
         if proposal.action is not None:
             if tally.outcome != "approved":
-                proposal.action_state = "not_applied"
+                event = ActionEvent.drop
             elif (
                 self.ledger.config.governance.ratification
                 and proposal.proposer not in SYSTEM_SENDERS
             ):
-                proposal.action_state = "awaiting_ratification"
+                event = ActionEvent.approved
             else:
                 applied = self._apply_action(proposal.action)
-                proposal.action_state = "applied" if applied else "not_applied"
+                event = ActionEvent.apply if applied else ActionEvent.drop
+            proposal.action_state = ACTION.next(proposal.action_state, event)
         tally = msgspec.structs.replace(tally, action_applied=applied)
-        proposal.state, proposal.outcome = "closed", tally.outcome
+        proposal.state = PROPOSAL.next(proposal.state, ProposalEvent.close)
+        proposal.outcome = tally.outcome
         proposal.tally = msgspec.to_builtins(tally)
         self.ledger.publish(subjects.vote_closed(proposal.id), tally)
         keep_newest(

@@ -25,8 +25,9 @@ import structlog
 
 from exchange.core.accounts import Posting as CorePosting
 from exchange.core.config import ConfigError, EconomyConfig, default_toml, parse_config
-from exchange.core.ledger import Outcome, refusal_reply
+from exchange.core.ledger import Outcome
 from exchange.core.machine import SNAPSHOT_VERSION, Exchange, genesis_commands
+from exchange.core.refusals import refusal_reply
 from exchange.daemon.errors import DaemonError
 from exchange.journal import Entry, EntryInput, Journal
 from exchange.journal import Posting as JournalPosting

@@ -16,7 +16,7 @@ from daemon_support import READY_TIMEOUT_S, client_for, status_of
 
 from exchange.core.earning import Earning
 from exchange.core.escrow import Escrows
-from exchange.core.ledger import Refusal
+from exchange.core.refusals import Refusal
 from exchange.daemon.app import ExchangeHandle, run_exchange
 from exchange.daemon.settings import Settings
 from exchange.journal import Entry, Journal

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exchange.core.config import EconomyConfig
-from exchange.core.ledger import result_reply
+from exchange.core.refusals import result_reply
 from protocols import commands as c
 from protocols import queries as q
 from protocols import results as r

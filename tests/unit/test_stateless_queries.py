@@ -8,8 +8,8 @@ import pytest
 from exchange.core import stateless_queries
 from exchange.core.config import EconomyConfig
 from exchange.core.games import compile_game
-from exchange.core.ledger import Refusal
 from exchange.core.machine import Exchange
+from exchange.core.refusals import Refusal
 from exchange.core.shapley import PLAYERS_EXACT_MAX, SynergyGame
 from exchange.core.stateless_queries import (
     SHAPLEY_QUERY_PLAYERS_MAX,
