@@ -23,7 +23,6 @@ import msgspec
 from exchange.core import accounts as acc
 from exchange.core.config import EscrowConfig
 from exchange.core.ledger import Hold, Ledger
-from exchange.core.limits import NS_PER_S
 from exchange.core.money import scale
 from exchange.core.refusals import Refusal, refuse
 from exchange.core.retention import keep_newest, kept_note
@@ -32,6 +31,7 @@ from protocols import swarm as s
 from protocols.amounts import format_micro
 from protocols.errors import ErrorCode
 from protocols.ids import SYSTEM_SENDERS
+from protocols.units import NS_PER_S
 
 
 # A Struct (mutable, like the dataclass it was) because a snapshot encodes it directly: ~7x faster

@@ -9,8 +9,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from protocols.errors import ErrorCode
-
-NS_PER_S = 1_000_000_000
+from protocols.units import NS_PER_S
 
 
 @dataclass(slots=True)

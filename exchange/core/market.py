@@ -25,7 +25,6 @@ from exchange.core.bid_tally import BidTally
 from exchange.core.config import EconomyConfig
 from exchange.core.escrow import Escrow, Escrows
 from exchange.core.ledger import Agent, Ledger
-from exchange.core.limits import NS_PER_S
 from exchange.core.refusals import Refusal, refuse
 from exchange.core.retention import keep_newest, kept_note
 from exchange.core.states import (
@@ -42,8 +41,8 @@ from protocols import swarm as s
 from protocols.amounts import format_micro
 from protocols.errors import ErrorCode
 from protocols.ids import SYSTEM_SENDERS
+from protocols.units import NS_PER_MS, NS_PER_S
 
-NS_PER_MS: Final = 1_000_000
 bids_per_task_max: Final = 1000
 # Task states the swarm metrics count as finished work (not unawarded or cancelled ones).
 # Performance scores stay within these bounds, so one agent's vote weight cannot run away.

@@ -8,7 +8,7 @@ import msgspec
 
 from exchange.core import accounts as acc
 from exchange.core.ledger import Agent, Ledger
-from exchange.core.limits import NS_PER_S, LimitBreach, check_spend
+from exchange.core.limits import LimitBreach, check_spend
 from exchange.core.refusals import Refusal, refuse
 from exchange.core.retention import kept_note
 from protocols import commands as c
@@ -16,6 +16,7 @@ from protocols import results as r
 from protocols.amounts import format_amount, format_micro, to_micro
 from protocols.errors import ErrorCode
 from protocols.ids import ADMIN, SYSTEM_SENDERS
+from protocols.units import NS_PER_S
 
 
 class Spending:

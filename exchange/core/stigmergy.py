@@ -16,12 +16,12 @@ import msgspec
 
 from exchange.core.config import StigmergyConfig
 from exchange.core.ledger import Ledger
-from exchange.core.limits import NS_PER_S
 from exchange.core.refusals import Refusal, refuse
 from protocols import results as r
 from protocols import swarm as s
 from protocols.errors import ErrorCode
 from protocols.swarm import ObserveSignal
+from protocols.units import NS_PER_S
 
 signals_per_channel_max: Final = 1000
 pheromone_keys_max: Final = 10_000

@@ -18,7 +18,6 @@ import msgspec
 
 from exchange.core import accounts as acc
 from exchange.core.ledger import Ledger
-from exchange.core.limits import NS_PER_S
 from exchange.core.money import micro_of
 from exchange.core.refusals import Refusal, refuse
 from exchange.core.retention import keep_newest, kept_note
@@ -35,6 +34,7 @@ from protocols import swarm as s
 from protocols.amounts import MICRO_PER_TOKEN, format_micro
 from protocols.errors import ErrorCode
 from protocols.ids import SYSTEM_SENDERS
+from protocols.units import NS_PER_S
 
 options_max: Final = 32
 _thresholds: Final = {
