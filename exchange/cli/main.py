@@ -29,7 +29,6 @@ from exchange.daemon import limits
 from exchange.daemon.creds import CredentialsFileError, read_credentials
 from exchange.daemon.endpoint import EndpointFileError, read_endpoint
 from exchange.daemon.errors import DaemonError
-from exchange.daemon.logs import configure_logging
 from exchange.daemon.natsserver import NatsServerError
 from exchange.daemon.settings import DataPaths, Settings
 from exchange.journal import (
@@ -44,10 +43,10 @@ from exchange.render import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE,
 from protocols.client import connect
 from protocols.client_errors import ClientError, ExchangeUnavailableError
 from protocols.credentials import Credentials
+from protocols.logs import configure_logging
+from protocols.units import NS_PER_US, US_PER_S
 
 log = structlog.get_logger()
-
-_NS_PER_S = 1_000_000_000
 
 
 def _common(parser: argparse.ArgumentParser, *, network: bool) -> None:
@@ -156,7 +155,7 @@ def main(
     output = Output(json_mode=args.json, stdout=out_stream, stderr=err_stream)
     if configure_logs:
         configure_logging(
-            json_output=True if getattr(args, "log_json", False) else None,
+            log_format="json" if getattr(args, "log_json", False) else "auto",
             level=getattr(args, "log_level", "warning"),
             stream=err_stream,
         )
@@ -339,7 +338,7 @@ def _since_ns(text: str) -> int:
     if moment.tzinfo is None:
         raise ValueError(f"--since {text!r} needs a time zone, e.g. 2026-01-02T03:04:05Z")
     whole_s = int(moment.timestamp() // 1)
-    return (whole_s * 1_000_000 + moment.microsecond) * 1000
+    return (whole_s * US_PER_S + moment.microsecond) * NS_PER_US
 
 
 def _export(args: argparse.Namespace, output: Output) -> int:

@@ -28,7 +28,6 @@ from rich.table import Table
 
 from exchange.core.config import ConfigError, EconomyConfig, parse_config
 from exchange.core.rewards import RewardRules
-from exchange.daemon.logs import configure_logging
 from exchange.daemon.settings import DataPaths
 from exchange.integrations import beads, git_hook, spool
 from exchange.integrations.sender import (
@@ -41,6 +40,7 @@ from exchange.integrations.sender import (
 from exchange.locate import DATA_DIR_DEFAULT, NATS_URL_ENV
 from exchange.render import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, Output
 from protocols.amounts import format_micro
+from protocols.logs import configure_logging
 
 __all__ = ["OpenerFactory", "hook_main", "issues_main", "main"]
 

@@ -10,7 +10,6 @@ import pytest
 import structlog
 
 from agents import cli as agent_cli
-from exchange.daemon import logs as exchange_logs
 from protocols.logs import configure_logging
 
 
@@ -69,15 +68,5 @@ def test_an_unknown_level_or_format_is_refused(arguments: dict[str, str], messag
 
 
 @pytest.mark.parametrize(("json_output", "is_json"), [(None, True), (True, True), (False, False)])
-def test_the_exchange_entry_maps_json_output_to_a_format(
-    json_output: bool | None, is_json: bool
-) -> None:
-    stream = io.StringIO()
-    exchange_logs.configure_logging(json_output=json_output, stream=stream)
-    structlog.get_logger().info("exchange_ready")
-    line = stream.getvalue()
-    assert line.startswith("{") == is_json
-
-
 def test_workers_configure_through_the_same_function() -> None:
     assert agent_cli.configure_logging is configure_logging
