@@ -67,6 +67,5 @@ def test_an_unknown_level_or_format_is_refused(arguments: dict[str, str], messag
         configure_logging(**arguments)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(("json_output", "is_json"), [(None, True), (True, True), (False, False)])
 def test_workers_configure_through_the_same_function() -> None:
     assert agent_cli.configure_logging is configure_logging
