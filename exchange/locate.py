@@ -16,6 +16,7 @@ from typing import Final
 from exchange.daemon.creds import read_credentials
 from exchange.daemon.endpoint import read_endpoint
 from exchange.daemon.settings import DataPaths
+from exchange.errors import ExchangeError
 from protocols.credentials import Credentials
 from protocols.ids import ADMIN
 
@@ -23,7 +24,7 @@ NATS_URL_ENV: Final = "EXCHANGE_NATS_URL"
 DATA_DIR_DEFAULT: Final = Path(".exchange")
 
 
-class LocateError(Exception):
+class LocateError(ExchangeError):
     """No exchange can be found from the arguments, the environment and the data directory."""
 
 

@@ -28,9 +28,8 @@ from exchange.core.config import ConfigError, default_toml, parse_config
 from exchange.daemon import limits
 from exchange.daemon.creds import CredentialsFileError, read_credentials
 from exchange.daemon.endpoint import EndpointFileError, read_endpoint
-from exchange.daemon.errors import DaemonError
-from exchange.daemon.natsserver import NatsServerError
 from exchange.daemon.settings import DataPaths, Settings
+from exchange.errors import ExchangeError
 from exchange.journal import (
     ExportFormat,
     Journal,
@@ -249,7 +248,7 @@ def _up(args: argparse.Namespace, output: Output) -> int:
     failed = False
     try:
         anyio.run(_serve_until_signalled, settings, backend="asyncio")
-    except* (DaemonError, ConfigError, JournalError, NatsServerError, OSError) as group:
+    except* (ExchangeError, OSError) as group:
         failed = True
         # The cause sits inside the task groups' nested ExceptionGroups; the first one is what
         # stopped the exchange, and anything after it happened while it was stopping.

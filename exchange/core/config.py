@@ -10,6 +10,8 @@ from typing import Annotated
 
 import msgspec
 
+from exchange.errors import ExchangeError
+
 
 class AgentSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     id: str
@@ -217,7 +219,7 @@ class EconomyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
 _MERGED_TABLES = ("models", "issue_priorities", "issue_types")
 
 
-class ConfigError(ValueError):
+class ConfigError(ExchangeError, ValueError):
     """The TOML text is not a valid economy configuration; the message names the bad field."""
 
 

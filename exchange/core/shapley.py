@@ -34,6 +34,8 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
+from exchange.errors import ExchangeError
+
 __all__ = [
     "COALITION_VALUE_ABS_MAX",
     "PERMUTATIONS_MAX",
@@ -88,11 +90,9 @@ _EFFICIENCY_TOLERANCE_RELATIVE: Final = 1e-9
 PlayerName = Annotated[str, msgspec.Meta(min_length=1, max_length=PLAYER_NAME_LENGTH_MAX)]
 
 
-class GameError(ValueError):
-    """A game spec or argument is invalid; the message names the field, what was expected and got.
-
-    TODO(lead): reparent under the package's ``ExchangeError`` once ``exchange/errors.py`` exists.
-    """
+class GameError(ExchangeError, ValueError):
+    """A game spec or argument is invalid; the message names the field, what was expected, what
+    came."""
 
 
 # --- JSON input specs (see docs/shapley.md) ------------------------------------------------------

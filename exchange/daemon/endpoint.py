@@ -11,6 +11,8 @@ from typing import Final
 
 import msgspec
 
+from exchange.errors import ExchangeError
+
 _decoder: Final = msgspec.json.Decoder()
 _encoder: Final = msgspec.json.Encoder()
 
@@ -24,7 +26,7 @@ class EndpointFile(msgspec.Struct, frozen=True, kw_only=True):
     service_id: str
 
 
-class EndpointFileError(Exception):
+class EndpointFileError(ExchangeError):
     """The file exists but is not an endpoint file; the message names it."""
 
 

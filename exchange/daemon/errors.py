@@ -12,12 +12,15 @@ DaemonError                     anything the daemon refuses at startup or cannot
     └── SnapshotMismatchError   a snapshot's state does not have the digest stored with it
 ```
 
-The embedded server raises ``natsserver.NatsServerError`` and the journal ``JournalError``; the
+``DaemonError`` derives from ``exchange.errors.ExchangeError``, the package's one root. The
+embedded server raises ``natsserver.NatsServerError`` and the journal ``JournalError``; the
 daemon lets both propagate (they have trees of their own). Owns: the classes only.
 """
 
+from exchange.errors import ExchangeError
 
-class DaemonError(Exception):
+
+class DaemonError(ExchangeError):
     """Base class for the daemon's own errors."""
 
 

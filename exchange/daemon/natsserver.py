@@ -53,6 +53,7 @@ import msgspec
 import structlog
 from anyio.abc import ByteReceiveStream, Process
 
+from exchange.errors import ExchangeError
 from protocols import subjects
 from protocols.ids import ADMIN, AGENT_ID_PATTERN, EXCHANGE, is_agent_id
 
@@ -147,7 +148,7 @@ _PORT_IN_USE_RE: Final = re.compile(
 _READY_MESSAGE: Final = "Server is ready"
 
 
-class NatsServerError(Exception):
+class NatsServerError(ExchangeError):
     """Base class for every error this module raises."""
 
 

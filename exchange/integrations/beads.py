@@ -32,6 +32,7 @@ import msgspec
 
 from exchange.core.config import EconomyConfig
 from exchange.core.rewards import RewardRules, agent_of_author
+from exchange.errors import ExchangeError
 from exchange.integrations.sender import (
     Delivery,
     DeliveryStatus,
@@ -85,7 +86,7 @@ REQUEST_ID_CHARS_MAX: Final = 64
 AGENT_CHARS_MAX: Final = 64
 
 
-class BeadsError(Exception):
+class BeadsError(ExchangeError):
     """Base class of this module's errors; each message says what to do next."""
 
 

@@ -25,6 +25,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Final
 
+from exchange.errors import ExchangeError
 from exchange.integrations.sender import Delivery, ExchangeTarget, SenderOpener
 from exchange.integrations.spool import (
     SPOOL_LOCK_NAME,
@@ -71,7 +72,7 @@ HOOK_BYTES_MAX: Final = 64 * 1024
 MESSAGE_CHARS_MAX: Final = 4096
 
 
-class GitHookError(Exception):
+class GitHookError(ExchangeError):
     """Base class of this module's errors; each message says what to do next."""
 
 

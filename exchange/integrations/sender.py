@@ -30,6 +30,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from exchange.daemon.creds import CredentialsFileError
 from exchange.daemon.endpoint import EndpointFileError
+from exchange.errors import ExchangeError
 from exchange.locate import LocateError, locate
 from protocols.client import ExchangeClient, connect
 from protocols.client_errors import ClientError
@@ -59,7 +60,7 @@ RETRYABLE_CODES: Final = frozenset(
 )
 
 
-class ExchangeUnreachableError(Exception):
+class ExchangeUnreachableError(ExchangeError):
     """No exchange answered; the message says where it looked and what to do next."""
 
 

@@ -21,6 +21,7 @@ from typing import Final
 
 import msgspec
 
+from exchange.errors import ExchangeError
 from exchange.integrations.sender import (
     Delivery,
     DeliveryStatus,
@@ -51,7 +52,7 @@ SPOOL_ENTRIES_MAX: Final = 10_000
 REQUEST_ID_CHARS_MAX: Final = 64
 
 
-class SpoolFullError(Exception):
+class SpoolFullError(ExchangeError):
     """The spool holds SPOOL_ENTRIES_MAX commits; the message says how to empty it."""
 
 

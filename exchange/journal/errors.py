@@ -18,8 +18,10 @@ Owns: the exception types only. Must not: import sqlite3 or anything else from t
 
 from pathlib import Path
 
+from exchange.errors import ExchangeError
 
-class JournalError(Exception):
+
+class JournalError(ExchangeError):
     """Base class for every error the journal raises."""
 
 

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Final
 import msgspec
 
 from exchange.core.config import ConfigError, EconomyConfig, parse_config
+from exchange.errors import ExchangeError
 from protocols.commands import InferenceTokens, LimitsSpec
 from protocols.ids import Token
 from protocols.units import HOURS_PER_DAY, S_PER_HOUR
@@ -55,7 +56,7 @@ Regularity = Annotated[float, msgspec.Meta(ge=0.1, le=100)]
 HourBands = dict[str, Rate]
 
 
-class ScenarioError(ValueError):
+class ScenarioError(ExchangeError, ValueError):
     """The scenario is not valid; the message names the bad field (``$.agents[0].tasks``...)."""
 
 
