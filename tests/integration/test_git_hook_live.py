@@ -24,7 +24,7 @@ pytestmark = [
 
 # Generous bounds for a loaded machine: a commit runs the hook, which starts Python.
 GIT_TIMEOUT_S = 60.0
-# nexushive-setup pays ×2.0 and claude's base rate is 150 (ECONOMY.md).
+# nexushive-setup pays ×2.0 and claude's base rate is 150 (docs/economy.md).
 FIX_REWARD = 450  # "fix: bug": ×1.5
 DOCS_REWARD = 330  # "docs: readme": ×1.1
 TEST_REWARD = 390  # "test: coverage": ×1.3

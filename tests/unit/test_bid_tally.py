@@ -1,5 +1,5 @@
 """The running tally of an open auction: the same winner as scoring every bid at the end, ties to
-the earlier bid, the early close once every eligible agent answered, and ECONOMY.md's example."""
+the earlier bid, the early close once every eligible agent answered, and the economy's example."""
 
 from decimal import Decimal
 from fractions import Fraction
@@ -71,7 +71,7 @@ def display(score: Fraction) -> str:
 
 
 def test_the_economy_example_a_wins_at_062_over_b_at_052() -> None:
-    # ECONOMY.md: max cost 100, deadline 1,000 ms. A: 50, 500 ms, 0.9 -> 0.62. B: 30, 800 ms,
+    # docs/economy.md: max cost 100, deadline 1,000 ms. A: 50, 500 ms, 0.9 -> 0.62. B: 30, 800 ms,
     # 0.6 -> 0.52. A wins (B bids second; a later, lower bid never displaces the leader).
     tally = BidTally.start(WEIGHTS, ["A", "B"], max_cost_micro=100_000_000, deadline_ms=1_000)
     assert tally.record_bid("A", 50_000_000, 500, 0.9) == "0.62"

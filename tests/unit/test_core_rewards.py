@@ -1,5 +1,5 @@
 """Earning rules of seed 1 (commits, closed issues, direct awards), checked against the worked
-numbers of ECONOMY.md, with one example for every refusal these commands can produce."""
+numbers of docs/economy.md, with one example for every refusal these commands can produce."""
 
 from decimal import Decimal
 from typing import Any

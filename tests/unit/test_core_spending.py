@@ -1,6 +1,6 @@
 """Inference spending (one-step and authorize/settle) and the rate limits around it: prices,
 per-task preferences, burst, reserve, sliding hourly and daily windows, their order, and hold
-expiry through timers. Worked numbers from ECONOMY.md; every refusal leaves the digest unchanged."""
+expiry through timers. Numbers from docs/economy.md; every refusal leaves the digest unchanged."""
 
 from decimal import Decimal
 from typing import Any

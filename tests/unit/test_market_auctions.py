@@ -1,4 +1,4 @@
-"""Contract Net auctions (ECONOMY.md): scoring, award, early close, window close, refusals."""
+"""Contract Net auctions (docs/economy.md): scoring, award, early close, window close, refusals."""
 
 import json
 from decimal import Decimal

@@ -1,4 +1,4 @@
-"""Escrow (ECONOMY.md): release with fee and referral, disputes and arbitration, deadlines."""
+"""Escrow (docs/economy.md): release with fee and referral, disputes and arbitration, deadlines."""
 
 from decimal import Decimal
 from typing import Any

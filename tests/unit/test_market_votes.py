@@ -1,4 +1,4 @@
-"""Weighted votes (ECONOMY.md): the five kinds, quorum, abstention, deadlines, applied actions."""
+"""Weighted votes (docs/economy.md): the five kinds, quorum, abstention, deadlines, actions."""
 
 import json
 from decimal import Decimal
