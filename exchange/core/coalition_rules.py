@@ -23,6 +23,7 @@ from exchange.core.shapley import (
     table_game_from_synergy,
     table_game_from_values,
 )
+from exchange.core.states import COALITION, CoalitionEvent, CoalitionState
 from protocols import cooperation as coop
 from protocols.errors import ErrorCode
 from protocols.ids import SYSTEM_SENDERS
@@ -38,7 +39,7 @@ class CoalitionRecord:
     in_core: bool
     blocking: list[str] | None
     purpose: str
-    state: str = "active"
+    state: CoalitionState = CoalitionState.active
 
 
 class CoalitionsState(msgspec.Struct, frozen=True, kw_only=True):
@@ -112,23 +113,26 @@ class CoalitionRules:
             )
         if sender not in SYSTEM_SENDERS and sender != record.founder:
             return refuse(ErrorCode.not_authorized, f"only {record.founder} ends {record.id}")
-        if record.state != "active":
-            return refuse(ErrorCode.invalid_message, f"{record.id} already ended")
-        record.state = "intact" if cmd.intact else "broken"
+        event = CoalitionEvent.end_intact if cmd.intact else CoalitionEvent.end_broken
+        if (
+            ended := COALITION.refusal(record.state, event, record.id, "it already ended")
+        ) is not None:
+            return ended
+        record.state = COALITION.next(record.state, event)
         keep_newest(self.ended, record.id, self.ledger.config.ended_coalitions_kept, self._forget)
         return self.view(record)
 
     def _forget(self, coalition_id: str) -> None:
         forgotten = self.coalitions.pop(coalition_id)
         self.forgotten_ended += 1
-        self.forgotten_intact += forgotten.state == "intact"
+        self.forgotten_intact += forgotten.state == CoalitionState.intact
 
     def counts(self) -> tuple[int, int]:
         """(formed and ended, ended intact) for the coalition-stability metric."""
-        ended = [c for c in self.coalitions.values() if c.state != "active"]
+        ended = [c for c in self.coalitions.values() if c.state != CoalitionState.active]
         return (
             self.forgotten_ended + len(ended),
-            self.forgotten_intact + sum(1 for c in ended if c.state == "intact"),
+            self.forgotten_intact + sum(1 for c in ended if c.state == CoalitionState.intact),
         )
 
     def view(self, record: CoalitionRecord) -> coop.CoalitionResult:

@@ -242,4 +242,28 @@ ACTION: Final[Machine[ActionState, ActionEvent]] = Machine(
     ErrorCode.not_ratifiable,
 )
 
-MACHINES: Final = (TASK, ESCROW, HOLD, PROPOSAL, ACTION)
+# ----------------------------------------------------------------------------- coalitions
+
+
+class CoalitionState(StrEnum):
+    active = "active"
+    intact = "intact"
+    broken = "broken"
+
+
+class CoalitionEvent(StrEnum):
+    end_intact = "end_intact"
+    end_broken = "end_broken"
+
+
+COALITION: Final[Machine[CoalitionState, CoalitionEvent]] = Machine(
+    "coalition",
+    {
+        (CoalitionState.active, CoalitionEvent.end_intact): CoalitionState.intact,
+        (CoalitionState.active, CoalitionEvent.end_broken): CoalitionState.broken,
+    },
+    ErrorCode.invalid_message,
+)
+
+# A pool is open or closed: a bool (``Pool.closed``), kept so since it is part of the digest.
+MACHINES: Final = (TASK, ESCROW, HOLD, PROPOSAL, ACTION, COALITION)
