@@ -55,6 +55,7 @@ from exchange.daemon.discovery import EndpointCounters
 from exchange.daemon.events import posting_events
 from exchange.daemon.inbound import Inbound, InboundQueue, Wakeup
 from exchange.daemon.recovery import failed_reply, journal_postings, rebuild
+from exchange.daemon.replies import Publish, publish_refusal
 from exchange.daemon.routes import CommandWork, QueryWork
 from exchange.journal import Entry, EntryInput, Journal
 from protocols.commands import DropTimer, RegisterAgent, Tick
@@ -67,7 +68,6 @@ log = structlog.get_logger()
 _encoder: Final = msgspec.json.Encoder()
 _ok_prefix: Final = b'{"ok":true'
 
-Publish = Callable[[str, bytes], Awaitable[None]]
 AgentsRegistered = Callable[[list[str]], Awaitable[None]]
 
 
@@ -392,9 +392,13 @@ class Pipeline:
             await self._agents_registered(batch.registered)
         now_ns = time.perf_counter_ns()
         for reply in batch.replies:
-            await self._publish(reply.subject, reply.payload)
+            error = None
+            if reply.ok:
+                await self._publish(reply.subject, reply.payload)
+            else:
+                error = await publish_refusal(self._publish, reply.subject, reply.payload)
             if reply.counters is not None:
-                reply.counters.record(ok=reply.ok, elapsed_ns=now_ns - reply.received_ns)
+                reply.counters.record(elapsed_ns=now_ns - reply.received_ns, error=error)
         for entry in committed:
             for subject, body in posting_events(entry):
                 await self._publish(subject, body)

@@ -1,9 +1,18 @@
 """The NATS service API (``$SRV.PING``, ``$SRV.INFO``, ``$SRV.STATS``) under the name ``exchange``.
 
 Owns: the three response bodies (the ``io.nats.micro.v1`` schemas), the per-endpoint counters they
-report, and the subjects a service answers on: ``$SRV.<VERB>``, ``$SRV.<VERB>.exchange`` and
-``$SRV.<VERB>.exchange.<id>``. Must not: change any state of the exchange, or parse request bodies
-(every request gets its answer whatever it carries).
+report, the subjects a service answers on (``$SRV.<VERB>``, ``$SRV.<VERB>.exchange`` and
+``$SRV.<VERB>.exchange.<id>``), and the service API's error convention: a refusal's reply carries
+the headers ``Nats-Service-Error`` (its message) and ``Nats-Service-Error-Code`` (a number,
+``service_error_status``), and is counted in its endpoint's ``num_errors`` and ``last_error``.
+Must not: change any state of the exchange, or parse request bodies (every request gets its
+answer whatever it carries).
+
+Numeric codes (the JSON body keeps the stable string code; the number only classes it, as HTTP's
+status classes a response): 500 ``internal_error`` (a bug, logged; the state is as before); 503
+``overloaded`` (the exchange's capacity: retry the same request later); 504 ``query_timed_out``
+(the query ran out of time); 400 every other refusal (caused by the request, or by the state it
+met: fix it before retrying).
 
 Why not ``nats.micro``: in nats-py 2.16 it subscribes with callbacks (a detached task per
 subscription), answers a failing handler with ``repr(exc)``, and calls ``datetime.utcnow()``
@@ -18,6 +27,9 @@ from typing import Final, Literal
 
 import msgspec
 
+from protocols.errors import ErrorCode
+from protocols.results import ErrorBody
+
 SERVICE_NAME: Final = "exchange"
 SERVICE_DESCRIPTION: Final = (
     "Agent Exchange: the ledger, escrow and market of an agent swarm; the protocol is in the "
@@ -29,7 +41,28 @@ STATS_RESPONSE_TYPE: Final = "io.nats.micro.v1.stats_response"
 Verb = Literal["PING", "INFO", "STATS"]
 VERBS: Final[tuple[Verb, ...]] = ("PING", "INFO", "STATS")
 
+SERVICE_ERROR_HEADER: Final = "Nats-Service-Error"
+SERVICE_ERROR_CODE_HEADER: Final = "Nats-Service-Error-Code"
+# A refusal's message in a header, and ``last_error``, is cut to this many characters: the JSON
+# body carries it whole. Messages are short (the longest lists a family's verbs).
+service_error_chars_max: Final = 1024
+_STATUS_OF: Final[dict[str, int]] = {
+    ErrorCode.internal_error: 500,
+    ErrorCode.overloaded: 503,
+    ErrorCode.query_timed_out: 504,
+}
+_STATUS_REFUSED: Final = 400
+
 _encoder: Final = msgspec.json.Encoder()
+
+
+class _Refused(msgspec.Struct, frozen=True):
+    """What ``service_error_of`` reads from a refusal reply: ``{"ok": false, "error": {...}}``."""
+
+    error: ErrorBody
+
+
+_refused_decoder: Final = msgspec.json.Decoder(_Refused)
 
 
 def service_version() -> str:
@@ -56,6 +89,49 @@ def verb_of(subject: str) -> Verb | None:
     return None
 
 
+def service_error_status(code: str) -> int:
+    """The ``Nats-Service-Error-Code`` of a refusal code (see the module doc)."""
+    return _STATUS_OF.get(code, _STATUS_REFUSED)
+
+
+def _cut(text: str) -> str:
+    if len(text) <= service_error_chars_max:
+        return text
+    return text[: service_error_chars_max - 1] + "\u2026"
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceError:
+    """A refusal as the service API reports it: in the reply's headers and in ``$SRV.STATS``."""
+
+    code: str
+    message: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {
+            SERVICE_ERROR_HEADER: _cut(self.message),
+            SERVICE_ERROR_CODE_HEADER: str(service_error_status(self.code)),
+        }
+
+    @property
+    def last_error(self) -> str:
+        return _cut(f"{self.code}: {self.message}")
+
+
+def service_error(body: ErrorBody) -> ServiceError:
+    return ServiceError(body.code, body.message)
+
+
+def service_error_of(reply: bytes) -> ServiceError:
+    """The refusal in a reply that is not ``{"ok":true...``. Every refusal the exchange sends is an
+    encoded ``Envelope(ok=False, error=ErrorBody(...))``.
+
+    Raises msgspec.DecodeError for anything else (a bug: the exchange made that reply).
+    """
+    return service_error(_refused_decoder.decode(reply).error)
+
+
 @dataclass(slots=True)
 class EndpointCounters:
     """What ``$SRV.STATS`` reports for one subscription. Mutated only on the event loop."""
@@ -67,12 +143,13 @@ class EndpointCounters:
     processing_ns_total: int = 0
     last_error: str = ""
 
-    def record(self, *, ok: bool, elapsed_ns: int, error_code: str = "") -> None:
+    def record(self, *, elapsed_ns: int, error: ServiceError | None = None) -> None:
+        """One request answered (or refused without a reply subject): a refusal if ``error``."""
         self.requests += 1
         self.processing_ns_total += elapsed_ns
-        if not ok:
+        if error is not None:
             self.errors += 1
-            self.last_error = error_code
+            self.last_error = error.last_error
 
 
 class EndpointInfo(msgspec.Struct, frozen=True, kw_only=True):

@@ -122,6 +122,14 @@ _AGENT_PUBLISH_ALLOW: Final = (
     "swarm.task.*.inform.{agent}",
     "swarm.task.*.failure.{agent}",
     "swarm.vote.*.cast.{agent}",
+    # The NATS service API's discovery requests (read-only: the exchange answers them from its
+    # counters and changes nothing), in the three forms it answers; the reply comes to the
+    # agent's own inbox. No other $SRV subject: an agent cannot pose as a service's control.
+    *(
+        f"$SRV.{verb}{suffix}"
+        for verb in ("PING", "INFO", "STATS")
+        for suffix in ("", ".exchange", ".exchange.*")
+    ),
 )
 _AGENT_SUBSCRIBE_ALLOW: Final = ("swarm.>", "exchange.event.>", "{inbox_prefix}.>")
 _EVERYTHING: Final = (">",)

@@ -23,7 +23,6 @@ import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Final
 
@@ -36,12 +35,11 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 import exchange
 from exchange.daemon.discovery import EndpointCounters
 from exchange.daemon.query_worker import READY, REPLY_HEADER, request_frame
+from exchange.daemon.replies import Publish, publish_refusal
 from protocols.errors import ErrorCode
 from protocols.results import Envelope, ErrorBody
 
 log = structlog.get_logger()
-
-Publish = Callable[[str, bytes], Awaitable[None]]
 
 _encoder: Final = msgspec.json.Encoder()
 _ok_prefix: Final = b'{"ok":true'
@@ -215,19 +213,21 @@ class QueryPool:
         slot = _Slot()
         try:
             while (job := await self._next_job()) is not None:
-                payload, refused = await self._answer(job, slot)
+                payload = await self._answer(job, slot)
                 self._taken -= 1
-                await self._publish(job.reply_to, payload)
+                error = None
+                if payload.startswith(_ok_prefix):
+                    await self._publish(job.reply_to, payload)
+                else:
+                    error = await publish_refusal(self._publish, job.reply_to, payload)
                 job.counters.record(
-                    ok=payload.startswith(_ok_prefix),
-                    elapsed_ns=time.perf_counter_ns() - job.received_ns,
-                    error_code=refused,
+                    elapsed_ns=time.perf_counter_ns() - job.received_ns, error=error
                 )
         finally:
             await slot.close()
 
-    async def _answer(self, job: QueryJob, slot: "_Slot") -> tuple[bytes, str]:
-        """The reply to ``job`` and the pool's own refusal code ("" when the process answered).
+    async def _answer(self, job: QueryJob, slot: "_Slot") -> bytes:
+        """The reply to ``job``: the process's, or the pool's own refusal.
 
         Starts the slot's process if it has none; kills it if it dies or runs over the bound.
         """
@@ -238,7 +238,7 @@ class QueryPool:
             with anyio.move_on_after(self._time_s_max):
                 payload = await slot.process.ask(job.verb, job.body)
                 slot.busy = False
-                return payload, ""
+                return payload
         except (*_process_broken, TimeoutError) as exc:
             log.error(
                 "query_process_failed",
@@ -251,7 +251,7 @@ class QueryPool:
                 f"the exchange's process for {job.verb} queries ended before it answered; "
                 "nothing changed. Retry; report it if it happens again"
             )
-            return _refusal_reply(ErrorCode.internal_error, message), ErrorCode.internal_error
+            return _refusal_reply(ErrorCode.internal_error, message)
         # Over the time bound: killed, so that it stops using a core at once.
         log.warning("query_timed_out", verb=job.verb, time_s_max=self._time_s_max)
         await slot.close()
@@ -259,7 +259,7 @@ class QueryPool:
             f"the {job.verb} query ran over the {self._time_s_max:g} s the exchange spends on "
             "one query and was stopped; ask for less work (fewer players or permutations)"
         )
-        return _refusal_reply(ErrorCode.query_timed_out, message), ErrorCode.query_timed_out
+        return _refusal_reply(ErrorCode.query_timed_out, message)
 
 
 class _Slot:

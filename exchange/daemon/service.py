@@ -5,7 +5,7 @@ and either an immediate refusal (``message_too_large``, ``invalid_message``, ``u
 ``invalid_agent_id``, ``query_too_large``, ``overloaded``), a ``put`` into the bounded inbound
 queue, or, for a query that reads no ledger state, a ``submit_nowait`` to the query pool (which
 answers it in another process); answering ``$SRV.*``; and ``Publisher``, the one place replies
-and events leave.
+and events leave (a refusal with the service API's error headers: ``replies.publish_refusal``).
 
 Why callbacks, not ``async for msg in sub.messages``: nats-py (2.16) runs a callback subscription
 as one task that hands every buffered message to the callback without yielding in between, so a
@@ -31,7 +31,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from exchange.daemon import limits
-from exchange.daemon.discovery import EndpointCounters, ServiceIdentity, verb_of
+from exchange.daemon.discovery import EndpointCounters, ServiceIdentity, service_error, verb_of
 from exchange.daemon.inbound import Inbound, InboundQueue
 from exchange.daemon.liveness import Liveness
 from exchange.daemon.query_pool import QueryJob, QueryPool
@@ -58,9 +58,14 @@ class Publisher:
     def __init__(self, nc: Client) -> None:
         self._nc = nc
 
-    async def __call__(self, subject: str, payload: bytes) -> None:
+    async def __call__(
+        self, subject: str, payload: bytes, headers: dict[str, str] | None = None, /
+    ) -> None:
         try:
-            await self._nc.publish(subject, payload)
+            if headers is None:  # Every success reply and event: the call as it was, no header.
+                await self._nc.publish(subject, payload)
+            else:
+                await self._nc.publish(subject, payload, headers=headers)
         except nats.errors.OutboundBufferLimitError:
             # Only while NATS is unreachable and the client's buffer is full. The command is
             # durable; a client that retries with the same request_id gets this reply again.
@@ -127,7 +132,7 @@ class Receiver:
             self._liveness.record(
                 resolved.sender, resolved.heartbeat, received_wall_ns=self._wall_ns()
             )
-            counters.record(ok=True, elapsed_ns=time.perf_counter_ns() - received_ns)
+            counters.record(elapsed_ns=time.perf_counter_ns() - received_ns)
             if reply_to is not None:
                 await self._publish(reply_to, _empty_ok)
             return
@@ -184,11 +189,12 @@ class Receiver:
             path=body.path,
             replied=reply_to is not None,
         )
-        counters.record(
-            ok=False, elapsed_ns=time.perf_counter_ns() - received_ns, error_code=body.code
-        )
+        error = service_error(body)
+        counters.record(elapsed_ns=time.perf_counter_ns() - received_ns, error=error)
         if reply_to is not None:
-            await self._publish(reply_to, _encoder.encode(Envelope(ok=False, error=body)))
+            await self._publish(
+                reply_to, _encoder.encode(Envelope(ok=False, error=body)), error.headers
+            )
 
     def discovery_callback(self, identity: ServiceIdentity) -> Callable[[Msg], Awaitable[None]]:
         """The subscription callback answering ``$SRV.PING|INFO|STATS`` requests."""

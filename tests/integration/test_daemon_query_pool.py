@@ -93,10 +93,16 @@ async def test_a_query_over_the_time_bound_is_stopped_and_its_process_killed(
         running_exchange(tmp_path / "x", query_time_s_max=0.02) as handle,
         client_for(handle) as admin,
     ):
-        envelope = await _ask(admin, AT_BOUND)
+        msg = await admin.nc.request(SHAPLEY, AT_BOUND, timeout=QUERY_TIMEOUT_S)
+        envelope = msgspec.json.decode(msg.data)
         assert envelope["ok"] is False
         assert envelope["error"]["code"] == "query_timed_out"
         assert "0.02 s" in envelope["error"]["message"]
+        # The service API's error headers, with the pool's own code for a timeout.
+        assert msg.headers == {
+            "Nats-Service-Error": envelope["error"]["message"],
+            "Nats-Service-Error-Code": "504",
+        }
         # Killed and reaped before the reply left: it burns no core afterwards.
         assert query_processes() == []
         # The next query gets a new process, and an answer.

@@ -15,6 +15,7 @@ from exchange.core.config import EconomyConfig
 from exchange.core.machine import Exchange
 from exchange.daemon.batcher import Pipeline, TimerSchedule
 from exchange.daemon.clock import ExchangeClock
+from exchange.daemon.discovery import EndpointCounters
 from exchange.daemon.inbound import Inbound, InboundQueue
 from exchange.daemon.recovery import apply_genesis
 from exchange.daemon.routes import CommandWork, QueryWork, resolve_command, resolve_query
@@ -59,6 +60,7 @@ class Harness:
         self.journal = FakeJournal()
         self.journal.append_batch(apply_genesis(self.exchange, now_ns=START_NS))
         self.published: list[tuple[str, bytes]] = []
+        self.headers: dict[str, dict[str, str] | None] = {}
         self.registered: list[str] = []
         # When set: the first reply waits for ``hold_replies``, with ``replying`` set meanwhile.
         self.hold_replies: anyio.Event | None = None
@@ -77,11 +79,14 @@ class Harness:
             snapshot_seq=0,
         )
 
-    async def publish(self, subject: str, payload: bytes) -> None:
+    async def publish(
+        self, subject: str, payload: bytes, headers: dict[str, str] | None = None, /
+    ) -> None:
         if self.hold_replies is not None and subject.startswith("reply."):
             self.replying.set()
             await self.hold_replies.wait()
         self.published.append((subject, payload))
+        self.headers[subject] = headers
 
     async def agents_registered(self, agents: list[str]) -> None:
         self.registered.extend(agents)
@@ -133,6 +138,31 @@ async def test_a_batch_is_applied_in_order_and_answered_after_its_commit() -> No
     events = [s for s, _ in h.published if s.startswith("exchange.event.")]
     assert events == ["exchange.event.claude.posting", "exchange.event.zero.posting"] * 2
     assert h.pipeline.durable_seq == 9
+
+
+async def test_only_a_refusal_carries_the_service_error_headers_and_is_counted() -> None:
+    h = Harness()
+    counters = EndpointCounters("commands", "exchange.cmd.>")
+    items = [
+        msgspec.structs.replace(item, counters=counters)
+        for item in (
+            transfer(1),
+            transfer(2, "99999"),
+            query("balance", {"agent": "no"}, "reply.q"),
+        )
+    ]
+    await h.pipeline.commit(h.pipeline.apply_batch(items))
+    refused = h.replies()["reply.t2"]["error"]
+    assert h.headers["reply.t2"] == {
+        "Nats-Service-Error": refused["message"],
+        "Nats-Service-Error-Code": "400",
+    }
+    assert h.replies()["reply.q"]["ok"] is False
+    assert h.headers["reply.q"] is not None
+    assert h.headers["reply.t1"] is None
+    assert all(h.headers[s] is None for s, _ in h.published if not s.startswith("reply."))
+    assert (counters.requests, counters.errors) == (3, 2)
+    assert counters.last_error.startswith("unknown_agent: ")
 
 
 async def test_what_arrives_while_a_batch_is_committed_is_the_next_batch() -> None:

@@ -7,7 +7,7 @@ from types import FunctionType
 
 import pytest
 
-from exchange.daemon import natsserver
+from exchange.daemon import discovery, natsserver
 from exchange.daemon.natsserver import (
     ClusterConfig,
     NatsConfigError,
@@ -58,8 +58,35 @@ def test_agent_permissions_are_protocol_md_verbatim() -> None:
         "swarm.task.*.inform.alice",
         "swarm.task.*.failure.alice",
         "swarm.vote.*.cast.alice",
+        "$SRV.PING",
+        "$SRV.PING.exchange",
+        "$SRV.PING.exchange.*",
+        "$SRV.INFO",
+        "$SRV.INFO.exchange",
+        "$SRV.INFO.exchange.*",
+        "$SRV.STATS",
+        "$SRV.STATS.exchange",
+        "$SRV.STATS.exchange.*",
     )
     assert permissions.subscribe_allow == ("swarm.>", "exchange.event.>", "_INBOX_alice.>")
+
+
+def test_an_agent_may_ask_the_exchange_s_service_api_and_nothing_else_under_srv() -> None:
+    alice = permissions_for("alice").publish_allow
+    for verb in discovery.VERBS:
+        for pattern in discovery.control_subjects("abc123"):
+            subject = pattern.replace("*", verb, 1)
+            assert _allowed(alice, subject), subject
+    for subject in (
+        "$SRV.PING.other",
+        "$SRV.PING.exchange.abc123.more",
+        "$SRV.RESET",
+        "$SRV.RESET.exchange",
+        "$SRV.>",
+        "$SRV.*",
+        "$SYS.REQ.SERVER.PING",
+    ):
+        assert not _allowed(alice, subject), subject
 
 
 @pytest.mark.parametrize("name", ["exchange", "admin"])
@@ -141,7 +168,10 @@ def test_secure_mode_renders_each_user_with_its_permissions() -> None:
     expected = (
         '        publish: { allow: ["exchange.cmd.alice.>", "exchange.query.>", '
         '"swarm.signal.alice.>", "swarm.task.*.propose.alice", "swarm.task.*.refuse.alice", '
-        '"swarm.task.*.inform.alice", "swarm.task.*.failure.alice", "swarm.vote.*.cast.alice"] }\n'
+        '"swarm.task.*.inform.alice", "swarm.task.*.failure.alice", "swarm.vote.*.cast.alice", '
+        '"$SRV.PING", "$SRV.PING.exchange", "$SRV.PING.exchange.*", "$SRV.INFO", '
+        '"$SRV.INFO.exchange", "$SRV.INFO.exchange.*", "$SRV.STATS", "$SRV.STATS.exchange", '
+        '"$SRV.STATS.exchange.*"] }\n'
         '        subscribe: { allow: ["swarm.>", "exchange.event.>", "_INBOX_alice.>"] }\n'
     )
     assert expected in text
