@@ -3,9 +3,12 @@
 Owns: the argument parser, and for each verb the one thing it does: ``up`` (the daemon, until
 SIGINT/SIGTERM), the network verbs of ``verbs.py`` (a query, or a command with a fresh UUID
 request id kept across retries), ``doctor`` and ``export`` (the journal, read-only), ``creds`` and
-``config show`` (files of the data directory), ``simulate`` (``exchange.sim.cli``, when present).
-Every verb takes ``--json``: the result object on success; ``{"error": {"code", "message"}}`` and a
-non-zero status otherwise (see render.py for the statuses).
+``config show`` (files of the data directory), ``simulate`` (``exchange.sim.cli``, when present),
+``completion`` (a shell script from this parser); ``--version``. Tables are shaped per verb in
+``views.py``.
+Every verb but ``completion`` takes ``--json``: the result object on success (``up``: one ready
+line); ``{"error": {"code", "message"}}`` and a non-zero status otherwise (see render.py for the
+statuses).
 Must not: hold business rules, or print anything but results to stdout.
 """
 
@@ -14,8 +17,10 @@ import signal
 import sys
 from collections.abc import Sequence
 from datetime import datetime
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import Final, TextIO
+from typing import TYPE_CHECKING, Final, TextIO
 
 import anyio
 import msgspec
@@ -23,7 +28,9 @@ import structlog
 from anyio.abc import TaskStatus
 
 from exchange.cli import verbs
+from exchange.cli.completion import SHELLS, completion_script
 from exchange.cli.failures import failure_line, leaf_exceptions
+from exchange.cli.views import VIEWS
 from exchange.core.config import ConfigError, default_toml, parse_config
 from exchange.daemon import limits
 from exchange.daemon.creds import CredentialsFileError, read_credentials
@@ -44,6 +51,9 @@ from protocols.client_errors import ClientError, ExchangeUnavailableError
 from protocols.credentials import Credentials
 from protocols.logs import configure_logging
 from protocols.units import NS_PER_US, US_PER_S
+
+if TYPE_CHECKING:
+    from exchange.daemon.app import ExchangeHandle
 
 log = structlog.get_logger()
 
@@ -68,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="exchange", description="Agent Exchange: payments and coordination for agent swarms."
     )
+    parser.add_argument("--version", action="version", version=f"exchange {_version()}")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     up = sub.add_parser("up", help="run the exchange (and its own nats-server)")
     _common(up, network=False)
@@ -127,9 +138,21 @@ def build_parser() -> argparse.ArgumentParser:
     _common(
         config_sub.add_parser("show", help="print the active (or default) config"), network=False
     )
+    completion = sub.add_parser(
+        "completion", help='a shell completion script: eval "$(exchange completion bash)"'
+    )
+    completion.add_argument("shell", choices=SHELLS)
     for name, text in _DELEGATED_HELP.items():
         sub.add_parser(name, help=text, add_help=False)
     return parser
+
+
+def _version() -> str:
+    """The installed package's version (``unknown`` when run from a tree that is not installed)."""
+    try:
+        return package_version("agent-exchange")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def main(
@@ -151,7 +174,7 @@ def main(
         args = build_parser().parse_args(args_list)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    output = Output(json_mode=args.json, stdout=out_stream, stderr=err_stream)
+    output = Output(json_mode=getattr(args, "json", False), stdout=out_stream, stderr=err_stream)
     if configure_logs:
         configure_logging(
             log_format="json" if getattr(args, "log_json", False) else "auto",
@@ -175,6 +198,9 @@ def _dispatch(args: argparse.Namespace, output: Output) -> int:
         return _export(args, output)
     if args.verb == "creds":
         return _creds(args, output)
+    if args.verb == "completion":
+        output.stdout.write(completion_script(build_parser(), args.shell))
+        return EXIT_OK
     assert args.verb == "config" and args.subverb == "show", args
     return _config_show(args, output)
 
@@ -208,7 +234,7 @@ async def _network(args: argparse.Namespace, output: Output) -> int:
     except ClientError as exc:
         return output.error({"code": "reply_malformed", "message": str(exc)})
     if envelope.ok:
-        return output.result(envelope.result, title=title)
+        return output.result(envelope.result, title=title, view=VIEWS.get(title))
     assert envelope.error is not None
     return output.error(msgspec.to_builtins(envelope.error))
 
@@ -247,7 +273,7 @@ def _up(args: argparse.Namespace, output: Output) -> int:
         )
     failed = False
     try:
-        anyio.run(_serve_until_signalled, settings, backend="asyncio")
+        anyio.run(_serve_until_signalled, settings, output, backend="asyncio")
     except* (ExchangeError, OSError) as group:
         failed = True
         # The cause sits inside the task groups' nested ExceptionGroups; the first one is what
@@ -259,11 +285,20 @@ def _up(args: argparse.Namespace, output: Output) -> int:
             error_type=type(cause).__name__,
             **({"also": [failure_line(other) for other in also]} if also else {}),
         )
+        if output.json_mode:
+            # The ready line's counterpart: a program reading stdout learns why there is none.
+            output.stdout.write(
+                msgspec.json.encode(
+                    {"error": {"code": "exchange_failed", "message": failure_line(cause)}}
+                ).decode()
+                + "\n"
+            )
     return EXIT_REFUSED if failed else EXIT_OK
 
 
-async def _serve_until_signalled(settings: Settings) -> None:
-    """Runs the exchange; the first SIGINT/SIGTERM stops it cleanly, a second one at once."""
+async def _serve_until_signalled(settings: Settings, output: Output) -> None:
+    """Runs the exchange; the first SIGINT/SIGTERM stops it cleanly, a second one at once. With
+    ``--json``, one line on stdout says it is ready (what ``exchange_ready`` logs)."""
     from exchange.daemon.app import ExchangeHandle, run_exchange
 
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -274,6 +309,8 @@ async def _serve_until_signalled(settings: Settings) -> None:
                 tg.cancel_scope.cancel()
 
             handle: ExchangeHandle = await tg.start(run)
+            if output.json_mode:
+                _print_ready_line(output, handle)
             stopping = False
             async for signum in signals:
                 name = signal.Signals(signum).name
@@ -284,6 +321,19 @@ async def _serve_until_signalled(settings: Settings) -> None:
                 log.info("signal_received", signal=name)
                 stopping = True
                 handle.stop()
+
+
+def _print_ready_line(output: Output, handle: "ExchangeHandle") -> None:
+    ready = {
+        "url": handle.url,
+        "data_dir": str(handle.data_dir),
+        "secure": handle.secure,
+        "seq": handle.seq_at_ready,
+        "digest": handle.digest_at_ready,
+        "service_id": handle.service_id,
+    }
+    output.stdout.write(msgspec.json.encode(ready).decode() + "\n")
+    output.stdout.flush()
 
 
 # ----------------------------------------------------------------------------------- readers

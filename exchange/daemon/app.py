@@ -73,6 +73,9 @@ class ExchangeHandle:
     _stop_requested: anyio.Event = field(default_factory=anyio.Event)
     # The Prometheus endpoint's port, once it listens (``Settings.metrics_port``).
     metrics_port: int | None = None
+    # The journal's seq and the state digest when it became ready (what ``exchange_ready`` logs).
+    seq_at_ready: int = 0
+    digest_at_ready: str = ""
 
     def stop(self) -> None:
         """Asks for a clean stop: drain, finish and journal what is in flight, snapshot, exit."""
@@ -500,13 +503,15 @@ def _announce_ready(
             url=side.url, pid=os.getpid(), secure=settings.secure, service_id=handle.service_id
         ),
     )
+    handle.seq_at_ready = recovered.exchange.seq
+    handle.digest_at_ready = recovered.exchange.digest()
     log.info(
         "exchange_ready",
         url=side.url,
         data_dir=str(settings.data_dir),
         secure=settings.secure,
-        seq=recovered.exchange.seq,
-        digest=recovered.exchange.digest(),
+        seq=handle.seq_at_ready,
+        digest=handle.digest_at_ready,
         service_id=handle.service_id,
     )
 

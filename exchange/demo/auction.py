@@ -158,6 +158,9 @@ async def _demo(args: argparse.Namespace, handle: ExchangeHandle, console: Conso
         metrics = await _metrics(client)
     roles = {a.agent: a.exchange_role for a in roster}
     if not args.json:
+        # Off a terminal, the live view's last frame ends without a line break.
+        if not console.is_terminal:
+            console.line()
         console.print(render_summary(board))
         console.print(render_balances(start, end, roles))
         console.print(render_metrics(metrics))
@@ -249,7 +252,7 @@ async def _watch(
     try:
         with (
             Live(
-                render_board(board),
+                render_board(board, width_chars=console.width),
                 console=console,
                 refresh_per_second=live_refreshes_per_s,
                 transient=False,
@@ -259,7 +262,7 @@ async def _watch(
         ):
             async for msg in sub.messages:
                 board.observe(msg.subject, msg.data)
-                live.update(render_board(board))
+                live.update(render_board(board, width_chars=console.width))
                 if len(board.closed()) >= args.auctions:
                     break
     finally:

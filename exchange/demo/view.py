@@ -14,6 +14,8 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from exchange.render import Column, fit_columns
+
 events_shown_max: Final = 12
 auctions_shown_max: Final = 10
 _STATE_STYLE: Final = {
@@ -116,16 +118,24 @@ class AuctionBoard:
         return [a for a in self.auctions.values() if a.state in final]
 
 
-def render_board(board: AuctionBoard) -> Group:
-    table = Table(title="Contract Net auctions (live)", expand=True)
-    table.add_column("task", no_wrap=True)
-    table.add_column("asset", no_wrap=True)
-    table.add_column("max", justify="right", no_wrap=True)
-    table.add_column("bids: score", min_width=22, no_wrap=True)
-    table.add_column("winner", no_wrap=True)
-    table.add_column("state", no_wrap=True)
-    table.add_column("paid", justify="right", no_wrap=True)
-    table.add_column("fee", justify="right", no_wrap=True)
+# The board's columns in order of importance: at 80 columns the task, its state, the winner and
+# the bids fit whole; a wider terminal adds the rest. Kept columns are never cropped.
+_BOARD_COLUMNS: Final = (
+    Column("task", keep=True),
+    Column("state", keep=True),
+    Column("winner", keep=True),
+    Column("bids: score", keep=True),
+    Column("paid", justify="right"),
+    Column("asset"),
+    Column("fee", justify="right"),
+    Column("max", justify="right"),
+)
+_BOARD_ORDER: Final = ("task", "asset", "max", "bids: score", "winner", "state", "paid", "fee")
+
+
+def render_board(board: AuctionBoard, *, width_chars: int = 80) -> Group:
+    """The live board, with the columns that fit ``width_chars`` (the console's width)."""
+    rows: list[dict[str, str]] = []
     for auction in list(board.auctions.values())[-auctions_shown_max:]:
         bids = "\n".join(
             f"[bold green]{b['bidder']}: {b['score']} ✓[/]"
@@ -134,16 +144,45 @@ def render_board(board: AuctionBoard) -> Group:
             for b in auction.bids
         )
         style = _STATE_STYLE.get(auction.state, "white")
-        table.add_row(
-            auction.task_id,
-            auction.asset,
-            auction.max_cost,
-            bids,
-            auction.winner or "",
-            f"[{style}]{auction.state}[/]",
-            auction.paid,
-            auction.fee,
+        rows.append(
+            {
+                "task": auction.task_id,
+                "asset": auction.asset,
+                "max": auction.max_cost,
+                "bids: score": bids,
+                "winner": auction.winner or "",
+                "state": f"[{style}]{auction.state}[/]",
+                "paid": auction.paid,
+                "fee": auction.fee,
+            }
         )
+    widths = {
+        column.key: max(
+            [
+                len(column.key),
+                *(
+                    Text.from_markup(line).cell_len
+                    for row in rows
+                    for line in row[column.key].split("\n")
+                ),
+            ]
+        )
+        for column in _BOARD_COLUMNS
+    }
+    # The heavy box draws a border between columns and at both edges: one character each.
+    chosen = fit_columns(_BOARD_COLUMNS, widths, width_chars=width_chars - 1)
+    shown = [c for key in _BOARD_ORDER for c in chosen if c.key == key]
+    table = Table(title="Contract Net auctions (live)")
+    for column in shown:
+        table.add_column(
+            column.key,
+            justify=column.justify,
+            no_wrap=True,
+            min_width=widths[column.key] if column.keep else None,
+            overflow="ellipsis",
+        )
+    for row in rows:
+        table.add_row(*(row[column.key] for column in shown))
     events = Text.from_markup("\n".join(board.events) or "waiting for signals…")
     return Group(table, Text(f"signals seen: {board.signals_seen}", style="dim"), events)
 
