@@ -1,10 +1,12 @@
 """How messages agents publish on ``swarm.*`` subjects become exchange commands.
 
 The subject carries the ids and the sender; the body carries the rest. Request ids are derived
-from the subject, so a bidder retrying the same bid gets the same reply (and a different bid for
-the same task is refused as ``request_id_reused``). Pure: no I/O.
+from the subject's ids and the decoded body, so a bidder retrying the same bid gets the same reply,
+and a second, different bid (or ballot) reaches the rules and is refused with their code
+(``duplicate_bid``, ``already_voted``). Pure: no I/O.
 """
 
+import hashlib
 from collections.abc import Callable
 from typing import Final, get_args
 
@@ -95,17 +97,27 @@ def _is_token(text: str) -> bool:
     return 0 < len(text) <= 64 and all(ch.isalnum() or ch in "_-" for ch in text)
 
 
+def _request_id(kind: str, target_id: str, body: msgspec.Struct) -> str:
+    """``<kind>:<32 hex digits>``, from the target's id and the body's canonical JSON: the same
+    message gives the same id (a retry), a different one a new id. Hashed, not spelled out: ids
+    are up to 128 characters and a request id at most 64."""
+    digest = hashlib.sha256(target_id.encode() + b"\n" + msgspec.json.encode(body))
+    return f"{kind}:{digest.hexdigest()[:32]}"
+
+
 def _propose(subject: str, body: bytes) -> Routed:
     task_id, _, sender = _task_parts(subject)
     bid = _decode_bid(body)
-    command = s.SubmitBid(request_id=f"propose:{task_id}", task_id=task_id, bid=bid)
+    request_id = _request_id("propose", task_id, bid)
+    command = s.SubmitBid(request_id=request_id, task_id=task_id, bid=bid)
     return Routed(sender, "task.propose", command)
 
 
 def _refuse(subject: str, body: bytes) -> Routed:
     task_id, _, sender = _task_parts(subject)
-    reason = _decode_refuse(body or b"{}").reason
-    command = s.SubmitRefusal(request_id=f"refuse:{task_id}", task_id=task_id, reason=reason)
+    refusal = _decode_refuse(body or b"{}")
+    request_id = _request_id("refuse", task_id, refusal)
+    command = s.SubmitRefusal(request_id=request_id, task_id=task_id, reason=refusal.reason)
     return Routed(sender, "task.refuse", command)
 
 
@@ -113,7 +125,7 @@ def _report(subject: str, body: bytes) -> Routed:
     task_id, performative, sender = _task_parts(subject)
     report = _decode_report(body or b"{}")
     command = s.SubmitResult(
-        request_id=f"report:{task_id}",
+        request_id=_request_id(f"report-{performative}", task_id, report),
         task_id=task_id,
         success=performative == "inform",
         output=report.output,
@@ -127,7 +139,9 @@ def _cast(subject: str, body: bytes) -> Routed:
     assert parsed is not None
     ballot = _decode_ballot(body)
     command = s.CastVote(
-        request_id=f"vote:{parsed.proposal_id}", proposal_id=parsed.proposal_id, ballot=ballot
+        request_id=_request_id("vote", parsed.proposal_id, ballot),
+        proposal_id=parsed.proposal_id,
+        ballot=ballot,
     )
     return Routed(parsed.sender, "vote.cast", command)
 

@@ -73,7 +73,7 @@ async def test_auction_example_escrow_fee_referral_signal_and_vote(tmp_path: Pat
             bid_a = {"cost": "50", "time_ms": 500, "confidence": 0.9}
             assert (await _request(alice, f"{propose}.alice", bid_a))["ok"] is True
             again = await _request(alice, f"{propose}.alice", {**bid_a, "cost": "40"})
-            assert again["error"]["code"] == "request_id_reused"
+            assert again["error"]["code"] == "duplicate_bid"
             over = await _request(
                 bob, f"{propose}.bob", {"cost": "101", "time_ms": 1, "confidence": 1}
             )

@@ -251,3 +251,43 @@ def test_only_the_configured_number_of_finished_tasks_is_kept() -> None:
     inputs = h.ex.metric_inputs()
     assert (inputs.tasks_total, inputs.tasks_successful, inputs.escrow_settlements) == (3, 3, 3)
     assert bal(h, "a") == START + 3 * 9_900_000  # 10 each, less the 1% fee
+
+
+def test_a_second_bid_on_the_swarm_subject_is_a_duplicate_bid() -> None:
+    """Bids arrive on swarm.task.<id>.propose.<sender>: a retry of the same bid gets the first
+    reply again; a different bid or a refusal after it gets the documented duplicate_bid."""
+    h = Harness()
+    register(h, "a", "b")  # b has not answered: the auction stays open.
+    task_id = announce(h, bid_window_ms=10_000)["task_id"]
+    subject = f"swarm.task.{task_id}.propose.a"
+
+    def routed(subject: str, body: bytes) -> Any:
+        found = route(subject, body)
+        assert found is not None
+        return h.apply(found.apply_as, found.command)
+
+    first = routed(subject, b'{"cost":"10","time_ms":100,"confidence":0.5}')
+    assert first.ok, first.reply
+    retry = routed(subject, b'{"confidence":0.5, "cost":10, "time_ms":100}')
+    assert (retry.ok, retry.duplicate, retry.reply) == (True, True, first.reply)
+    for again in (
+        routed(subject, b'{"cost":"9","time_ms":100,"confidence":0.5}'),
+        routed(f"swarm.task.{task_id}.refuse.a", b"{}"),
+    ):
+        assert again.code == "duplicate_bid", again.reply
+
+
+def test_routed_request_ids_fit_whatever_the_task_id_length() -> None:
+    """Task ids run to 128 characters, request ids to 64: the routed command must decode again
+    from the journal."""
+    task_id = "t" * 128
+    for subject, body in (
+        (f"swarm.task.{task_id}.propose.a", b'{"cost":"1","time_ms":1,"confidence":1}'),
+        (f"swarm.task.{task_id}.refuse.a", b"{}"),
+        (f"swarm.task.{task_id}.inform.a", b'{"output":{}}'),
+        (f"swarm.vote.{task_id}.cast.a", b'{"choice":"yes"}'),
+    ):
+        found = route(subject, body)
+        assert found is not None
+        encoded = msgspec.json.encode(found.command)
+        assert COMMAND_DECODERS[found.verb].decode(encoded) == found.command

@@ -12,6 +12,7 @@ from protocols import commands as c
 from protocols import queries as q
 from protocols import swarm as s
 from protocols.ids import ADMIN
+from protocols.routes import route
 
 MICRO = 1_000_000
 START = 10_000 * MICRO
@@ -209,3 +210,19 @@ def test_only_the_configured_number_of_closed_proposals_is_kept() -> None:
     assert h.query(q.ProposalQuery(proposal_id=second))["outcome"] == "rejected"
     again = restore(h.ex)
     assert again.digest() == h.ex.digest() and list(again.votes.closed) == [second]
+
+
+def test_a_second_ballot_on_the_swarm_subject_is_already_voted() -> None:
+    """Ballots arrive on swarm.vote.<id>.cast.<sender>: the same ballot again gets its first
+    reply; a different one gets the documented already_voted, not request_id_reused."""
+    h = Harness()
+    pid = propose(h)
+    subject = f"swarm.vote.{pid}.cast.builder"
+    outcomes = []
+    for body in (b'{"choice":"yes"}', b'{"choice":"yes"}', b'{"choice":"no"}'):
+        found = route(subject, body)
+        assert found is not None
+        outcomes.append(h.apply(found.apply_as, found.command))
+    first, retry, changed = outcomes
+    assert first.ok and retry.duplicate and retry.reply == first.reply
+    assert changed.code == "already_voted", changed.reply
