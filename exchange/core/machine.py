@@ -9,7 +9,16 @@ from typing import Any, Final
 
 import msgspec
 
-from exchange.core.accounts import Book, BookState, history_row
+from exchange.core.accounts import (
+    ESCROW,
+    FEES,
+    MINT,
+    ROUNDING,
+    Book,
+    BookState,
+    history_row,
+    is_system,
+)
 from exchange.core.coalition_rules import CoalitionRules, CoalitionsState
 from exchange.core.config import EconomyConfig
 from exchange.core.earning import Earning
@@ -27,7 +36,7 @@ from exchange.core.ledger import (
 )
 from exchange.core.market import Market, MarketState
 from exchange.core.pools import Pools, PoolsState
-from exchange.core.refusals import Refusal, refusal_reply, result_reply
+from exchange.core.refusals import Refusal, refusal_reply, refuse, result_reply
 from exchange.core.spending import Spending
 from exchange.core.stateless_queries import answer_shapley
 from exchange.core.states import SETTLED_ESCROW_STATES, WORK_FINISHED_STATES
@@ -40,6 +49,7 @@ from protocols import queries as q
 from protocols import results as r
 from protocols import swarm as s
 from protocols.amounts import format_micro
+from protocols.errors import ErrorCode
 from protocols.ids import ADMIN
 
 # 3: the idempotency records as the ledger keeps them ("done": {"keys", "records"}).
@@ -49,6 +59,8 @@ from protocols.ids import ADMIN
 # 5: proposals carry their action's state (governance: pending, awaiting ratification, ...).
 # 6: a Struct of each rule module's own part (ExchangeSnapshot), decoded typed.
 SNAPSHOT_VERSION: Final = 6
+# The system accounts a balance query answers for before any posting has touched them.
+FIXED_ACCOUNTS: Final = (FEES, ESCROW, MINT, ROUNDING)
 _snapshot_encoder: Final = msgspec.msgpack.Encoder()
 
 
@@ -209,8 +221,25 @@ class Exchange:
         )
 
     def _balance(self, query: q.BalanceQuery) -> msgspec.Struct | Refusal:
+        if is_system(query.agent):
+            return self._system_balance(query.agent)
         agent = self.ledger.agent(query.agent)
         return agent if isinstance(agent, Refusal) else self.balance_result(agent)
+
+    def _system_balance(self, account: str) -> msgspec.Struct | Refusal:
+        """A system account's balance (``@fees``, ``@llm.<model>``...): it earns, spends and holds
+        nothing of its own, so those read 0. The fixed accounts always answer, the others once a
+        posting has made them."""
+        book = self.ledger.book
+        if account not in book.balances and account not in FIXED_ACCOUNTS:
+            return refuse(
+                ErrorCode.unknown_agent,
+                f"no account {account!r}; system accounts are {', '.join(FIXED_ACCOUNTS)}, "
+                "@llm.<model> and @pool.<pool_id> once used",
+            )
+        zero = format_micro(0)
+        balance = format_micro(book.balance(account))
+        return r.BalanceResult(agent=account, balance=balance, earned=zero, spent=zero, held=zero)
 
     def _history(self, query: q.HistoryQuery) -> msgspec.Struct | Refusal:
         agent = self.ledger.agent(query.agent)

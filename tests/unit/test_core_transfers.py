@@ -377,3 +377,18 @@ def test_a_tick_from_anyone_but_the_exchange_is_refused() -> None:
     h = Harness()
     for sender in (ADMIN, "claude", "nobody"):
         h.refused(sender, c.Tick, ErrorCode.not_authorized)
+
+
+def test_balance_answers_for_system_accounts() -> None:
+    """`balance` takes a system account too (`@fees`...): its balance, and 0 earned, spent, held;
+    an unknown one is refused like an unknown agent."""
+    h = Harness()
+    fees = h.query(q.BalanceQuery(agent="@fees"))
+    assert fees == {"agent": "@fees", "balance": "0", "earned": "0", "spent": "0", "held": "0"}
+    h.ok("zero", c.LlmRequest, task_type="chat", model="llama3.2", tokens=10_000)
+    assert h.query(q.BalanceQuery(agent="@llm.llama3.2"))["balance"] == "1"
+    minted = Decimal(h.query(q.BalanceQuery(agent="@mint"))["balance"])
+    assert minted < 0
+    envelope = json.loads(h.ex.query(q.BalanceQuery(agent="@nope")))
+    assert envelope["error"]["code"] == "unknown_agent"
+    assert "@fees" in envelope["error"]["message"]
