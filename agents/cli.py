@@ -37,6 +37,8 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
         description="Run one worker of the swarm: a separate process that speaks the protocol.",
+        # Under the exchange CLI, `exchange agent register ID` (admin) is its sibling.
+        epilog=None if prog == PROG else f"{prog} register ID --role ROLE: register an agent first",
     )
     roles = parser.add_subparsers(dest="role", required=True, metavar="ROLE")
     for spec in ROLES.values():

@@ -2,10 +2,11 @@
 
 Owns: the argument parser, and for each verb the one thing it does: ``up`` (the daemon, until
 SIGINT/SIGTERM), the network verbs of ``verbs.py`` (a query, or a command with a fresh UUID
-request id kept across retries), ``doctor`` and ``export`` (the journal, read-only), ``creds`` and
-``config show`` (files of the data directory), ``simulate`` (``exchange.sim.cli``, when present),
-``completion`` (a shell script from this parser); ``--version``. Tables are shaped per verb in
-``views.py``.
+request id kept across retries; as admin, or with ``--creds FILE`` as that file's user),
+``doctor`` and ``export`` (the journal, read-only), ``creds`` and ``config show`` (files of the
+data directory), ``simulate`` (``exchange.sim.cli``, when present), ``completion`` (a shell
+script from this parser); ``--version``. ``agent register`` is parsed here, ``agent ROLE`` (a
+worker) is handed to ``agents.cli``. Tables are shaped per verb in ``views.py``.
 Every verb but ``completion`` takes ``--json``: the result object on success (``up``: one ready
 line); ``{"error": {"code", "message"}}`` and a non-zero status otherwise (see render.py for the
 statuses).
@@ -49,6 +50,7 @@ from exchange.render import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE,
 from protocols.client import connect
 from protocols.client_errors import ClientError, ExchangeUnavailableError
 from protocols.credentials import Credentials
+from protocols.ids import ADMIN
 from protocols.logs import configure_logging
 from protocols.units import NS_PER_US, US_PER_S
 
@@ -72,6 +74,12 @@ def _common(parser: argparse.ArgumentParser, *, network: bool) -> None:
             "--nats", metavar="URL", help="the NATS server (default: EXCHANGE_NATS_URL, else DIR)"
         )
         parser.add_argument("--timeout-s", type=float, default=5.0, help="per attempt")
+        parser.add_argument(
+            "--creds",
+            type=Path,
+            metavar="FILE",
+            help="act as this file's user (DATA/creds/<agent>.json) instead of admin",
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,7 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
         target = sub
         if len(verb.words) == 2:
             if verb.words[0] not in groups:
-                group = sub.add_parser(verb.words[0], help=f"{verb.words[0]} verbs")
+                group = sub.add_parser(
+                    verb.words[0], help=_GROUP_HELP.get(verb.words[0], f"{verb.words[0]} verbs")
+                )
                 groups[verb.words[0]] = group.add_subparsers(
                     dest="subverb", required=True, metavar="SUBVERB"
                 )
@@ -143,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     completion.add_argument("shell", choices=SHELLS)
     for name, text in _DELEGATED_HELP.items():
-        sub.add_parser(name, help=text, add_help=False)
+        if name not in groups:  # `agent`: `agent register` is parsed here, `agent ROLE` delegated
+            sub.add_parser(name, help=text, add_help=False)
     return parser
 
 
@@ -163,9 +174,9 @@ def main(
     configure_logs: bool = True,
 ) -> int:
     """Runs one CLI verb; returns the exit status. Tests pass their own streams."""
-    args_list = list(sys.argv[1:] if argv is None else argv)
+    args_list = _limits_show(list(sys.argv[1:] if argv is None else argv))
     out_stream, err_stream = stdout or sys.stdout, stderr or sys.stderr
-    if args_list[:1] and args_list[0] in _DELEGATED_HELP:
+    if args_list[:1] and args_list[0] in _DELEGATED_HELP and args_list[1:2] != ["register"]:
         # These commands own their arguments and output; they run their own parsers.
         if configure_logs and args_list[0] in ("hook", "issues"):
             configure_logging(level="warning", stream=err_stream)
@@ -205,23 +216,73 @@ def _dispatch(args: argparse.Namespace, output: Output) -> int:
     return _config_show(args, output)
 
 
+def _limits_show(argv: list[str]) -> list[str]:
+    """``limits AGENT`` is short for ``limits show AGENT`` (``limits set AGENT`` changes them)."""
+    if argv[:1] == ["limits"] and len(argv) > 1 and argv[1] not in ("show", "set", "-h", "--help"):
+        return ["limits", "show", *argv[1:]]
+    return argv
+
+
+def _credentials(args: argparse.Namespace) -> Credentials:
+    """Admin's (``locate``), or the ``--creds`` file's, its URL replaced by ``--nats``.
+
+    Raises LocateError, CredentialsFileError, EndpointFileError.
+    """
+    if args.creds is None:
+        return locate(args.nats, args.data).credentials
+    found = read_credentials(args.creds)
+    if found is None:
+        raise CredentialsFileError(
+            f"--creds {args.creds}: no such file (the exchange writes DATA/creds/<agent>.json "
+            "when it registers an agent; `exchange creds AGENT` prints one)"
+        )
+    return found if args.nats is None else msgspec.structs.replace(found, url=args.nats)
+
+
+def _sender(request: verbs.CommandRequest, user: str | None) -> str:
+    """Who sends ``request``: the agent it names, else the acting user (``--creds``) or admin.
+
+    Raises ValueError when it names an agent other than the ``--creds`` user (the server would
+    refuse the publish; this says why in one line).
+    """
+    if user is None:
+        return request.sender or ADMIN
+    if request.sender is not None and request.sender != user:
+        raise ValueError(
+            f"--creds acts as {user!r}, but this command would be sent by {request.sender!r}: "
+            f"name {user!r}, or drop --creds to act as admin"
+        )
+    return user
+
+
 async def _network(args: argparse.Namespace, output: Output) -> int:
     verb: verbs.NetVerb = args.net_verb
     request = verb.request(args)
     title = " ".join(verb.words)
     try:
-        located = locate(args.nats, args.data)
+        credentials = _credentials(args)
+        sender = None
+        if isinstance(request, verbs.CommandRequest):
+            sender = _sender(request, credentials.user if args.creds else None)
+    except LocateError as exc:
+        return output.error(
+            {"code": "exchange_not_found", "message": str(exc)}, status=EXIT_UNREACHABLE
+        )
+    except ValueError as exc:
+        return output.error({"code": "invalid_argument", "message": str(exc)}, status=EXIT_USAGE)
+    try:
         # One short call: no reconnecting (a first connection that fails then fails at once);
         # retries happen per request, with the same request id.
         async with connect(
-            located.credentials, request_timeout_s=args.timeout_s, reconnect=False
+            credentials, request_timeout_s=args.timeout_s, reconnect=False
         ) as client:
             # The envelope as it came: --json prints the result, or the refusal, unchanged.
-            if isinstance(request, verbs.QueryRequest):
+            if sender is None:
+                assert isinstance(request, verbs.QueryRequest), request
                 envelope = await client.query_envelope(request.verb, request.body)
             else:
                 envelope = await client.command_envelope(
-                    request.sender, request.verb, request.body, request_id=args.request_id
+                    sender, request.verb, request.body, request_id=args.request_id
                 )
     except LocateError as exc:
         return output.error(
@@ -234,9 +295,27 @@ async def _network(args: argparse.Namespace, output: Output) -> int:
     except ClientError as exc:
         return output.error({"code": "reply_malformed", "message": str(exc)})
     if envelope.ok:
-        return output.result(envelope.result, title=title, view=VIEWS.get(title))
+        status = output.result(envelope.result, title=title, view=VIEWS.get(title))
+        if title == "agent register":
+            _point_at_credentials(args, output)
+        return status
     assert envelope.error is not None
     return output.error(msgspec.to_builtins(envelope.error))
+
+
+def _point_at_credentials(args: argparse.Namespace, output: Output) -> None:
+    """After ``agent register``, one line on stderr: where the new agent's credentials are."""
+    paths = DataPaths(args.data)
+    path = paths.creds(args.agent)
+    if path.is_file():
+        line = f"credentials: {path}"
+    else:
+        endpoint = read_endpoint(paths.endpoint)
+        if endpoint is not None and not endpoint.secure:
+            line = "open mode: the agent connects with no credentials (--nats URL)"
+        else:
+            line = f"credentials: creds/{args.agent}.json in the exchange's data directory"
+    output.errors.print(line, markup=False, soft_wrap=True)
 
 
 # ----------------------------------------------------------------------------------- up
@@ -428,7 +507,8 @@ def _creds(args: argparse.Namespace, output: Output) -> int:
                 {
                     "code": "unknown_agent",
                     "message": f"no credentials for {args.agent!r} in {paths.creds_dir}: an agent "
-                    "gets them when it is registered on a secure exchange (agent.register)",
+                    "gets them when it is registered on a secure exchange "
+                    "(`exchange agent register`)",
                 }
             )
     return output.result(msgspec.to_builtins(found), title=f"credentials of {args.agent}")
@@ -451,6 +531,10 @@ def _config_show(args: argparse.Namespace, output: Output) -> int:
     return EXIT_OK
 
 
+_GROUP_HELP: Final = {
+    "agent": "run a worker: agent ROLE --id ID; add one: agent register ID",
+    "limits": "rate limits: limits AGENT; limits set AGENT --daily N",
+}
 _DELEGATED_HELP: Final = {
     "simulate": "run the 24-hour economy simulation (exchange simulate --help)",
     "demo": "exchange demo auction: the whole system live (exchange demo auction --help)",

@@ -1,8 +1,10 @@
 """The CLI verbs that talk to a running exchange: one table row per verb, nothing else.
 
 Owns: for each verb, its arguments and the request it makes: a query on ``exchange.query.<verb>``
-or a command on ``exchange.cmd.<sender>.<verb>`` (the CLI acts for an agent by publishing under
-that agent's id, with admin credentials; admin may publish anywhere). Must not: interpret a
+or a command on ``exchange.cmd.<sender>.<verb>``. A command's sender is the agent it names, or
+``None``: whoever acts (admin, or the user of ``--creds FILE``; ``main`` decides, and refuses a
+named sender that is not the ``--creds`` user). With admin credentials the CLI acts for any agent
+by publishing under that agent's id (admin may publish anywhere). Must not: interpret a
 reply (the exchange decides; ``main`` prints what it answered), or parse amounts (they travel as
 the decimal strings typed, and the exchange refuses a bad one with a clear code).
 """
@@ -14,8 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from protocols.ids import ADMIN
-
 
 @dataclass(frozen=True, slots=True)
 class QueryRequest:
@@ -25,7 +25,9 @@ class QueryRequest:
 
 @dataclass(frozen=True, slots=True)
 class CommandRequest:
-    sender: str
+    """``sender=None``: the acting user (admin, or the ``--creds`` user)."""
+
+    sender: str | None
     verb: str
     body: dict[str, Any]
 
@@ -37,7 +39,6 @@ _QUERY_WORDS = frozenset(
         "status",
         "balance",
         "history",
-        "limits",
         "agents",
         "tasks",
         "signals",
@@ -86,6 +87,32 @@ def _drop_none(body: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in body.items() if value is not None}
 
 
+_LIMIT_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = tuple(
+    (f"--{name}", {"default": None, "metavar": "TOKENS", "help": text})
+    for name, text in (
+        ("burst", "most one inference payment may cost"),
+        ("reserve", "balance a spend must leave"),
+        ("hourly", "spending per hour"),
+        ("daily", "spending per day"),
+    )
+)
+
+
+def _limits(a: argparse.Namespace) -> dict[str, Any]:
+    return _drop_none(
+        {"burst": a.burst, "reserve": a.reserve, "hourly": a.hourly, "daily": a.daily}
+    )
+
+
+def _preferences(pairs: list[str]) -> dict[str, str]:
+    """``--prefer TASK_TYPE=MODEL`` options (the exchange refuses a model it does not know)."""
+    preferences = {}
+    for pair in pairs:
+        task_type, _, model = pair.partition("=")
+        preferences[task_type] = model
+    return preferences
+
+
 NET_VERBS: tuple[NetVerb, ...] = (
     NetVerb(
         ("status",),
@@ -118,7 +145,7 @@ NET_VERBS: tuple[NetVerb, ...] = (
         "mint tokens to an agent for work done elsewhere (admin)",
         _positional("agent", "amount", "source", "description"),
         lambda a: CommandRequest(
-            ADMIN,
+            None,
             "award",
             {
                 "agent": a.agent,
@@ -133,7 +160,7 @@ NET_VERBS: tuple[NetVerb, ...] = (
         "reward a git commit (admin)",
         _with(_positional("author", "project", "message"), ("--sha", {"default": None})),
         lambda a: CommandRequest(
-            ADMIN,
+            None,
             "commit",
             _drop_none(
                 {"author": a.author, "project": a.project, "message": a.message, "sha": a.sha}
@@ -150,7 +177,7 @@ NET_VERBS: tuple[NetVerb, ...] = (
             ("--type", {"required": True, "dest": "issue_type"}),
         ),
         lambda a: CommandRequest(
-            ADMIN,
+            None,
             "issue.close",
             {
                 "issue_id": a.issue_id,
@@ -171,10 +198,62 @@ NET_VERBS: tuple[NetVerb, ...] = (
         ),
     ),
     NetVerb(
-        ("limits",),
-        "an agent's rate limits and what it has used",
+        ("limits", "show"),
+        "an agent's rate limits and what it has used (also: limits AGENT)",
         _positional("agent"),
         lambda a: QueryRequest("limits", {"agent": a.agent}),
+    ),
+    NetVerb(
+        ("limits", "set"),
+        "change an agent's rate limits, in tokens (admin); the others are kept",
+        _with(_positional("agent"), *_LIMIT_OPTIONS),
+        lambda a: CommandRequest(None, "limits.set", {"agent": a.agent, "limits": _limits(a)}),
+    ),
+    NetVerb(
+        ("agent", "register"),
+        "register an agent and mint its opening balance (admin)",
+        _with(
+            _positional("agent"),
+            ("--role", {"default": None, "help": "its role (exchange agents --role R finds it)"}),
+            ("--base-rate", {"default": "100", "metavar": "TOKENS", "help": "default %(default)s"}),
+            (
+                "--llm",
+                {
+                    "default": "llama3.2",
+                    "dest": "primary_llm",
+                    "metavar": "MODEL",
+                    "help": "default %(default)s",
+                },
+            ),
+            ("--level", {"default": "L5", "help": "default %(default)s"}),
+            ("--capabilities", {"default": None, "metavar": "LIST", "help": "comma-separated"}),
+            (
+                "--prefer",
+                {
+                    "action": "append",
+                    "default": [],
+                    "metavar": "TASK_TYPE=MODEL",
+                    "help": "a model for one task type (repeatable)",
+                },
+            ),
+            *_LIMIT_OPTIONS,
+        ),
+        lambda a: CommandRequest(
+            None,
+            "agent.register",
+            _drop_none(
+                {
+                    "agent": a.agent,
+                    "base_rate": a.base_rate,
+                    "primary_llm": a.primary_llm,
+                    "level": a.level,
+                    "preferences": _preferences(a.prefer),
+                    "role": a.role,
+                    "capabilities": _split(a.capabilities),
+                    "limits": _limits(a) or None,
+                }
+            ),
+        ),
     ),
     NetVerb(
         ("agents",),
@@ -213,7 +292,7 @@ NET_VERBS: tuple[NetVerb, ...] = (
         "pay for inference from a pool (as admin, or --agent a member)",
         _with(
             _positional("pool_id", "model", "tokens", "description", tokens=int),
-            ("--agent", {"default": ADMIN}),
+            ("--agent", {"default": None}),
         ),
         lambda a: CommandRequest(
             a.agent,
@@ -229,7 +308,7 @@ NET_VERBS: tuple[NetVerb, ...] = (
     NetVerb(
         ("pool", "close"),
         "close a pool and refund what is left pro rata (as admin, or --agent its creator)",
-        _with(_positional("pool_id"), ("--agent", {"default": ADMIN})),
+        _with(_positional("pool_id"), ("--agent", {"default": None})),
         lambda a: CommandRequest(a.agent, "pool.close", {"pool_id": a.pool_id}),
     ),
     NetVerb(
@@ -330,7 +409,7 @@ NET_VERBS: tuple[NetVerb, ...] = (
     NetVerb(
         ("escrow", "resolve"),
         "settle a dispute as an arbiter: release or refund",
-        _with(_positional("escrow_id", "outcome"), ("--arbiter", {"default": ADMIN})),
+        _with(_positional("escrow_id", "outcome"), ("--arbiter", {"default": None})),
         lambda a: CommandRequest(
             a.arbiter, "escrow.resolve", {"escrow_id": a.escrow_id, "outcome": a.outcome}
         ),
@@ -395,7 +474,7 @@ NET_VERBS: tuple[NetVerb, ...] = (
         "as the operator, apply an approved action an agent proposed (--veto to refuse it)",
         _with(_positional("proposal_id"), ("--veto", {"action": "store_true"})),
         lambda a: CommandRequest(
-            ADMIN, "vote.ratify", {"proposal_id": a.proposal_id, "approve": not a.veto}
+            None, "vote.ratify", {"proposal_id": a.proposal_id, "approve": not a.veto}
         ),
     ),
     NetVerb(
@@ -433,7 +512,7 @@ NET_VERBS: tuple[NetVerb, ...] = (
     NetVerb(
         ("pool", "deposit"),
         "put profit into a pool (minted as admin, or --agent pays it)",
-        _with(_positional("pool_id", "amount"), ("--agent", {"default": ADMIN})),
+        _with(_positional("pool_id", "amount"), ("--agent", {"default": None})),
         lambda a: CommandRequest(
             a.agent, "pool.deposit", {"pool_id": a.pool_id, "amount": a.amount}
         ),
@@ -445,7 +524,7 @@ NET_VERBS: tuple[NetVerb, ...] = (
             _positional("pool_id"),
             ("--amount", {"default": None}),
             ("--shapley", {"default": None, "metavar": "VALUES_FILE", "type": Path}),
-            ("--agent", {"default": ADMIN}),
+            ("--agent", {"default": None}),
         ),
         lambda a: CommandRequest(
             a.agent,

@@ -130,6 +130,67 @@ async def test_pool_verbs(tmp_path: Path) -> None:
         assert missing.status == 1 and missing.json()["error"]["code"] == "unknown_pool"
 
 
+async def test_register_an_agent_and_set_its_limits(tmp_path: Path) -> None:
+    data = str(tmp_path / "x")
+    async with running_exchange(tmp_path / "x"):
+        registered = await run_cli(
+            "agent", "register", "scout-1", "--role", "scout", "--capabilities", "search,fetch",
+            "--prefer", "coding=claude-sonnet", "--daily", "300", "--data", data, "--json",
+        )  # fmt: skip
+        assert registered.status == 0, registered
+        assert registered.json()["agent"] == "scout-1"
+        creds_file = tmp_path / "x" / "creds" / "scout-1.json"
+        assert creds_file.is_file() and f"credentials: {creds_file}" in registered.stderr
+        agents = await run_cli("agents", "--role", "scout", "--data", data, "--json")
+        [agent] = agents.json()["agents"]
+        assert agent["agent"] == "scout-1" and agent["primary_llm"] == "llama3.2"
+        assert agent["capabilities"] == ["search", "fetch"]
+        assert agent["preferences"] == {"coding": "claude-sonnet"}
+        assert (await run_cli("limits", "scout-1", "--data", data, "--json")).json()[
+            "daily"
+        ] == "300"
+        again = await run_cli("agent", "register", "scout-1", "--data", data, "--json")
+        assert again.status == 1 and again.json()["error"]["code"] == "agent_exists"
+        changed = await run_cli(
+            "limits", "set", "zero", "--burst", "50", "--daily", "700", "--data", data, "--json"
+        )
+        assert changed.status == 0, changed
+        limits = await run_cli("limits", "show", "zero", "--data", data, "--json")
+        assert limits.json()["burst"] == "50" and limits.json()["daily"] == "700"
+        assert limits.json()["reserve"] == "500"  # kept
+
+
+async def test_creds_acts_as_that_agent(tmp_path: Path) -> None:
+    data = str(tmp_path / "x")
+    zero = str(tmp_path / "x" / "creds" / "zero.json")
+    async with running_exchange(tmp_path / "x"):
+        moved = await run_cli(
+            "transfer", "zero", "claude", "3", "--creds", zero, "--data", data, "--json"
+        )
+        assert moved.status == 0, moved
+        assert moved.json()["sender"] == "zero" and moved.json()["balance"] == "9997"
+        # The query verbs work as the agent too.
+        balance = await run_cli("balance", "zero", "--creds", zero, "--json")
+        assert balance.json()["balance"] == "9997"
+        # Another agent's money: refused before anything is sent, in one line.
+        theirs = await run_cli("transfer", "claude", "zero", "1", "--creds", zero, "--data", data)
+        assert theirs.status == 2
+        assert theirs.stderr.strip().count("\n") == 0 and "--creds acts as 'zero'" in theirs.stderr
+        # An admin verb goes as zero, and the exchange refuses it.
+        award = await run_cli("award", "zero", "100", "bounty", "self", "--creds", zero)
+        assert award.status == 1 and award.stderr.strip().count("\n") == 0
+        assert "not_authorized" in award.stderr or "operator only" in award.stderr, award
+        award_json = await run_cli("award", "zero", "100", "x", "y", "--creds", zero, "--json")
+        assert award_json.json()["error"]["code"] == "not_authorized"
+        registered = await run_cli("agent", "register", "mine", "--creds", zero, "--json")
+        assert registered.json()["error"]["code"] == "not_authorized"
+        missing = await run_cli("status", "--creds", str(tmp_path / "none.json"), "--json")
+        assert missing.json()["error"]["code"] == "local_file_unreadable"
+        assert (await run_cli("balance", "zero", "--data", data, "--json")).json()[
+            "balance"
+        ] == "9997"
+
+
 async def test_doctor_export_creds_and_config(tmp_path: Path) -> None:
     data = str(tmp_path / "x")
     async with running_exchange(tmp_path / "x"):
