@@ -104,7 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         metavar="P",
-        help="serve Prometheus metrics on http://127.0.0.1:P/metrics",
+        help="serve Prometheus metrics on http://HOST:P/metrics",
+    )
+    up.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="the metrics endpoint's address (default 127.0.0.1; 0.0.0.0 in a container)",
     )
     up.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     up.add_argument(
@@ -343,6 +349,7 @@ def _up(args: argparse.Namespace, output: Output) -> int:
         open_mode=args.open,
         config_text=config_text,
         metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
         snapshot_every_commands=args.snapshot_every,
     )
     if settings.embedded and settings.open_mode:
