@@ -48,7 +48,7 @@ from exchange.daemon.inbound import InboundQueue
 from exchange.daemon.liveness import Liveness
 from exchange.daemon.natsserver import NatsServerConfig, NatsServerReloadError, check_port_free
 from exchange.daemon.natssupervisor import SupervisedNatsServer, run_supervised_nats_server
-from exchange.daemon.prometheus import render_metrics, serve_metrics
+from exchange.daemon.prometheus import ExchangeMetrics, ScrapeSources, serve_metrics
 from exchange.daemon.query_pool import QueryPool
 from exchange.daemon.recovery import apply_genesis, load_economy_config, recover
 from exchange.daemon.routes import Route, default_routes
@@ -255,34 +255,37 @@ async def _nats_side(settings: Settings, exchange: Exchange) -> AsyncIterator[_N
 async def _serve_metrics_until_cancelled(
     scope: anyio.CancelScope,
     settings: Settings,
-    scrape: Callable[[], str],
+    metrics: ExchangeMetrics,
     *,
     task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     assert settings.metrics_port is not None
     with scope:
         await serve_metrics(
-            settings.metrics_host, settings.metrics_port, scrape, task_status=task_status
+            settings.metrics_host, settings.metrics_port, metrics.registry, task_status=task_status
         )
 
 
-def _scrape(
+def _watched(
+    identity: ServiceIdentity,
     exchange: Exchange,
     pipeline: Pipeline,
-    endpoints: list[EndpointCounters],
     nc: Client,
     liveness: Liveness,
     clock: ExchangeClock,
-) -> str:
-    return render_metrics(
-        exchange,
-        durable_seq=pipeline.durable_seq,
-        batches_committed=pipeline.batches_committed,
-        endpoints=endpoints,
-        bus={k: int(v) for k, v in nc.stats.items()},
-        heartbeats=liveness.last(),
-        wall_ns=clock.wall_ns(),
+) -> ExchangeMetrics:
+    """The registry of ``--metrics-port``, recording the endpoints' replies and the spend."""
+    metrics = ExchangeMetrics(version=identity.version, service_id=identity.service_id)
+    sources = ScrapeSources(
+        durable_seq=lambda: pipeline.durable_seq,
+        batches_committed=lambda: pipeline.batches_committed,
+        bus=lambda: {k: int(v) for k, v in nc.stats.items()},
+        heartbeats=liveness.last,
+        wall_ns=clock.wall_ns,
     )
+    metrics.watch(exchange, identity.endpoints, sources)
+    pipeline.on_committed = functools.partial(metrics.count_spend, exchange)
+    return metrics
 
 
 def _roles(exchange: Exchange) -> dict[str, str | None]:
@@ -368,6 +371,7 @@ class _Service:
     subscriptions: list[Subscription]
     control: list[Subscription]
     query_pool: QueryPool
+    metrics: ExchangeMetrics | None
 
 
 async def _build(
@@ -411,6 +415,11 @@ async def _build(
         wall_ns=recovered.clock.wall_ns,
         query_pool=query_pool,
     )
+    metrics = None
+    if settings.metrics_port is not None:
+        metrics = _watched(
+            identity, recovered.exchange, pipeline, side.nc, liveness, recovered.clock
+        )
     subscriptions = [
         await side.nc.subscribe(
             route.subscription,
@@ -431,7 +440,16 @@ async def _build(
     ]
     await side.nc.flush()
     return _Service(
-        handle, pipeline, inbound, liveness, identity, routes, subscriptions, control, query_pool
+        handle,
+        pipeline,
+        inbound,
+        liveness,
+        identity,
+        routes,
+        subscriptions,
+        control,
+        query_pool,
+        metrics,
     )
 
 
@@ -445,7 +463,6 @@ async def _serve(
     service = await _build(settings, journal, recovered, side)
     handle, pipeline = service.handle, service.pipeline
     timer_scope = anyio.CancelScope()
-    endpoints = service.identity.endpoints
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(pipeline.run_batcher, service.inbound)
@@ -460,18 +477,9 @@ async def _serve(
             )
             # The metrics endpoint has no end of its own: a stop cancels it first.
             metrics_scope = anyio.CancelScope()
-            if settings.metrics_port is not None:
-                scrape = functools.partial(
-                    _scrape,
-                    recovered.exchange,
-                    pipeline,
-                    endpoints,
-                    side.nc,
-                    service.liveness,
-                    recovered.clock,
-                )
+            if service.metrics is not None:
                 handle.metrics_port = await tg.start(
-                    _serve_metrics_until_cancelled, metrics_scope, settings, scrape
+                    _serve_metrics_until_cancelled, metrics_scope, settings, service.metrics
                 )
             _announce_ready(settings, side, recovered, handle)
             task_status.started(handle)

@@ -39,7 +39,7 @@ restart, which replays the journal, makes them agree again; no reply of that bat
 """
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -184,6 +184,8 @@ class Pipeline:
         self._batcher_done = False
         self.batches_committed = 0
         self.finished = anyio.Event()
+        # Told of every committed batch's entries (the Prometheus spend counters), if set.
+        self.on_committed: Callable[[Sequence[Entry]], None] | None = None
 
     @property
     def durable_seq(self) -> int:
@@ -388,6 +390,8 @@ class Pipeline:
                 replies=len(batch.replies),
                 commit_us=(time.perf_counter_ns() - started_ns) // NS_PER_US,
             )
+        if committed and self.on_committed is not None:
+            self.on_committed(committed)
         if batch.registered:
             await self._agents_registered(batch.registered)
         now_ns = time.perf_counter_ns()

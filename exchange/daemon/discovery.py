@@ -21,6 +21,7 @@ documents, so the daemon answers them itself, from loops it owns, with the same 
 """
 
 import importlib.metadata
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final, Literal
@@ -142,6 +143,9 @@ class EndpointCounters:
     errors: int = 0
     processing_ns_total: int = 0
     last_error: str = ""
+    # Told of every request too (elapsed_ns, the refusal's code or None): the Prometheus
+    # histogram and refusal counters, when ``--metrics-port`` is given.
+    on_record: Callable[[int, str | None], None] | None = None
 
     def record(self, *, elapsed_ns: int, error: ServiceError | None = None) -> None:
         """One request answered (or refused without a reply subject): a refusal if ``error``."""
@@ -150,6 +154,8 @@ class EndpointCounters:
         if error is not None:
             self.errors += 1
             self.last_error = error.last_error
+        if self.on_record is not None:
+            self.on_record(elapsed_ns, None if error is None else error.code)
 
 
 class EndpointInfo(msgspec.Struct, frozen=True, kw_only=True):
