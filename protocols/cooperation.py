@@ -14,6 +14,7 @@ from protocols.commands import StrictCommand
 from protocols.ids import AgentRef, Name, Text
 from protocols.queries import Query
 from protocols.results import Result
+from protocols.state_names import CoalitionStateName
 
 PlayerName = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 
@@ -107,4 +108,4 @@ class CoalitionResult(Result, frozen=True, kw_only=True):
     shares: dict[str, float]
     in_core: bool
     blocking: list[str] | None
-    state: str
+    state: CoalitionStateName

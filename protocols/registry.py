@@ -8,6 +8,7 @@ import msgspec
 from protocols import commands as c
 from protocols import cooperation as coop
 from protocols import queries as q
+from protocols import results as r
 from protocols import swarm as s
 from protocols.wire import wire_decoder
 
@@ -66,6 +67,26 @@ QUERIES: Final[dict[str, type[q.Query]]] = {
     "proposal": q.ProposalQuery,
     "metrics": q.MetricsQuery,
     "shapley": coop.ShapleyQuery,
+}
+
+# The result object each query's reply carries (``{"ok": true, "result": ...}``); a test asks the
+# exchange every query and decodes its answer as this type.
+QUERY_RESULTS: Final[dict[str, type[r.Result]]] = {
+    "balance": r.BalanceResult,
+    "history": r.HistoryResult,
+    "limits": r.LimitsResult,
+    "agents": r.AgentsResult,
+    "pool": r.PoolResult,
+    "pools": r.PoolsResult,
+    "status": r.StatusResult,
+    "signals": s.SignalsResult,
+    "pheromones": s.PheromonesResult,
+    "task": s.TaskView,
+    "tasks": s.TasksResult,
+    "escrow": s.EscrowView,
+    "proposal": s.ProposalView,
+    "metrics": r.MetricsResult,
+    "shapley": coop.ShapleyShares,
 }
 
 VERB_OF: Final[dict[type[c.Command], str]] = {t: v for v, t in COMMANDS.items()}

@@ -17,6 +17,12 @@ import msgspec
 from protocols.commands import Command, StrictCommand
 from protocols.ids import AgentRef, ModelName, Name, Text, Token
 from protocols.results import Result
+from protocols.state_names import (
+    ActionStateName,
+    EscrowStateName,
+    ProposalStateName,
+    TaskStateName,
+)
 from protocols.units import MS_PER_S, S_PER_DAY
 
 Confidence = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
@@ -211,7 +217,7 @@ class TaskClosed(msgspec.Struct, frozen=True, kw_only=True):
     """Published on ``swarm.task.<task_id>.closed`` when a task reaches its final state."""
 
     task_id: str
-    state: str
+    state: TaskStateName
     winner: str | None
     paid: str
     fee: str
@@ -348,7 +354,7 @@ class TaskView(Result, frozen=True, kw_only=True):
     manager: str
     task_type: str
     asset: str
-    state: str
+    state: TaskStateName
     max_cost: str
     deadline_ms: int
     closes_at_ns: int
@@ -357,7 +363,7 @@ class TaskView(Result, frozen=True, kw_only=True):
     refused: list[str]
     winner: str | None
     escrow_id: str | None
-    escrow_state: str | None
+    escrow_state: EscrowStateName | None
     output: dict[str, Any]
     reason: str
     payload: Metadata = {}
@@ -369,7 +375,7 @@ class EscrowView(Result, frozen=True, kw_only=True):
     payee: str
     amount: str
     referrer: str | None
-    state: str
+    state: EscrowStateName
     task_id: str | None
     fee: str
 
@@ -419,13 +425,13 @@ class ProposalView(Result, frozen=True, kw_only=True):
     quorum: int
     closes_at_ns: int
     eligible: list[str]
-    state: str
+    state: ProposalStateName
     outcome: str
     votes_cast: int
     tally: VoteTally | None
     action: Action | None = None
     # "" (no action), "pending" (the vote is open), "awaiting_ratification", "applied",
     # "not_applied" (rejected, no quorum, or a target gone since) or "vetoed".
-    action_state: str = ""
+    action_state: ActionStateName = ""
     # A vote that changes the economy counts only if its ballots' weight reaches this.
     quorum_weight: str | None = None

@@ -1,11 +1,10 @@
 """Events the daemon publishes after a batch is durable: one per posting, to each agent it touches.
 
-Owns: ``PostingEvent`` (the body of ``exchange.event.<agent>.posting``) and turning a committed
-journal entry into its events. Must not: publish (the pipeline does), or describe postings of
-system accounts (``@mint``, ``@escrow``...) to anyone but the agents on the other side.
+Owns: turning a committed journal entry into its events (``protocols.events.PostingEvent``, the
+body of ``exchange.event.<agent>.posting``). Must not: publish (the pipeline does), or describe
+postings of system accounts (``@mint``, ``@escrow``...) to anyone but the agents on the other side.
 
 Events skip unknown fields when decoded (tolerant readers), like every event of the protocol.
-TODO(lead): move ``PostingEvent`` into ``protocols/`` with the other public Structs.
 """
 
 from collections.abc import Iterator
@@ -16,28 +15,10 @@ import msgspec
 from exchange.journal import Entry
 from protocols import subjects
 from protocols.amounts import format_micro
+from protocols.events import POSTING_EVENT_KIND, PostingEvent
 from protocols.ids import is_agent_id
 
-POSTING_EVENT_KIND: Final = "posting"
 _encoder: Final = msgspec.json.Encoder()
-
-
-class PostingEvent(msgspec.Struct, frozen=True, kw_only=True):
-    """One durable money movement: ``amount`` tokens from ``debit_account`` to ``credit_account``.
-
-    ``seq`` is the journal entry (the command) that caused it, ``idx`` its place in that entry.
-    """
-
-    seq: int
-    idx: int
-    at_ns: int
-    sender: str
-    verb: str
-    debit_account: str
-    credit_account: str
-    amount: str
-    kind: str
-    memo: str
 
 
 def posting_events(entry: Entry) -> Iterator[tuple[str, bytes]]:

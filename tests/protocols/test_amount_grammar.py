@@ -200,6 +200,8 @@ def _minimal(t: mi.Type) -> Any:
         return None if len(kinds) < len(t.types) else _minimal(kinds[0])
     if isinstance(t, mi.LiteralType):
         return t.values[0]
+    if isinstance(t, mi.Metadata):  # a state name (protocols.state_names)
+        return _minimal(t.type)
     if isinstance(t, mi.IntType | mi.FloatType):
         low = t.ge if t.ge is not None else (t.gt + 1 if t.gt is not None else 1)
         return low if isinstance(t, mi.IntType) else float(low)
