@@ -1,5 +1,6 @@
 """The nats-server config as text: quoting, open and secure mode, and each agent's permissions,
-checked against PROTOCOL.md's list and against the subjects protocols/subjects.py builds. No I/O.
+checked against the list in docs/trust-boundary.md and against the subjects protocols/subjects.py
+builds. No I/O.
 """
 
 import re
