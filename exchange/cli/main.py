@@ -14,6 +14,7 @@ Must not: hold business rules, or print anything but results to stdout.
 """
 
 import argparse
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -56,6 +57,9 @@ from protocols.units import NS_PER_US, US_PER_S
 
 if TYPE_CHECKING:
     from exchange.daemon.app import ExchangeHandle
+
+# 128 + SIGPIPE, what a shell reports for a writer whose reader went away.
+EXIT_BROKEN_PIPE = 141
 
 log = structlog.get_logger()
 
@@ -180,8 +184,21 @@ def main(
     configure_logs: bool = True,
 ) -> int:
     """Runs one CLI verb; returns the exit status. Tests pass their own streams."""
+    out_stream = stdout or sys.stdout
+    try:
+        return _main(argv, out_stream, stderr or sys.stderr, configure_logs)
+    except BrokenPipeError:
+        # The reader went away (`exchange tasks | head`): stop quietly, as Unix tools do, and
+        # keep the interpreter's final flush from raising again on the closed pipe.
+        if out_stream is sys.stdout:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+
+
+def _main(
+    argv: Sequence[str] | None, out_stream: TextIO, err_stream: TextIO, configure_logs: bool
+) -> int:
     args_list = _limits_show(list(sys.argv[1:] if argv is None else argv))
-    out_stream, err_stream = stdout or sys.stdout, stderr or sys.stderr
     if args_list[:1] and args_list[0] in _DELEGATED_HELP and args_list[1:2] != ["register"]:
         # These commands own their arguments and output; they run their own parsers.
         if configure_logs and args_list[0] in ("hook", "issues"):
@@ -200,6 +217,8 @@ def main(
         )
     try:
         return _dispatch(args, output)
+    except BrokenPipeError:
+        raise  # main's: not a file the CLI failed to read
     except (CredentialsFileError, EndpointFileError, OSError) as exc:
         return output.error({"code": "local_file_unreadable", "message": str(exc)})
 
@@ -263,9 +282,9 @@ def _sender(request: verbs.CommandRequest, user: str | None) -> str:
 
 async def _network(args: argparse.Namespace, output: Output) -> int:
     verb: verbs.NetVerb = args.net_verb
-    request = verb.request(args)
     title = " ".join(verb.words)
     try:
+        request = verb.request(args)  # ValueError: an option the verb cannot send
         credentials = _credentials(args)
         sender = None
         if isinstance(request, verbs.CommandRequest):

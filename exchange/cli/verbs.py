@@ -98,17 +98,25 @@ _LIMIT_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = tuple(
 )
 
 
-def _limits(a: argparse.Namespace) -> dict[str, Any]:
-    return _drop_none(
+def _limits(a: argparse.Namespace, *, required: bool = False) -> dict[str, Any]:
+    """The limits options given. ValueError if ``required`` and none is (a no-op change)."""
+    given = _drop_none(
         {"burst": a.burst, "reserve": a.reserve, "hourly": a.hourly, "daily": a.daily}
     )
+    if required and not given:
+        raise ValueError(
+            "limits set changes nothing without --burst, --reserve, --hourly or --daily"
+        )
+    return given
 
 
 def _preferences(pairs: list[str]) -> dict[str, str]:
     """``--prefer TASK_TYPE=MODEL`` options (the exchange refuses a model it does not know)."""
     preferences = {}
     for pair in pairs:
-        task_type, _, model = pair.partition("=")
+        task_type, equals, model = pair.partition("=")
+        if not (task_type and equals and model):
+            raise ValueError(f"--prefer takes TASK_TYPE=MODEL, got {pair!r}")
         preferences[task_type] = model
     return preferences
 
@@ -207,7 +215,9 @@ NET_VERBS: tuple[NetVerb, ...] = (
         ("limits", "set"),
         "change an agent's rate limits, in tokens (admin); the others are kept",
         _with(_positional("agent"), *_LIMIT_OPTIONS),
-        lambda a: CommandRequest(None, "limits.set", {"agent": a.agent, "limits": _limits(a)}),
+        lambda a: CommandRequest(
+            None, "limits.set", {"agent": a.agent, "limits": _limits(a, required=True)}
+        ),
     ),
     NetVerb(
         ("agent", "register"),

@@ -158,6 +158,10 @@ async def test_register_an_agent_and_set_its_limits(tmp_path: Path) -> None:
         limits = await run_cli("limits", "show", "zero", "--data", data, "--json")
         assert limits.json()["burst"] == "50" and limits.json()["daily"] == "700"
         assert limits.json()["reserve"] == "500"  # kept
+        # Options the CLI cannot send are refused before anything is sent, in one line.
+        for argv in (["limits", "set", "zero"], ["agent", "register", "s2", "--prefer", "x"]):
+            refused = await run_cli(*argv, "--data", data, "--json")
+            assert refused.status == 2 and refused.json()["error"]["code"] == "invalid_argument"
 
 
 async def test_creds_acts_as_that_agent(tmp_path: Path) -> None:
@@ -257,3 +261,16 @@ async def test_the_console_script_in_a_subprocess(tmp_path: Path) -> None:
     assert json.loads(ok.stdout)["agents"] == 6
     assert refused.returncode == 1
     assert json.loads(refused.stdout)["error"]["code"] == "amount_must_be_positive"
+
+
+class _ClosedPipe(io.StringIO):
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_reader_that_went_away_ends_the_verb_quietly() -> None:
+    from exchange.cli.main import EXIT_BROKEN_PIPE, main
+
+    errors = io.StringIO()
+    status = main(["completion", "bash"], stdout=_ClosedPipe(), stderr=errors, configure_logs=False)
+    assert (status, errors.getvalue()) == (EXIT_BROKEN_PIPE, "")
