@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
 import anyio  # noqa: E402
-import nats  # noqa: E402
+from closed_loop import closed_loop, connect  # noqa: E402
 from daemon_support import running_exchange  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
@@ -85,53 +85,20 @@ def _shapley_body() -> bytes:
     return json.dumps(body).encode()
 
 
-async def _connect(creds: dict[str, Any]) -> Any:
-    return await nats.connect(
-        creds["url"], user=creds["user"], password=creds["password"], pending_size=64 * 1024**2
-    )
-
-
 def _requester(creds: dict[str, Any], in_flight: int, duration_s: float, queue: Any) -> None:
+    def request(index: int) -> tuple[str, bytes]:
+        sender, to = AGENTS[index % 6], AGENTS[(index + 1) % 6]
+        body = {"request_id": uuid.uuid4().hex, "to": to, "amount": "0.000001"}
+        return f"exchange.cmd.{sender}.transfer", json.dumps(body).encode()
+
+    def ok(reply: bytes) -> bool:
+        return reply.startswith(b'{"ok":true')
+
     async def run() -> Sample:
-        nc = await _connect(creds)
-        latencies: list[float] = []
-        errors = 0
-        stop_at = 0.0
-
-        async def worker(index: int) -> None:
-            nonlocal errors
-            sender, to = AGENTS[index % 6], AGENTS[(index + 1) % 6]
-            subject = f"exchange.cmd.{sender}.transfer"
-            while time.perf_counter() < stop_at:
-                body = json.dumps(
-                    {"request_id": uuid.uuid4().hex, "to": to, "amount": "0.000001"}
-                ).encode()
-                started = time.perf_counter()
-                try:
-                    reply = await nc.request(subject, body, timeout=10)
-                except nats.errors.Error:
-                    errors += 1
-                    continue
-                latencies.append(time.perf_counter() - started)
-                if not reply.data.startswith(b'{"ok":true'):
-                    errors += 1
-
-        stop_at = time.perf_counter() + WARMUP_S
-        await asyncio.gather(*(worker(i) for i in range(in_flight)))
-        latencies.clear()
-        errors = 0
-        started = time.perf_counter()
-        stop_at = started + duration_s
-        await asyncio.gather(*(worker(i) for i in range(in_flight)))
-        elapsed = time.perf_counter() - started
+        nc = await connect(creds)
+        window = await closed_loop(nc, in_flight, duration_s, WARMUP_S, request, ok)
         await nc.close()
-        latencies.sort()
-        return Sample(
-            transfers_per_s=len(latencies) / elapsed,
-            p50_ms=latencies[len(latencies) // 2] * 1000,
-            p99_ms=latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
-            errors=errors,
-        )
+        return Sample(window.requests_per_s, window.p50_ms, window.p99_ms, window.errors)
 
     queue.put(asyncio.run(run()))
 
@@ -143,7 +110,7 @@ def _load(
     seconds)."""
 
     async def run() -> tuple[int, int, float]:
-        nc = await _connect(creds)
+        nc = await connect(creds)
         # One first, awaited: the exchange's query process is started and warm before the runs.
         await nc.request("exchange.query.shapley", body, timeout=60)
         answered = refused = 0

@@ -38,7 +38,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import nats
+from closed_loop import closed_loop, connect
 from rich.console import Console
 from rich.table import Table
 from steal import ATTEMPTS_MAX, StealWindow, median_share, quiet_enough, share_text
@@ -104,15 +104,9 @@ def _admin(data_dir: Path) -> dict[str, Any]:
     return creds
 
 
-async def _connect(creds: dict[str, Any]) -> Any:
-    return await nats.connect(
-        creds["url"], user=creds["user"], password=creds["password"], pending_size=64 * 1024**2
-    )
-
-
 def _echo_service(creds: dict[str, Any], reply_size: int, ready: Any, stop: Any) -> None:
     async def serve() -> None:
-        nc = await _connect(creds)
+        nc = await connect(creds)
         reply = b"x" * reply_size
 
         async def respond(msg: Any) -> None:
@@ -137,52 +131,23 @@ def _echo_service(creds: dict[str, Any], reply_size: int, ready: Any, stop: Any)
 def _requester(
     creds: dict[str, Any], target: str, in_flight: int, duration_s: float, queue: Any
 ) -> None:
+    def request(index: int) -> tuple[str, bytes]:
+        sender, to = AGENTS[index % 6], AGENTS[(index + 1) % 6]
+        body = json.dumps(
+            {"request_id": uuid.uuid4().hex, "to": to, "amount": "0.000001", "memo": "bench"}
+        ).encode()
+        if target == "exchange":
+            return f"exchange.cmd.{sender}.transfer", body
+        return f"{ECHO_SUBJECTS[target]}.{sender}", body
+
+    def ok(reply: bytes) -> bool:
+        return target != "exchange" or reply.startswith(b'{"ok":true')
+
     async def run() -> Sample:
-        nc = await _connect(creds)
-        latencies: list[float] = []
-        errors = 0
-        stop_at = 0.0
-
-        async def worker(index: int) -> None:
-            nonlocal errors
-            sender, to = AGENTS[index % 6], AGENTS[(index + 1) % 6]
-            while time.perf_counter() < stop_at:
-                request_id = uuid.uuid4().hex
-                body = json.dumps(
-                    {"request_id": request_id, "to": to, "amount": "0.000001", "memo": "bench"}
-                ).encode()
-                subject = (
-                    f"exchange.cmd.{sender}.transfer"
-                    if target == "exchange"
-                    else f"{ECHO_SUBJECTS[target]}.{sender}"
-                )
-                started = time.perf_counter()
-                try:
-                    reply = await nc.request(subject, body, timeout=10)
-                except nats.errors.Error:
-                    errors += 1
-                    continue
-                latencies.append(time.perf_counter() - started)
-                if target == "exchange" and not reply.data.startswith(b'{"ok":true'):
-                    errors += 1
-
-        # Warm up (connections, inboxes, caches), then measure.
-        stop_at = time.perf_counter() + 0.3
-        await asyncio.gather(*(worker(i) for i in range(in_flight)))
-        latencies.clear()
-        errors = 0
-        started = time.perf_counter()
-        stop_at = started + duration_s
-        await asyncio.gather(*(worker(i) for i in range(in_flight)))
-        elapsed = time.perf_counter() - started
+        nc = await connect(creds)
+        window = await closed_loop(nc, in_flight, duration_s, 0.3, request, ok)
         await nc.close()
-        latencies.sort()
-        return Sample(
-            requests_per_s=len(latencies) / elapsed,
-            p50_ms=latencies[len(latencies) // 2] * 1000,
-            p99_ms=latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
-            errors=errors,
-        )
+        return Sample(window.requests_per_s, window.p50_ms, window.p99_ms, window.errors)
 
     queue.put(asyncio.run(run()))
 
