@@ -25,8 +25,8 @@ def load_credentials(path: Path) -> Credentials:
     """Reads an agent's credentials file.
 
     Raises:
-        ConfigError: the file is missing, too large, or not ``{"url", "user", "password",
-            "inbox_prefix"}``.
+        ConfigError: the file is missing, too large, or not ``{"url", "user", "nkey_seed" or
+            "password", "inbox_prefix"}``.
     """
     try:
         with path.open("rb") as file:
@@ -43,7 +43,7 @@ def load_credentials(path: Path) -> Credentials:
     except msgspec.DecodeError as exc:
         raise ConfigError(
             f"{path} is not a credentials file ({exc}); expected a JSON object with "
-            '"url", "user", "password" and "inbox_prefix"'
+            '"url", "user", "nkey_seed" (or "password") and "inbox_prefix"'
         ) from exc
 
 

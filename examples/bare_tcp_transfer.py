@@ -4,6 +4,8 @@
 
 It shows every byte a client in any language needs: CONNECT, SUB to a reply inbox, PUB the
 command with that inbox as the reply subject, then read the MSG carrying the result envelope.
+USER and PASSWORD are a password user's (``exchange up --passwords``); an nkey user, the default,
+would sign the nonce of the INFO line with its seed, which takes an Ed25519 library.
 """
 
 import json

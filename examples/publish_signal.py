@@ -20,7 +20,12 @@ def connection_options(args: argparse.Namespace) -> tuple[str, str, dict[str, An
         return args.nats, args.agent, {}
     with open(args.creds, encoding="utf-8") as file:
         creds = json.load(file)
-    options = {"user": creds["user"], "password": creds["password"]}
+    if creds.get("nkey_seed"):
+        # The default: nats-py signs the nonce with the seed (it needs `pip install nkeys`).
+        options = {"nkeys_seed_str": creds["nkey_seed"]}
+    else:
+        # An exchange started with --passwords, or credentials made before nkeys.
+        options = {"user": creds["user"], "password": creds["password"]}
     if creds.get("inbox_prefix"):
         # In secure mode an agent may only receive replies on its own inbox prefix.
         options["inbox_prefix"] = creds["inbox_prefix"]

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+import msgspec
+
 from exchange.daemon.creds import read_credentials
 from exchange.daemon.endpoint import read_endpoint
 from exchange.daemon.settings import DataPaths
@@ -52,9 +54,4 @@ def locate(nats_url: str | None, data_dir: Path) -> Located:
             return Located(Credentials(url=url), source)
     if admin is None:
         return Located(Credentials(url=url), source)
-    return Located(
-        Credentials(
-            url=url, user=admin.user, password=admin.password, inbox_prefix=admin.inbox_prefix
-        ),
-        source,
-    )
+    return Located(msgspec.structs.replace(admin, url=url), source)

@@ -285,9 +285,13 @@ def _decode_reply(decoder: msgspec.json.Decoder[ReplyT], data: bytes, subject: s
 
 
 def connect_options(credentials: Credentials) -> dict[str, str]:
-    """nats-py's ``connect`` options that say who connects: user, password, inbox prefix."""
+    """nats-py's ``connect`` options that say who connects: the nkey seed that signs the server's
+    nonce (``nkeys_seed_str``), or user and password; and the inbox prefix."""
     options = {"inbox_prefix": credentials.inbox_prefix}
-    if credentials.user is not None:
+    if credentials.nkey_seed:
+        # The server knows an nkey user by its public key; a user name would be ignored.
+        options["nkeys_seed_str"] = credentials.nkey_seed
+    elif credentials.user is not None:
         options["user"] = credentials.user
         options["password"] = credentials.password or ""
     return options

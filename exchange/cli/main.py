@@ -50,7 +50,7 @@ from exchange.locate import DATA_DIR_DEFAULT, LocateError, locate
 from exchange.render import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, Output
 from protocols.client import connect
 from protocols.client_errors import ClientError, ExchangeUnavailableError
-from protocols.credentials import Credentials
+from protocols.credentials import Credentials, credentials_fields
 from protocols.ids import ADMIN
 from protocols.logs import configure_logging
 from protocols.units import NS_PER_US, US_PER_S
@@ -101,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--host", default="127.0.0.1", help="the embedded server's address (secure mode only)"
     )
     up.add_argument("--open", action="store_true", help="no authentication (loopback only)")
+    up.add_argument(
+        "--passwords",
+        action="store_true",
+        help="new users get plaintext passwords, not nkeys (for clients without nkey support)",
+    )
     up.add_argument("--config", type=Path, metavar="FILE", help="economy TOML for a new journal")
     up.add_argument("--log-json", action="store_true", help="JSON logs even on a terminal")
     up.add_argument(
@@ -366,6 +371,7 @@ def _up(args: argparse.Namespace, output: Output) -> int:
         nats_host=args.host,
         nats_port=args.port,
         open_mode=args.open,
+        passwords=args.passwords,
         config_text=config_text,
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
@@ -537,7 +543,7 @@ def _creds(args: argparse.Namespace, output: Output) -> int:
                     "(`exchange agent register`)",
                 }
             )
-    return output.result(msgspec.to_builtins(found), title=f"credentials of {args.agent}")
+    return output.result(credentials_fields(found), title=f"credentials of {args.agent}")
 
 
 def _config_show(args: argparse.Namespace, output: Output) -> int:

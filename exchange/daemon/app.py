@@ -55,6 +55,7 @@ from exchange.daemon.routes import Route, default_routes
 from exchange.daemon.service import Publisher, Receiver
 from exchange.daemon.settings import DataPaths, Settings
 from exchange.journal import Journal, JournalClosedError
+from protocols.client import connect_options
 from protocols.credentials import Credentials
 from protocols.ids import ADMIN, EXCHANGE
 from protocols.units import NS_PER_MS
@@ -112,13 +113,15 @@ class _NatsSide:
     store: CredentialStore
     credentials: dict[str, Credentials]
     exchange: Exchange
+    # New agents get passwords instead of nkeys (``exchange up --passwords``).
+    passwords: bool = False
 
     async def agents_registered(self, agents: list[str]) -> None:
         """Makes credentials for newly registered agents and reloads the embedded server."""
         if self.server is None or not self.credentials:
             log.info("agents_registered", agents=agents, credentials=False)
             return
-        self.credentials.update(self.store.ensure(agents, url=self.url))
+        self.credentials.update(self.store.ensure(agents, url=self.url, passwords=self.passwords))
         users = nats_users(self.credentials.values(), _roles(self.exchange))
         try:
             await self.server.reload(msgspec.structs.replace(self.server.config, users=users))
@@ -198,7 +201,7 @@ async def _connect(url: str, credentials: Credentials | None, settings: Settings
         "reconnected_cb": _log_reconnected,
     }
     if credentials is not None:
-        options["user"], options["password"] = credentials.user, credentials.password
+        options.update(connect_options(credentials))
     with anyio.fail_after(2 * settings.connect_timeout_s):
         return await nats.connect(url, **options)
 
@@ -228,7 +231,7 @@ async def _nats_side(settings: Settings, exchange: Exchange) -> AsyncIterator[_N
     server_config = NatsServerConfig(host=settings.nats_host, port=settings.nats_port)
     if settings.secure:
         planned_url = f"nats://{settings.nats_host}:{settings.nats_port}"
-        credentials = store.ensure(users, url=planned_url)
+        credentials = store.ensure(users, url=planned_url, passwords=settings.passwords)
         server_config = msgspec.structs.replace(
             server_config, users=nats_users(credentials.values(), _roles(exchange))
         )
@@ -244,10 +247,12 @@ async def _nats_side(settings: Settings, exchange: Exchange) -> AsyncIterator[_N
     supervised = run_supervised_nats_server(server_config, data_dir=settings.paths.nats_dir)
     async with supervised as server:
         if credentials:
-            credentials = store.ensure(users, url=server.url)
+            credentials = store.ensure(users, url=server.url, passwords=settings.passwords)
         nc = await _connect(server.url, credentials.get(EXCHANGE), settings)
         try:
-            yield _NatsSide(server.url, nc, server, store, credentials, exchange)
+            yield _NatsSide(
+                server.url, nc, server, store, credentials, exchange, settings.passwords
+            )
         finally:
             await _close(nc, settings.drain_timeout_s)
 

@@ -1,11 +1,14 @@
 """NATS credentials for the users of the embedded server: exchange, admin and every agent.
 
-Owns: making a user's password once, keeping it in ``DATA/creds/<user>.json`` (mode 0600, directory
-0700, written atomically), and turning the stored users into ``NatsUser`` values for
-``natsserver.render_config``. A file holds exactly what any NATS client needs to connect as that
-user: ``{"url", "user", "password", "inbox_prefix"}``, the protocol's ``Credentials`` (agents and
-the CLI read these files too).
-Must not: talk to NATS, log or print a password, or decide who is registered (the caller passes the
+Owns: making a user's secret once (an nkey pair by default, a plaintext password when the operator
+asks for passwords), keeping it in ``DATA/creds/<user>.json`` (mode 0600, directory 0700, written
+atomically), and turning the stored users into ``NatsUser`` values for
+``natsserver.render_config`` (an nkey user by its public key). A file holds exactly what any NATS
+client needs to connect as that user, the protocol's ``Credentials`` (agents and the CLI read these
+files too): ``{"url", "user", "nkey_seed", "inbox_prefix"}``, or ``"password"`` instead of
+``"nkey_seed"``. A stored secret is kept whatever kind it is, so a data directory made before nkeys
+keeps its passwords until its files are deleted (docs/daemon.md, "Identity and credentials").
+Must not: talk to NATS, log or print a secret, or decide who is registered (the caller passes the
 agents the ledger knows).
 """
 
@@ -16,13 +19,16 @@ from pathlib import Path
 from typing import Final
 
 import msgspec
+import nkeys
 
 from exchange.daemon.errors import DaemonError
 from exchange.daemon.natsserver import NatsUser, agent_inbox_prefix
-from protocols.credentials import DEFAULT_INBOX_PREFIX, Credentials
+from protocols.credentials import DEFAULT_INBOX_PREFIX, Credentials, credentials_fields
 from protocols.ids import ADMIN, EXCHANGE
 
 PASSWORD_BYTES: Final = 32
+# An Ed25519 seed is 32 bytes.
+NKEY_SEED_BYTES: Final = 32
 _decoder: Final = msgspec.json.Decoder(Credentials)
 _encoder: Final = msgspec.json.Encoder()
 
@@ -48,12 +54,36 @@ def read_credentials(path: Path) -> Credentials | None:
     except FileNotFoundError:
         return None
     try:
-        return _decoder.decode(data)
-    except msgspec.DecodeError as exc:
+        credentials = _decoder.decode(data)
+        if credentials.nkey_seed is not None:
+            nkey_public_key(credentials.nkey_seed)
+    except (msgspec.DecodeError, ValueError) as exc:
         raise CredentialsFileError(
             f"{path} is not a credentials file ({exc}); delete it and restart the exchange to "
             "make new credentials for that user"
         ) from exc
+    return credentials
+
+
+def new_nkey_seed() -> str:
+    """A fresh user nkey seed (``SU...``), from the operating system's random source."""
+    seed: bytes = nkeys.encode_seed(secrets.token_bytes(NKEY_SEED_BYTES), nkeys.PREFIX_BYTE_USER)
+    return seed.decode("ascii")
+
+
+def nkey_public_key(seed: str) -> str:
+    """The public key (``U...``) of the user nkey ``seed``.
+
+    Raises ValueError for a seed that is not a user nkey seed.
+    """
+    try:
+        key_pair = nkeys.from_seed(bytearray(seed.encode("ascii")))
+        public_key: bytes = key_pair.public_key
+    except (nkeys.NkeysError, UnicodeEncodeError) as exc:
+        raise ValueError(f"not an nkey seed: {type(exc).__name__}") from None
+    if not public_key.startswith(b"U"):
+        raise ValueError("not a user nkey seed (expected SU...)")
+    return public_key.decode("ascii")
 
 
 class CredentialStore:
@@ -65,8 +95,11 @@ class CredentialStore:
     def path(self, user: str) -> Path:
         return self._dir / f"{user}.json"
 
-    def ensure(self, users: Iterable[str], *, url: str) -> dict[str, Credentials]:
-        """Credentials for each of ``users``: a stored password is kept, a missing one made.
+    def ensure(
+        self, users: Iterable[str], *, url: str, passwords: bool = False
+    ) -> dict[str, Credentials]:
+        """Credentials for each of ``users``: a stored secret (nkey seed or password) is kept, a
+        missing one made: an nkey pair, or a password if ``passwords``.
 
         Every file is rewritten with ``url`` when it changed. Raises CredentialsFileError, OSError.
         """
@@ -75,16 +108,19 @@ class CredentialStore:
         made: dict[str, Credentials] = {}
         for user in users:
             stored = read_credentials(self.path(user))
-            password = (
-                stored.password
-                if stored is not None and stored.password
-                else secrets.token_urlsafe(PASSWORD_BYTES)
-            )
-            wanted = Credentials(
-                url=url, user=user, password=password, inbox_prefix=inbox_prefix_of(user)
-            )
+            wanted = Credentials(url=url, user=user, inbox_prefix=inbox_prefix_of(user))
+            if stored is not None and stored.nkey_seed:
+                wanted = msgspec.structs.replace(wanted, nkey_seed=stored.nkey_seed)
+            elif stored is not None and stored.password:
+                wanted = msgspec.structs.replace(wanted, password=stored.password)
+            elif passwords:
+                wanted = msgspec.structs.replace(
+                    wanted, password=secrets.token_urlsafe(PASSWORD_BYTES)
+                )
+            else:
+                wanted = msgspec.structs.replace(wanted, nkey_seed=new_nkey_seed())
             if stored != wanted:
-                _write_private(self.path(user), _encoder.encode(wanted))
+                _write_private(self.path(user), _encoder.encode(credentials_fields(wanted)))
             made[user] = wanted
         return made
 
@@ -96,8 +132,15 @@ def nats_users(
     widen its permissions), sorted by name so the config is stable."""
     users = []
     for creds in credentials:
-        assert creds.user is not None and creds.password is not None, "open-mode credentials"
-        users.append(NatsUser(name=creds.user, password=creds.password, role=roles.get(creds.user)))
+        assert creds.user is not None, "open-mode credentials"
+        role = roles.get(creds.user)
+        if creds.nkey_seed:
+            # ensure and read_credentials have checked the seed.
+            nkey = nkey_public_key(creds.nkey_seed)
+            users.append(NatsUser(name=creds.user, nkey=nkey, role=role))
+        else:
+            assert creds.password, "credentials without a secret"
+            users.append(NatsUser(name=creds.user, password=creds.password, role=role))
     return tuple(sorted(users, key=lambda user: user.name))
 
 

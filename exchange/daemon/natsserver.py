@@ -137,6 +137,8 @@ _EVERYTHING: Final = (">",)
 _NAME_RE: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # nats-server treats a configured password of this shape as a bcrypt hash, not as the password.
 _BCRYPT_RE: Final = re.compile(r"^\$2[abxy]\$\d{2}\$")
+# A user's public nkey: "U" and 55 base32 characters (the key, its prefix byte and a checksum).
+_USER_NKEY_RE: Final = re.compile(r"^U[A-Z2-7]{55}$")
 _CONFIG_ESCAPES: Final = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 # "[1234] 2026/01/02 03:04:05.678901 [INF] message"; the time is absent when logtime is off.
@@ -204,10 +206,15 @@ def _check_name(name: str, what: str) -> None:
 
 
 class NatsUser(msgspec.Struct, frozen=True, kw_only=True):
-    """One login: ``exchange`` or ``admin`` (all subjects) or an agent id (its own subjects)."""
+    """One login: ``exchange`` or ``admin`` (all subjects) or an agent id (its own subjects).
+
+    It signs in with exactly one of: an nkey (``nkey``, the public key ``U...``; the client signs
+    the server's nonce with the seed) or a plaintext ``password``.
+    """
 
     name: str
-    password: str
+    password: str | None = None
+    nkey: str | None = None
     # The agent's registered role: an ``oracle`` may also publish prices on swarm.price.>.
     role: str | None = None
 
@@ -217,6 +224,18 @@ class NatsUser(msgspec.Struct, frozen=True, kw_only=True):
             f"a user name is {EXCHANGE!r}, {ADMIN!r} or an agent id matching {AGENT_ID_PATTERN}, "
             f"got {self.name!r}",
         )
+        _check(
+            (self.password is None) != (self.nkey is None),
+            f"user {self.name!r} needs exactly one of a password and an nkey",
+        )
+        if self.nkey is not None:
+            _check(
+                _USER_NKEY_RE.match(self.nkey) is not None,
+                f"the nkey of user {self.name!r} must be a user public key (U and 55 of A-Z 2-7), "
+                f"got {self.nkey!r}",
+            )
+            return
+        assert self.password is not None
         _check(
             1 <= len(self.password) <= PASSWORD_CHARS_MAX,
             f"the password of user {self.name!r} must be 1 to {PASSWORD_CHARS_MAX} characters, "
@@ -229,7 +248,9 @@ class NatsUser(msgspec.Struct, frozen=True, kw_only=True):
         )
 
     def __repr__(self) -> str:
-        # The password must not reach logs, tracebacks or assertion output.
+        # The password must not reach logs, tracebacks or assertion output (a public nkey may).
+        if self.nkey is not None:
+            return f"NatsUser(name={self.name!r}, nkey={self.nkey!r})"
         return f"NatsUser(name={self.name!r}, password='***')"
 
 
@@ -411,10 +432,18 @@ def render_config(config: NatsServerConfig) -> str:
     lines += ["authorization {", "  users: ["]
     for user in config.users:
         permissions = permissions_for(user.name, user.role)
+        if user.nkey is not None:
+            # The server knows an nkey user by its public key alone; the name is a comment.
+            login = [f"      # {user.name}", f"      nkey: {_quote(user.nkey)}"]
+        else:
+            assert user.password is not None
+            login = [
+                f"      user: {_quote(user.name)}",
+                f"      password: {_quote(user.password)}",
+            ]
         lines += [
             "    {",
-            f"      user: {_quote(user.name)}",
-            f"      password: {_quote(user.password)}",
+            *login,
             "      permissions: {",
             f"        publish: {{ allow: {_quoted_list(permissions.publish_allow)} }}",
             f"        subscribe: {{ allow: {_quoted_list(permissions.subscribe_allow)} }}",

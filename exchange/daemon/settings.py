@@ -60,6 +60,8 @@ class Settings:
     """One run of the daemon. ``nats_url=None`` starts an embedded nats-server on ``nats_port``.
 
     ``open_mode`` turns authentication off (embedded server only, loopback only).
+    ``passwords`` makes plaintext passwords, not nkeys, for users who have no credentials yet
+    (for clients without nkey support); stored credentials keep their kind either way.
     ``config_text`` is the economy's TOML given with ``--config`` (None: the stored one, or the
     defaults for a new data directory).
     """
@@ -69,6 +71,7 @@ class Settings:
     nats_host: str = "127.0.0.1"
     nats_port: int = limits.nats_port_default
     open_mode: bool = False
+    passwords: bool = False
     config_text: str | None = None
     message_bytes_max: int = limits.message_bytes_max
     message_depth_max: int = limits.message_depth_max

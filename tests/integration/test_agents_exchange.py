@@ -32,7 +32,7 @@ from agents.roles.treasury import AnnounceSettings, TreasuryOptions, TreasuryWor
 from agents.runtime import Worker, WorkerContext, run_worker
 from exchange.daemon.app import ExchangeHandle
 from protocols import subjects
-from protocols.client import ExchangeClient
+from protocols.client import ExchangeClient, connect_options
 from protocols.swarm import PriceUpdate, TaskAward, TaskClosed
 
 pytestmark = pytest.mark.anyio
@@ -106,9 +106,7 @@ def _executors() -> dict[str, Worker]:
 async def admin_nats(handle: ExchangeHandle) -> AsyncIterator[Client]:
     """A plain NATS connection as admin (who may publish prices, which agents may not)."""
     creds = handle.credentials("admin")
-    client = await nats.connect(
-        creds.url, user=creds.user, password=creds.password, allow_reconnect=False
-    )
+    client = await nats.connect(creds.url, **connect_options(creds), allow_reconnect=False)
     try:
         yield client
     finally:

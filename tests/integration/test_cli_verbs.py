@@ -216,7 +216,7 @@ async def test_doctor_export_creds_and_config(tmp_path: Path) -> None:
         )
         assert len(json.loads(as_json.stdout)) == 7
         creds = await run_cli("creds", "zero", "--data", data, "--json")
-        assert set(creds.json()) == {"url", "user", "password", "inbox_prefix"}
+        assert set(creds.json()) == {"url", "user", "nkey_seed", "inbox_prefix"}
         assert creds.json()["inbox_prefix"] == "_INBOX_zero"
         nobody = await run_cli("creds", "nobody", "--data", data, "--json")
         assert nobody.status == 1 and nobody.json()["error"]["code"] == "unknown_agent"

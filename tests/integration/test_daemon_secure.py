@@ -12,8 +12,8 @@ import nats
 import pytest
 from daemon_support import client_for, running_exchange, status_of
 
-from exchange.daemon.creds import read_credentials
-from protocols.client import connect
+from exchange.daemon.creds import nkey_public_key, read_credentials
+from protocols.client import connect, connect_options
 
 pytestmark = pytest.mark.anyio
 
@@ -33,6 +33,13 @@ async def test_credentials_are_private_files_for_admin_and_every_agent(tmp_path:
         zero = read_credentials(creds_dir / "zero.json")
         assert zero is not None
         assert (zero.url, zero.user, zero.inbox_prefix) == (handle.url, "zero", "_INBOX_zero")
+        # nkeys by default: the file holds the seed, the server config only the public key.
+        assert zero.password is None
+        assert zero.nkey_seed is not None and zero.nkey_seed.startswith("SU")
+        config = (tmp_path / "x" / "nats" / "nats-server.conf").read_text()
+        assert "password" not in config
+        assert zero.nkey_seed not in config
+        assert f'nkey: "{nkey_public_key(zero.nkey_seed)}"' in config
 
 
 async def test_an_agent_acts_as_itself_with_its_own_credentials(tmp_path: Path) -> None:
@@ -58,9 +65,7 @@ async def test_publishing_a_command_as_another_agent_is_refused_by_the_server(
         creds = handle.credentials("claude")
         thief = await nats.connect(
             creds.url,
-            user=creds.user,
-            password=creds.password,
-            inbox_prefix=creds.inbox_prefix,
+            **connect_options(creds),
             allow_reconnect=False,
             error_cb=on_error,
         )
@@ -101,6 +106,36 @@ async def test_a_registered_agent_can_connect_at_once(tmp_path: Path) -> None:
             )
         assert balance.result["balance"] == "10000"
         assert transfer.ok, transfer
+
+
+async def test_passwords_when_asked_and_a_data_dir_from_before_nkeys_keeps_working(
+    tmp_path: Path,
+) -> None:
+    async with running_exchange(tmp_path / "x", passwords=True) as handle:
+        claude = handle.credentials("claude")
+        assert claude.password and claude.nkey_seed is None
+        async with client_for(handle, "claude") as client:
+            reply = await client.command_envelope(
+                "claude", "transfer", {"to": "zero", "amount": "1"}
+            )
+        assert reply.ok, reply
+    # Restarted without --passwords: the stored passwords stay; a new agent gets an nkey, and
+    # both kinds sign in to the same server.
+    async with running_exchange(tmp_path / "x") as handle, client_for(handle) as admin:
+        assert handle.credentials("claude") == msgspec.structs.replace(claude, url=handle.url)
+        reply = await admin.command_envelope(
+            "admin",
+            "agent.register",
+            {"agent": "newbie", "base_rate": "80", "primary_llm": "llama3.2"},
+        )
+        assert reply.ok, reply
+        assert handle.credentials("newbie").nkey_seed is not None
+        for agent in ("claude", "newbie"):
+            async with client_for(handle, agent) as client:
+                reply = await client.command_envelope(
+                    agent, "transfer", {"to": "zero", "amount": "1"}
+                )
+            assert reply.ok, (agent, reply)
 
 
 async def test_open_mode_needs_no_credentials(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from nats.micro.service import ServiceInfo, ServicePing, ServiceStats
 
 from exchange.daemon.app import ExchangeHandle
 from protocols import subjects
+from protocols.client import connect_options
 
 pytestmark = pytest.mark.anyio
 
@@ -50,9 +51,7 @@ async def agent_connection(
     creds = handle.credentials(agent)
     nc = await nats.connect(
         creds.url,
-        user=creds.user,
-        password=creds.password,
-        inbox_prefix=creds.inbox_prefix,
+        **connect_options(creds),
         allow_reconnect=False,
         error_cb=errors.record,
     )

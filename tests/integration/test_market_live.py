@@ -13,6 +13,7 @@ import nats
 import pytest
 from daemon_support import client_for, run_cli, running_exchange
 
+from protocols.client import connect_options
 from protocols.credentials import Credentials
 
 pytestmark = pytest.mark.anyio
@@ -21,12 +22,10 @@ WAIT_S = 10.0
 
 
 async def _bare(creds: Credentials) -> nats.NATS:
-    """A plain nats-py connection as an agent: user, password and its own inbox prefix."""
+    """A plain nats-py connection as an agent: its nkey seed and its own inbox prefix."""
     return await nats.connect(
         creds.url,
-        user=creds.user,
-        password=creds.password,
-        inbox_prefix=creds.inbox_prefix,
+        **connect_options(creds),
         allow_reconnect=False,
     )
 
@@ -135,7 +134,8 @@ async def test_auction_example_escrow_fee_referral_signal_and_vote(tmp_path: Pat
 
 
 async def test_the_guide_examples_run_as_written(tmp_path: Path) -> None:
-    async with running_exchange(tmp_path / "x") as handle:
+    # The bare TCP client has no Ed25519 library: it is the client --passwords is for.
+    async with running_exchange(tmp_path / "p", passwords=True) as handle:
         creds = handle.credentials("zero")
         assert creds.user and creds.password
         host, port = creds.url.removeprefix("nats://").split(":")
@@ -145,6 +145,8 @@ async def test_the_guide_examples_run_as_written(tmp_path: Path) -> None:
         )
         reply = json.loads(done.stdout)
         assert reply["ok"] is True and reply["result"]["balance"] == "9998.5", done
+    async with running_exchange(tmp_path / "x") as handle:
+        assert handle.credentials("zero").nkey_seed
         creds_file = handle.data_dir / "creds" / "zero.json"
         done = await anyio.run_process(
             [

@@ -2,6 +2,7 @@
 servers and a cluster. Every wait is on a log line, a message or a process exit, under fail_after.
 """
 
+import base64
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import anyio
 import msgspec
+import nkeys
 import pytest
 from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
@@ -23,6 +25,7 @@ from nats.errors import NoRespondersError
 from structlog.testing import capture_logs
 
 from exchange.daemon import natsserver
+from exchange.daemon.creds import inbox_prefix_of, new_nkey_seed, nkey_public_key
 from exchange.daemon.natsserver import (
     CONFIG_FILE_NAME,
     PID_FILE_NAME,
@@ -41,6 +44,8 @@ from exchange.daemon.natsserver import (
     run_nats_server,
 )
 from protocols import subjects
+from protocols.client import connect_options
+from protocols.credentials import Credentials
 
 pytestmark = pytest.mark.anyio
 
@@ -195,6 +200,69 @@ async def test_agent_may_not_use_the_default_inbox(
             await careless.subscribe("_INBOX.anything.*")
             error = await errors_receive.receive()
     assert 'permissions violation for subscription to "_inbox.anything.*"' in str(error)
+
+
+async def _authenticates_with_nkey(server: NatsServer, seed: str) -> bool:
+    """Whether the server accepts the nkey of ``seed``: the nonce of its INFO signed, over the raw
+    protocol as in ``_authenticates``."""
+    key_pair = nkeys.from_seed(bytearray(seed.encode()))
+    async with await anyio.connect_tcp("127.0.0.1", server.client_port) as stream:
+        buffered = BufferedByteReceiveStream(stream)
+        info = await buffered.receive_until(b"\r\n", 64 * 1024)
+        nonce = json.loads(info.removeprefix(b"INFO "))["nonce"]
+        signature = base64.b64encode(key_pair.sign(nonce.encode())).decode()
+        connect = {"nkey": key_pair.public_key.decode(), "sig": signature, "verbose": False}
+        await stream.send(b"CONNECT " + json.dumps(connect).encode() + b"\r\nPING\r\n")
+        answer = await buffered.receive_until(b"\r\n", 64 * 1024)
+    assert answer in (b"PONG", b"-ERR 'Authorization Violation'"), answer
+    return answer == b"PONG"
+
+
+def _nkey_user(name: str) -> tuple[NatsUser, Credentials]:
+    """A user who signs in with a fresh nkey: the server's side and the client's."""
+    seed = new_nkey_seed()
+    credentials = Credentials(url="", user=name, nkey_seed=seed, inbox_prefix=inbox_prefix_of(name))
+    return NatsUser(name=name, nkey=nkey_public_key(seed)), credentials
+
+
+async def test_an_nkey_user_signs_in_with_its_seed_and_keeps_its_permissions(
+    start_secure_nats_server: SecureServerStarter,
+    nats_client: ClientOpener,
+    nats_users: UsersMaker,
+    nats_flush: Flusher,
+) -> None:
+    users = nats_users()
+    alice, alice_credentials = _nkey_user("alice")
+    stranger_seed = new_nkey_seed()
+    errors_send, errors_receive = anyio.create_memory_object_stream[Exception](10)
+
+    async def on_error(error: Exception) -> None:
+        errors_send.send_nowait(error)
+
+    with anyio.fail_after(WAIT_S):
+        async with start_secure_nats_server([*users.values(), alice]) as server:
+            assert await _authenticates_with_nkey(server, alice_credentials.nkey_seed or "")
+            assert not await _authenticates_with_nkey(server, stranger_seed)
+            # A password user named as the nkey user is refused: the name carries no right.
+            assert not await _authenticates(server, NatsUser(name="alice", password="guess"))
+            async with (
+                nats_client(server, users["exchange"]) as exchange,
+                nats_client(
+                    server, None, error_cb=on_error, **connect_options(alice_credentials)
+                ) as client,
+                _echo_responder(exchange, subjects.CMD_WILDCARD, nats_flush) as seen,
+                errors_send,
+                errors_receive,
+            ):
+                transfer = subjects.command("alice", "transfer")
+                reply = await client.request(transfer, b"{}", timeout=WAIT_S)
+                assert reply.data == b"ok"
+                await client.publish(subjects.command("bob", "transfer"), b"{}")
+                error = await errors_receive.receive()
+                assert "permissions violation for publish" in str(error)
+                ping = subjects.command("alice", "ping")
+                await client.request(ping, b"{}", timeout=WAIT_S)
+                assert seen == [transfer, ping]
 
 
 async def test_password_with_config_syntax_authenticates(

@@ -5,6 +5,7 @@ builds. No I/O.
 
 import re
 from types import FunctionType
+from typing import Final
 
 import pytest
 
@@ -177,6 +178,32 @@ def test_secure_mode_renders_each_user_with_its_permissions() -> None:
     )
     assert expected in text
     assert 'publish: { allow: [">"] }' in text
+
+
+_NKEY: Final = "U" + "A" * 55
+
+
+def test_an_nkey_user_is_rendered_by_its_public_key_alone() -> None:
+    users = (NatsUser(name="alice", nkey=_NKEY), _user("admin"))
+    text = render_config(NatsServerConfig(users=users))
+    assert f'      nkey: "{_NKEY}"\n' in text
+    assert 'user: "alice"' not in text
+    assert text.count("password: ") == 1
+    assert '"_INBOX_alice.>"' in text
+
+
+@pytest.mark.parametrize(
+    ("fields", "match"),
+    [
+        ({}, "exactly one"),
+        ({"password": "secret", "nkey": _NKEY}, "exactly one"),
+        ({"nkey": "SU" + "A" * 54}, "public key"),
+        ({"nkey": "U" + "a" * 55}, "public key"),
+    ],
+)
+def test_a_user_has_a_password_or_an_nkey(fields: dict[str, str], match: str) -> None:
+    with pytest.raises(NatsConfigError, match=match):
+        NatsUser(name="alice", **fields)
 
 
 def test_strings_are_quoted_and_escaped() -> None:
