@@ -22,6 +22,7 @@ Requests raise (``protocols.client_errors``): ``RefusedError`` (typed calls only
 calls return the refusal), ``ExchangeUnavailableError``, ``ReplyDecodeError``.
 """
 
+import ssl
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -284,10 +285,16 @@ def _decode_reply(decoder: msgspec.json.Decoder[ReplyT], data: bytes, subject: s
     return reply
 
 
-def connect_options(credentials: Credentials) -> dict[str, str]:
+def connect_options(credentials: Credentials) -> dict[str, Any]:
     """nats-py's ``connect`` options that say who connects: the nkey seed that signs the server's
-    nonce (``nkeys_seed_str``), or user and password; and the inbox prefix."""
-    options = {"inbox_prefix": credentials.inbox_prefix}
+    nonce (``nkeys_seed_str``), or user and password; the inbox prefix; and, with a CA file, the
+    ``tls`` context that trusts that CA (a ``tls://`` URL without one uses the system's).
+
+    Raises OSError (or ssl.SSLError) when the CA file cannot be read.
+    """
+    options: dict[str, Any] = {"inbox_prefix": credentials.inbox_prefix}
+    if credentials.tls_ca_file:
+        options["tls"] = ssl.create_default_context(cafile=credentials.tls_ca_file)
     if credentials.nkey_seed:
         # The server knows an nkey user by its public key; a user name would be ignored.
         options["nkeys_seed_str"] = credentials.nkey_seed
@@ -320,6 +327,7 @@ async def connect(
     Raises ExchangeUnavailableError if the first connection fails.
     """
     try:
+        options = connect_options(credentials)
         nc = await nats.connect(
             credentials.url,
             name=name,
@@ -329,7 +337,7 @@ async def connect(
             # nats-py also applies this bound to the first connection; 0 would mean "forever".
             max_reconnect_attempts=RECONNECT_ATTEMPTS_MAX if reconnect else 1,
             error_cb=_log_nats_error,
-            **connect_options(credentials),
+            **options,
         )
     except (OSError, TimeoutError, nats.errors.Error) as exc:
         raise ExchangeUnavailableError(

@@ -8,9 +8,12 @@ prints it). A user signs in with an nkey (the default) or, where the operator as
   nonce, and the server knows only its public key (``U...``);
 - password: ``{"url", "user", "password", "inbox_prefix"}``, the format before nkeys.
 
-``user`` names the user in both (the server knows an nkey user by its public key alone). The
-daemon writes and reads the file, the CLI and the workers read it, so its shape is a protocol
-fact and lives here. Decoding skips unknown fields, so a newer exchange may add some.
+With TLS (a ``tls://`` URL) the file may name ``tls_ca_file``, the CA certificate the client
+verifies the server with (a path on the client's machine; the exchange writes its own
+``DATA/tls/ca.pem`` there when it generated the CA). ``user`` names the user in both (the server
+knows an nkey user by its public key alone). The daemon writes and reads the file, the CLI and
+the workers read it, so its shape is a protocol fact and lives here. Decoding skips unknown
+fields, so a newer exchange may add some.
 
 Pure: a Struct and its defaults; no file or network access (readers bound and wrap the errors).
 """
@@ -35,6 +38,8 @@ class Credentials(msgspec.Struct, frozen=True, kw_only=True):
     password: str | None = None
     inbox_prefix: str = DEFAULT_INBOX_PREFIX
     nkey_seed: str | None = None
+    # The CA file (PEM) that verifies a ``tls://`` server; None: the system's trust store.
+    tls_ca_file: str | None = None
 
     def __repr__(self) -> str:
         # Neither the seed nor the password may reach logs or tracebacks.
@@ -46,7 +51,7 @@ def credentials_fields(credentials: Credentials) -> dict[str, object]:
     """The JSON object of a credentials file: the one secret the user has, not the other as null
     (a reader of a password file written before nkeys sees the fields it always did)."""
     fields: dict[str, object] = msgspec.structs.asdict(credentials)
-    for secret in ("password", "nkey_seed"):
-        if fields[secret] is None:
-            del fields[secret]
+    for optional in ("password", "nkey_seed", "tls_ca_file"):
+        if fields[optional] is None:
+            del fields[optional]
     return fields

@@ -106,6 +106,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="new users get plaintext passwords, not nkeys (for clients without nkey support)",
     )
+    tls = up.add_mutually_exclusive_group()
+    tls.add_argument(
+        "--tls-generate",
+        action="store_true",
+        help="require TLS: a CA and a server certificate made once in DATA/tls/",
+    )
+    tls.add_argument("--tls-cert", type=Path, metavar="FILE", help="require TLS with this cert")
+    up.add_argument("--tls-key", type=Path, metavar="FILE", help="the key of --tls-cert")
+    up.add_argument(
+        "--tls-ca", type=Path, metavar="FILE", help="the CA clients verify --tls-cert with"
+    )
     up.add_argument("--config", type=Path, metavar="FILE", help="economy TOML for a new journal")
     up.add_argument("--log-json", action="store_true", help="JSON logs even on a terminal")
     up.add_argument(
@@ -358,6 +369,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _tls_problem(args: argparse.Namespace) -> str | None:
+    """Why the TLS options of ``up`` do not go together, or None."""
+    if (args.tls_cert is None) != (args.tls_key is None):
+        return "--tls-cert and --tls-key go together"
+    if args.tls_ca is not None and args.tls_cert is None:
+        return "--tls-ca names the CA of --tls-cert; pass both (--tls-generate makes its own)"
+    if (args.tls_generate or args.tls_cert is not None) and (args.open or args.nats):
+        return "TLS is for the embedded server in secure mode: drop --open or --nats"
+    return None
+
+
 def _up(args: argparse.Namespace, output: Output) -> int:
     try:
         config_text = None if args.config is None else args.config.read_text(encoding="utf-8")
@@ -365,6 +387,8 @@ def _up(args: argparse.Namespace, output: Output) -> int:
             parse_config(config_text)
     except (OSError, ConfigError) as exc:
         return output.error({"code": "config_invalid", "message": f"--config: {exc}"})
+    if (problem := _tls_problem(args)) is not None:
+        return output.error({"code": "invalid_argument", "message": problem}, status=EXIT_USAGE)
     settings = Settings(
         data_dir=args.data,
         nats_url=args.nats,
@@ -372,6 +396,10 @@ def _up(args: argparse.Namespace, output: Output) -> int:
         nats_port=args.port,
         open_mode=args.open,
         passwords=args.passwords,
+        tls_cert_file=args.tls_cert,
+        tls_key_file=args.tls_key,
+        tls_ca_file=args.tls_ca,
+        tls_generate=args.tls_generate,
         config_text=config_text,
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,

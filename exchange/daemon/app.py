@@ -46,7 +46,12 @@ from exchange.daemon.endpoint import EndpointFile, remove_endpoint, write_endpoi
 from exchange.daemon.errors import DataDirInUseError
 from exchange.daemon.inbound import InboundQueue
 from exchange.daemon.liveness import Liveness
-from exchange.daemon.natsserver import NatsServerConfig, NatsServerReloadError, check_port_free
+from exchange.daemon.natsserver import (
+    NatsServerConfig,
+    NatsServerReloadError,
+    TlsFiles,
+    check_port_free,
+)
 from exchange.daemon.natssupervisor import SupervisedNatsServer, run_supervised_nats_server
 from exchange.daemon.prometheus import ExchangeMetrics, ScrapeSources, serve_metrics
 from exchange.daemon.query_pool import QueryPool
@@ -54,6 +59,7 @@ from exchange.daemon.recovery import apply_genesis, load_economy_config, recover
 from exchange.daemon.routes import Route, default_routes
 from exchange.daemon.service import Publisher, Receiver
 from exchange.daemon.settings import DataPaths, Settings
+from exchange.daemon.tls import check_tls_files, ensure_generated_tls
 from exchange.journal import Journal, JournalClosedError
 from protocols.client import connect_options
 from protocols.credentials import Credentials
@@ -115,13 +121,19 @@ class _NatsSide:
     exchange: Exchange
     # New agents get passwords instead of nkeys (``exchange up --passwords``).
     passwords: bool = False
+    # The CA file written into every credentials file when the server requires TLS.
+    tls_ca_file: str | None = None
 
     async def agents_registered(self, agents: list[str]) -> None:
         """Makes credentials for newly registered agents and reloads the embedded server."""
         if self.server is None or not self.credentials:
             log.info("agents_registered", agents=agents, credentials=False)
             return
-        self.credentials.update(self.store.ensure(agents, url=self.url, passwords=self.passwords))
+        self.credentials.update(
+            self.store.ensure(
+                agents, url=self.url, passwords=self.passwords, tls_ca_file=self.tls_ca_file
+            )
+        )
         users = nats_users(self.credentials.values(), _roles(self.exchange))
         try:
             await self.server.reload(msgspec.structs.replace(self.server.config, users=users))
@@ -211,6 +223,24 @@ async def _close(nc: Client, timeout_s: float) -> None:
         await nc.close()
 
 
+def _tls_files(settings: Settings) -> TlsFiles | None:
+    """The embedded server's TLS files: made (or reused) in DATA/tls/, or the ones given, made
+    absolute (the server and the clients may run elsewhere). Raises TlsError."""
+    if settings.tls_generate:
+        return ensure_generated_tls(
+            settings.paths.tls_dir.resolve(), settings.nats_host, now=datetime.now(UTC)
+        )
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return None
+    files = TlsFiles(
+        cert_file=str(settings.tls_cert_file.resolve()),
+        key_file=str(settings.tls_key_file.resolve()),
+        ca_file=None if settings.tls_ca_file is None else str(settings.tls_ca_file.resolve()),
+    )
+    check_tls_files(files)
+    return files
+
+
 @asynccontextmanager
 async def _nats_side(settings: Settings, exchange: Exchange) -> AsyncIterator[_NatsSide]:
     """The NATS connection, on the embedded server (started and stopped here) or at ``--nats``."""
@@ -228,10 +258,15 @@ async def _nats_side(settings: Settings, exchange: Exchange) -> AsyncIterator[_N
         return
     users = [EXCHANGE, ADMIN, *sorted(exchange.ledger.agents)]
     credentials: dict[str, Credentials] = {}
-    server_config = NatsServerConfig(host=settings.nats_host, port=settings.nats_port)
+    tls = _tls_files(settings)
+    tls_ca_file = None if tls is None else tls.ca_file
+    server_config = NatsServerConfig(host=settings.nats_host, port=settings.nats_port, tls=tls)
     if settings.secure:
-        planned_url = f"nats://{settings.nats_host}:{settings.nats_port}"
-        credentials = store.ensure(users, url=planned_url, passwords=settings.passwords)
+        scheme = "nats" if tls is None else "tls"
+        planned_url = f"{scheme}://{settings.nats_host}:{settings.nats_port}"
+        credentials = store.ensure(
+            users, url=planned_url, passwords=settings.passwords, tls_ca_file=tls_ca_file
+        )
         server_config = msgspec.structs.replace(
             server_config, users=nats_users(credentials.values(), _roles(exchange))
         )
@@ -247,11 +282,20 @@ async def _nats_side(settings: Settings, exchange: Exchange) -> AsyncIterator[_N
     supervised = run_supervised_nats_server(server_config, data_dir=settings.paths.nats_dir)
     async with supervised as server:
         if credentials:
-            credentials = store.ensure(users, url=server.url, passwords=settings.passwords)
+            credentials = store.ensure(
+                users, url=server.url, passwords=settings.passwords, tls_ca_file=tls_ca_file
+            )
         nc = await _connect(server.url, credentials.get(EXCHANGE), settings)
         try:
             yield _NatsSide(
-                server.url, nc, server, store, credentials, exchange, settings.passwords
+                server.url,
+                nc,
+                server,
+                store,
+                credentials,
+                exchange,
+                settings.passwords,
+                tls_ca_file,
             )
         finally:
             await _close(nc, settings.drain_timeout_s)

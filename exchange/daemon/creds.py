@@ -96,19 +96,27 @@ class CredentialStore:
         return self._dir / f"{user}.json"
 
     def ensure(
-        self, users: Iterable[str], *, url: str, passwords: bool = False
+        self,
+        users: Iterable[str],
+        *,
+        url: str,
+        passwords: bool = False,
+        tls_ca_file: str | None = None,
     ) -> dict[str, Credentials]:
         """Credentials for each of ``users``: a stored secret (nkey seed or password) is kept, a
         missing one made: an nkey pair, or a password if ``passwords``.
 
-        Every file is rewritten with ``url`` when it changed. Raises CredentialsFileError, OSError.
+        Every file is rewritten with ``url`` and ``tls_ca_file`` (the CA that verifies a TLS
+        server) when they changed. Raises CredentialsFileError, OSError.
         """
         self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self._dir, 0o700)
         made: dict[str, Credentials] = {}
         for user in users:
             stored = read_credentials(self.path(user))
-            wanted = Credentials(url=url, user=user, inbox_prefix=inbox_prefix_of(user))
+            wanted = Credentials(
+                url=url, user=user, inbox_prefix=inbox_prefix_of(user), tls_ca_file=tls_ca_file
+            )
             if stored is not None and stored.nkey_seed:
                 wanted = msgspec.structs.replace(wanted, nkey_seed=stored.nkey_seed)
             elif stored is not None and stored.password:

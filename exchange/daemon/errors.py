@@ -6,6 +6,7 @@ DaemonError                     anything the daemon refuses at startup or cannot
 ├── DataDirUnusableError        the data directory cannot be made or written (a file in its place,
 │                               a read-only filesystem, no permission, a full disk)
 ├── CredentialsFileError        a file under DATA/creds/ is not credentials (creds.py)
+├── TlsError                    a TLS file cannot be read, or DATA/tls/ cannot be made (tls.py)
 └── RecoveryError               the journal cannot be turned back into its state (recovery.py)
     ├── ConfigMismatchError     --config differs from the config the journal was made with
     ├── ReplayMismatchError     an entry replayed to another reply or other postings

@@ -74,6 +74,7 @@ __all__ = [
     "NatsServerStartError",
     "NatsUser",
     "Permissions",
+    "TlsFiles",
     "agent_inbox_prefix",
     "check_port_free",
     "find_nats_server",
@@ -271,6 +272,20 @@ class ClusterConfig(msgspec.Struct, frozen=True, kw_only=True):
             )
 
 
+class TlsFiles(msgspec.Struct, frozen=True, kw_only=True):
+    """TLS for client connections: the server's certificate chain and key (PEM files), and the
+    CA that clients verify it with (None: the system's trust store; the server does not use it,
+    since it does not ask clients for certificates)."""
+
+    cert_file: str
+    key_file: str
+    ca_file: str | None = None
+
+    def __post_init__(self) -> None:
+        for path in (self.cert_file, self.key_file, self.ca_file):
+            _check(path is None or bool(path), "a TLS file path must not be empty")
+
+
 class NatsServerConfig(msgspec.Struct, frozen=True, kw_only=True):
     """Everything ``render_config`` needs. ``users=None`` is open mode: no auth, loopback only."""
 
@@ -284,6 +299,8 @@ class NatsServerConfig(msgspec.Struct, frozen=True, kw_only=True):
     jetstream_store_dir: str | None = None
     cluster: ClusterConfig | None = None
     users: tuple[NatsUser, ...] | None = None
+    # None: plaintext client connections (nats://); else TLS required (tls://).
+    tls: TlsFiles | None = None
 
     def __post_init__(self) -> None:
         _check(
@@ -411,6 +428,13 @@ def render_config(config: NatsServerConfig) -> str:
         lines.append(f"http_port: {_port(config.monitoring_port)}")
     if config.server_name is not None:
         lines.append(f"server_name: {_quote(config.server_name)}")
+    if config.tls is not None:
+        lines += [
+            "tls {",
+            f"  cert_file: {_quote(config.tls.cert_file)}",
+            f"  key_file: {_quote(config.tls.key_file)}",
+            "}",
+        ]
     if config.jetstream_store_dir is not None:
         lines += ["jetstream {", f"  store_dir: {_quote(config.jetstream_store_dir)}", "}"]
     if config.cluster is not None:
@@ -549,12 +573,14 @@ class NatsServer:
 
     @property
     def url(self) -> str:
-        """``nats://host:port`` for clients; an any-address listener is reached on loopback."""
+        """``nats://host:port`` for clients (``tls://`` with TLS); an any-address listener is
+        reached on loopback."""
         assert self._client_address is not None, "the server is not ready"
         host, port = self._client_address
         if host in ("0.0.0.0", "[::]", "::"):
             host = "127.0.0.1"
-        return f"nats://{host}:{port}"
+        scheme = "nats" if self._config.tls is None else "tls"
+        return f"{scheme}://{host}:{port}"
 
     @property
     def client_port(self) -> int:

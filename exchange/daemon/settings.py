@@ -13,6 +13,7 @@ A data directory (``./.exchange/`` by default) holds::
     exchange.lock       held (flock) by the running daemon: one daemon per data directory
     creds/<user>.json   NATS credentials (mode 0600) for exchange, admin and every agent
     nats/               the embedded nats-server's config, pid file and lock
+    tls/                with --tls-generate: ca.pem, ca-key.pem, server.pem, server-key.pem (0600)
 """
 
 from dataclasses import dataclass
@@ -51,6 +52,10 @@ class DataPaths:
         return self.creds_dir / f"{user}.json"
 
     @property
+    def tls_dir(self) -> Path:
+        return self.root / "tls"
+
+    @property
     def nats_dir(self) -> Path:
         return self.root / "nats"
 
@@ -60,6 +65,7 @@ class Settings:
     """One run of the daemon. ``nats_url=None`` starts an embedded nats-server on ``nats_port``.
 
     ``open_mode`` turns authentication off (embedded server only, loopback only).
+    ``tls_*`` require TLS of the embedded server's clients (secure mode only).
     ``passwords`` makes plaintext passwords, not nkeys, for users who have no credentials yet
     (for clients without nkey support); stored credentials keep their kind either way.
     ``config_text`` is the economy's TOML given with ``--config`` (None: the stored one, or the
@@ -72,6 +78,12 @@ class Settings:
     nats_port: int = limits.nats_port_default
     open_mode: bool = False
     passwords: bool = False
+    # TLS for the embedded server's clients: files the operator names (a CA file only if clients
+    # should trust a CA other than their system's), or a CA and certificate made in DATA/tls/.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_ca_file: Path | None = None
+    tls_generate: bool = False
     config_text: str | None = None
     message_bytes_max: int = limits.message_bytes_max
     message_depth_max: int = limits.message_depth_max
@@ -102,6 +114,12 @@ class Settings:
         assert 0 < self.batch_size_max <= 8192, "the journal takes at most 8192 entries a batch"
         assert self.snapshot_every_commands > 0, self.snapshot_every_commands
         assert self.drain_timeout_s > 0, self.drain_timeout_s
+        assert (self.tls_cert_file is None) == (self.tls_key_file is None), (
+            "cert and key go together"
+        )
+        assert self.tls_ca_file is None or self.tls_cert_file is not None, "a CA needs a cert"
+        assert not (self.tls_generate and self.tls_cert_file), "generated or given, not both"
+        assert not self.tls or self.secure, "TLS is for the embedded server in secure mode"
 
     @property
     def paths(self) -> DataPaths:
@@ -111,6 +129,11 @@ class Settings:
     def embedded(self) -> bool:
         """Whether this run starts its own nats-server (no ``--nats URL``)."""
         return self.nats_url is None
+
+    @property
+    def tls(self) -> bool:
+        """Whether the embedded server requires TLS of its clients."""
+        return self.tls_generate or self.tls_cert_file is not None
 
     @property
     def secure(self) -> bool:

@@ -1,8 +1,11 @@
 """The credentials store: nkeys by default, passwords on request, stored secrets kept whatever
 their kind (a data directory from before nkeys keeps working), private files, and the options a
-client connects with. Files in a temporary directory; no NATS.
+client connects with (a TLS context trusting the file's CA). Files in a temporary directory; no
+NATS.
 """
 
+import datetime
+import ssl
 import stat
 from pathlib import Path
 
@@ -17,6 +20,7 @@ from exchange.daemon.creds import (
     nkey_public_key,
     read_credentials,
 )
+from exchange.daemon.tls import ensure_generated_tls
 from protocols.client import connect_options
 from protocols.credentials import Credentials
 
@@ -88,3 +92,21 @@ def test_connect_options_sign_with_the_seed_or_send_the_password() -> None:
     assert connect_options(Credentials(url=URL)) == {"inbox_prefix": "_INBOX"}
     assert seed not in repr(nkey)
     assert "pw" not in repr(password).replace("password", "")
+
+
+def test_a_ca_file_gives_a_context_that_trusts_it(tmp_path: Path) -> None:
+    files = ensure_generated_tls(
+        tmp_path / "tls", "127.0.0.1", now=datetime.datetime.now(datetime.UTC)
+    )
+    assert files.ca_file is not None
+    credentials = Credentials(url="tls://127.0.0.1:1", tls_ca_file=files.ca_file)
+    context = connect_options(credentials)["tls"]
+    assert isinstance(context, ssl.SSLContext)
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    assert [ca["subject"] for ca in context.get_ca_certs()] == [
+        ((("commonName", "Agent Exchange local CA"),),)
+    ]
+    made = CredentialStore(tmp_path / "creds").ensure(
+        ["zero"], url=credentials.url, tls_ca_file=files.ca_file
+    )
+    assert made["zero"].tls_ca_file == files.ca_file

@@ -15,6 +15,7 @@ from exchange.daemon.natsserver import (
     NatsConfigError,
     NatsServerConfig,
     NatsUser,
+    TlsFiles,
     agent_inbox_prefix,
     permissions_for,
     render_config,
@@ -204,6 +205,17 @@ def test_an_nkey_user_is_rendered_by_its_public_key_alone() -> None:
 def test_a_user_has_a_password_or_an_nkey(fields: dict[str, str], match: str) -> None:
     with pytest.raises(NatsConfigError, match=match):
         NatsUser(name="alice", **fields)
+
+
+def test_tls_renders_the_server_s_certificate_and_key_only() -> None:
+    tls = TlsFiles(cert_file="/d/server.pem", key_file="/d/server-key.pem", ca_file="/d/ca.pem")
+    text = render_config(NatsServerConfig(tls=tls, users=(_user("admin"),)))
+    assert 'tls {\n  cert_file: "/d/server.pem"\n  key_file: "/d/server-key.pem"\n}\n' in text
+    # The server asks clients for no certificate, so it needs no CA.
+    assert "ca.pem" not in text
+    assert "tls {" not in render_config(NatsServerConfig())
+    with pytest.raises(NatsConfigError, match="empty"):
+        TlsFiles(cert_file="", key_file="k")
 
 
 def test_strings_are_quoted_and_escaped() -> None:
