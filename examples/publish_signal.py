@@ -9,6 +9,7 @@
 import argparse
 import asyncio
 import json
+import ssl
 from typing import Any
 
 import nats
@@ -20,12 +21,16 @@ def connection_options(args: argparse.Namespace) -> tuple[str, str, dict[str, An
         return args.nats, args.agent, {}
     with open(args.creds, encoding="utf-8") as file:
         creds = json.load(file)
+    options: dict[str, Any]
     if creds.get("nkey_seed"):
         # The default: nats-py signs the nonce with the seed (it needs `pip install nkeys`).
         options = {"nkeys_seed_str": creds["nkey_seed"]}
     else:
         # An exchange started with --passwords, or credentials made before nkeys.
         options = {"user": creds["user"], "password": creds["password"]}
+    if creds.get("tls_ca_file"):
+        # An exchange with TLS: trust its CA (the host name is checked too).
+        options["tls"] = ssl.create_default_context(cafile=creds["tls_ca_file"])
     if creds.get("inbox_prefix"):
         # In secure mode an agent may only receive replies on its own inbox prefix.
         options["inbox_prefix"] = creds["inbox_prefix"]

@@ -125,10 +125,13 @@ async def _next_json(subscription: Subscription) -> Any:
     return json.loads(msg.data)
 
 
-async def test_one_auction_completes_with_its_escrow_released(tmp_path: Path) -> None:
+# With TLS too: every worker connects through agents/runtime.py with its credentials file, which
+# names the generated CA (tests/integration/test_daemon_tls.py has the refusals).
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+async def test_one_auction_completes_with_its_escrow_released(tmp_path: Path, tls: bool) -> None:
     with anyio.fail_after(2 * WAIT_S):
         async with (
-            running_exchange(tmp_path / "x") as handle,
+            running_exchange(tmp_path / "x", tls_generate=tls) as handle,
             client_for(handle) as admin,
             admin_nats(handle) as nc,
             AsyncExitStack() as stack,
@@ -170,6 +173,7 @@ async def test_one_auction_completes_with_its_escrow_released(tmp_path: Path) ->
     assert output["size"] == "0.019608"
     assert executor_balance.result["balance"] == "10009.9"
     assert event["sender"] == "analyst"
+    assert handle.url.startswith("tls://" if tls else "nats://")
 
 
 async def test_a_disputed_result_is_resolved_by_the_arbiter(tmp_path: Path) -> None:
