@@ -23,6 +23,7 @@ import nkeys
 
 from exchange.daemon.errors import DaemonError
 from exchange.daemon.natsserver import NatsUser, agent_inbox_prefix
+from exchange.daemon.private_files import write_private
 from protocols.credentials import DEFAULT_INBOX_PREFIX, Credentials, credentials_fields
 from protocols.ids import ADMIN, EXCHANGE
 
@@ -128,7 +129,7 @@ class CredentialStore:
             else:
                 wanted = msgspec.structs.replace(wanted, nkey_seed=new_nkey_seed())
             if stored != wanted:
-                _write_private(self.path(user), _encoder.encode(credentials_fields(wanted)))
+                write_private(self.path(user), _encoder.encode(credentials_fields(wanted)))
             made[user] = wanted
         return made
 
@@ -150,15 +151,3 @@ def nats_users(
             assert creds.password, "credentials without a secret"
             users.append(NatsUser(name=creds.user, password=creds.password, role=role))
     return tuple(sorted(users, key=lambda user: user.name))
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Replaces ``path`` atomically with a file only its owner can read."""
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.unlink(missing_ok=True)
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)

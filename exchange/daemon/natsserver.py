@@ -53,6 +53,7 @@ import msgspec
 import structlog
 from anyio.abc import ByteReceiveStream, Process
 
+from exchange.daemon.private_files import write_private
 from exchange.errors import ExchangeError
 from protocols import subjects
 from protocols.ids import ADMIN, AGENT_ID_PATTERN, EXCHANGE, is_agent_id
@@ -633,7 +634,7 @@ class NatsServer:
             if self._log_closed:
                 raise NatsServerExitedError(self._exited_message("before a reload"))
             done_before, failed_before = self._reloads_done, self._reloads_failed
-            _write_private_file(self._data_dir / CONFIG_FILE_NAME, text)
+            write_private(self._data_dir / CONFIG_FILE_NAME, text.encode(), durable=False)
             try:
                 self._process.send_signal(signal.SIGHUP)
             except ProcessLookupError as exc:
@@ -653,7 +654,11 @@ class NatsServer:
                     f"{RELOAD_TIMEOUT_S} s of SIGHUP; whether it applied it is unknown: restart it"
                 ) from exc
             if self._reloads_failed > failed_before:
-                _write_private_file(self._data_dir / CONFIG_FILE_NAME, render_config(self._config))
+                write_private(
+                    self._data_dir / CONFIG_FILE_NAME,
+                    render_config(self._config).encode(),
+                    durable=False,
+                )
                 log.warning(
                     "nats_server_reload_refused",
                     pid=self.pid,
@@ -768,17 +773,6 @@ class NatsServer:
 
 def _user_count(config: NatsServerConfig) -> int | None:
     return None if config.users is None else len(config.users)
-
-
-def _write_private_file(path: Path, text: str) -> None:
-    """Replace ``path`` atomically with a file only its owner can read (it holds passwords)."""
-    # Tiny local files: a thread hop would cost more than the write.
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.unlink(missing_ok=True)
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-        file.write(text)
-    os.replace(temporary, path)
 
 
 def _make_private_dir(path: Path) -> Path:
@@ -900,7 +894,7 @@ async def run_nats_server(config: NatsServerConfig, *, data_dir: Path) -> AsyncI
     config_path, pid_path = data_dir / CONFIG_FILE_NAME, data_dir / PID_FILE_NAME
     with _data_dir_lock(data_dir / LOCK_FILE_NAME):
         await _stop_stale_server(pid_path, config_path)
-        _write_private_file(config_path, text)
+        write_private(config_path, text.encode(), durable=False)
         if config.users is None:
             log.warning("nats_server_open_mode", host=config.host, authentication=False)
         # A session of its own keeps a terminal's Ctrl-C from stopping the server before the
@@ -913,7 +907,7 @@ async def run_nats_server(config: NatsServerConfig, *, data_dir: Path) -> AsyncI
             start_new_session=True,
         )
         async with process:
-            _write_private_file(pid_path, f"{process.pid}\n")
+            write_private(pid_path, f"{process.pid}\n".encode(), durable=False)
             server = NatsServer(config=config, data_dir=data_dir, process=process)
             block_error: Exception | None = None
             async with anyio.create_task_group() as task_group:

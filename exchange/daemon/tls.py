@@ -21,6 +21,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from exchange.daemon.errors import DaemonError
 from exchange.daemon.natsserver import TlsFiles
+from exchange.daemon.private_files import write_private
 
 CA_CERT_FILE_NAME: Final = "ca.pem"
 CA_KEY_FILE_NAME: Final = "ca-key.pem"
@@ -91,11 +92,11 @@ def ensure_generated_tls(tls_dir: Path, host: str, *, now: datetime.datetime) ->
         )
         # Keys first and the CA certificate last: a start that fails half-way leaves a set that
         # is incomplete, so the next start makes a new one.
-        _write(tls_dir / SERVER_KEY_FILE_NAME, _key_pem(server_key))
+        write_private(tls_dir / SERVER_KEY_FILE_NAME, _key_pem(server_key))
         pem = serialization.Encoding.PEM
-        _write(tls_dir / SERVER_CERT_FILE_NAME, server_cert.public_bytes(pem))
-        _write(tls_dir / CA_KEY_FILE_NAME, _key_pem(ca_key))
-        _write(tls_dir / CA_CERT_FILE_NAME, ca_cert.public_bytes(pem))
+        write_private(tls_dir / SERVER_CERT_FILE_NAME, server_cert.public_bytes(pem))
+        write_private(tls_dir / CA_KEY_FILE_NAME, _key_pem(ca_key))
+        write_private(tls_dir / CA_CERT_FILE_NAME, ca_cert.public_bytes(pem))
     except OSError as exc:
         raise TlsError(f"cannot make the TLS files in {tls_dir}: {exc}") from exc
     return files
@@ -143,15 +144,3 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-
-
-def _write(path: Path, data: bytes) -> None:
-    """Replaces ``path`` atomically with a file only its owner can read."""
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.unlink(missing_ok=True)
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
