@@ -159,7 +159,6 @@ class LedgerState(msgspec.Struct, frozen=True, kw_only=True):
 # A handler returns its result Struct, a Refusal, or (on the hottest paths, where encoding a
 # Struct is a large share of the cost) the whole reply already encoded, byte for byte what
 # ``result_reply`` would make of the result Struct.
-Answer = "msgspec.Struct | bytes | Refusal"
 Handler = Callable[[str, Any], "msgspec.Struct | bytes | Refusal"]
 CommandT = TypeVar("CommandT", bound=c.Command)
 # A timer kind's rule, given the timer's ref.
@@ -409,8 +408,9 @@ class Ledger:
             amendments=dict(self.rules.amendments),
         )
 
-    def restore(self, state: LedgerState, remembered_rows: RememberedRows) -> None:
-        """Takes back what ``snapshot`` gave, into a new ledger whose book is restored."""
+    def restore(self, state: LedgerState) -> None:
+        """Takes back what ``snapshot`` gave, into a new ledger whose book is restored. The
+        remembered replies come back through ``restore_remembered`` (they are journal rows)."""
         assert not self.agents, "restore into a new ledger"
         lc = self.config.limits
         entries_of: dict[str, list[SpendEntry]] = {}
@@ -463,7 +463,6 @@ class Ledger:
         self.counters.update(state.counters)
         self.timers.extend(state.timers)
         heapq.heapify(self.timers)
-        self.restore_remembered(state.done_seqs, remembered_rows(state.done_seqs))
         self.prices_micro = {m: Decimal(p) for m, p in state.prices.items()}
         for name, (multiplier, budget_micro) in state.amendments.items():
             self.rules.amend_contract(name, Decimal(multiplier), budget_micro)

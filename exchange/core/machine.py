@@ -383,22 +383,25 @@ class Exchange:
 
     # ---------------------------------------------------------------------------- snapshot
 
+    def _parts(self) -> dict[str, Any]:
+        """Who owns each part of a snapshot, by ``ExchangeSnapshot`` field, in restore order (the
+        book before the ledger that reads its balances)."""
+        return {
+            "book": self.ledger.book,
+            "ledger": self.ledger,
+            "pools": self.pools,
+            "market": self.market,
+            "escrows": self.escrows,
+            "coalitions": self.coalitions,
+            "votes": self.votes,
+            "signals": self.signals,
+        }
+
     def snapshot_state(self) -> "ExchangeSnapshot":
         """The whole state, each rule module's part as that module's own Struct."""
         book = self.ledger.book
-        return ExchangeSnapshot(
-            version=SNAPSHOT_VERSION,
-            seq=book.seq,
-            now_ns=book.now_ns,
-            book=book.snapshot(),
-            ledger=self.ledger.snapshot(),
-            pools=self.pools.snapshot(),
-            market=self.market.snapshot(),
-            escrows=self.escrows.snapshot(),
-            coalitions=self.coalitions.snapshot(),
-            votes=self.votes.snapshot(),
-            signals=self.signals.snapshot(),
-        )
+        parts = {name: owner.snapshot() for name, owner in self._parts().items()}
+        return ExchangeSnapshot(version=SNAPSHOT_VERSION, seq=book.seq, now_ns=book.now_ns, **parts)
 
     def state(self) -> dict[str, Any]:
         """The logical state as the digest hashes it: every part's fields in one flat map, in
@@ -441,16 +444,12 @@ class Exchange:
         except msgspec.DecodeError as exc:
             raise ValueError(f"the snapshot does not decode: {exc}") from exc
         exchange = cls(config)
+        for name, owner in exchange._parts().items():
+            owner.restore(getattr(taken, name))
         book = exchange.ledger.book
-        book.restore(taken.book)
         book.seq, book.now_ns = taken.seq, taken.now_ns
-        exchange.ledger.restore(taken.ledger, remembered_rows)
-        exchange.pools.restore(taken.pools)
-        exchange.market.restore(taken.market)
-        exchange.escrows.restore(taken.escrows)
-        exchange.coalitions.restore(taken.coalitions)
-        exchange.votes.restore(taken.votes)
-        exchange.signals.restore(taken.signals)
+        seqs = taken.ledger.done_seqs
+        exchange.ledger.restore_remembered(seqs, remembered_rows(seqs))
         return exchange
 
 
@@ -507,7 +506,12 @@ DIGEST_LAYOUT: Final = (
     "closed_proposals",
     "stigmergy",
 )
-_PARTS: Final = ("book", "ledger", "pools", "market", "escrows", "coalitions", "votes")
+# The parts hashed field by field (the stigmergy is hashed whole, under its own name).
+_PARTS: Final = tuple(
+    name
+    for name in ExchangeSnapshot.__struct_fields__
+    if name not in ("version", "seq", "now_ns", "signals")
+)
 
 
 def _digest_map(taken: ExchangeSnapshot) -> dict[str, Any]:

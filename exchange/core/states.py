@@ -34,9 +34,6 @@ class Machine(Generic[S, E]):
     # Events whose refusal has a code of its own (an arbiter's resolve needs a dispute).
     event_codes: Mapping[E, ErrorCode] = field(default_factory=dict)
 
-    def allows(self, state: S, event: E) -> bool:
-        return (state, event) in self.table
-
     def next(self, state: S, event: E) -> S:
         """The state after ``event``. A move not in the table is a broken invariant."""
         moved = self.table.get((state, event))
