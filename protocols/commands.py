@@ -26,6 +26,9 @@ class Command(msgspec.Struct, frozen=True, kw_only=True):
     # Whether the ledger records a success under (sender, request_id) to answer a retry with the
     # same reply. Commands the exchange makes itself (ticks, observed signals) are never retried.
     remembered: ClassVar[bool] = True
+    # Whether the timers due by the command's stamp fire before it is applied (every command but
+    # the one that removes a timer whose firing failed).
+    fires_timers: ClassVar[bool] = True
     request_id: RequestId
 
 
@@ -165,6 +168,7 @@ class DropTimer(Command, frozen=True, kw_only=True):
     """
 
     remembered: ClassVar[bool] = False
+    fires_timers: ClassVar[bool] = False
     deadline_ns: int
     timer_seq: int
     kind: Annotated[str, msgspec.Meta(max_length=64)]

@@ -236,7 +236,7 @@ class Ledger:
         book.seq += 1
         timer_postings: tuple[Posting, ...] = ()
         timers = self.timers
-        if timers and timers[0][0] <= now_ns and type(command) is not c.DropTimer:
+        if timers and timers[0][0] <= now_ns and command.fires_timers:
             self._fire_timers(now_ns)
             timer_postings = book.take_postings()
         remembered = command.remembered
