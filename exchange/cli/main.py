@@ -4,7 +4,8 @@ Owns: the argument parser, and for each verb the one thing it does: ``up`` (the 
 SIGINT/SIGTERM), the network verbs of ``verbs.py`` (a query, or a command with a fresh UUID
 request id kept across retries; as admin, or with ``--creds FILE`` as that file's user),
 ``doctor`` and ``export`` (the journal, read-only), ``creds`` and ``config show`` (files of the
-data directory), ``simulate`` (``exchange.sim.cli``, when present), ``completion`` (a shell
+data directory), ``simulate`` (``exchange.sim.cli``, when present), ``dashboard``
+(``exchange.dashboard.cli``), ``completion`` (a shell
 script from this parser); ``--version``. ``agent register`` is parsed here, ``agent ROLE`` (a
 worker) is handed to ``agents.cli``. Tables are shaped per verb in ``views.py``.
 Every verb but ``completion`` takes ``--json``: the result object on success (``up``: one ready
@@ -116,6 +117,31 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--tls-key", type=Path, metavar="FILE", help="the key of --tls-cert")
     up.add_argument(
         "--tls-ca", type=Path, metavar="FILE", help="the CA clients verify --tls-cert with"
+    )
+    up.add_argument(
+        "--journal",
+        choices=["sqlite", "jetstream"],
+        default="sqlite",
+        help="sqlite: a file in --data (default); jetstream: a replicated stream on --nats",
+    )
+    up.add_argument(
+        "--replicas", type=_positive_int, default=3, metavar="R", help="jetstream replicas (3)"
+    )
+    up.add_argument(
+        "--standby", action="store_true", help="jetstream: follow the leader, take over if it dies"
+    )
+    up.add_argument(
+        "--cluster-name", default="exchange", metavar="NAME", help="jetstream: names its streams"
+    )
+    up.add_argument(
+        "--lease-ttl",
+        type=float,
+        default=limits.lease_ttl_s_default,
+        metavar="S",
+        help="jetstream: how long a silent leader keeps the lease (failover time)",
+    )
+    up.add_argument(
+        "--nats-creds", type=Path, metavar="FILE", help="credentials to join --nats with"
     )
     up.add_argument("--config", type=Path, metavar="FILE", help="economy TOML for a new journal")
     up.add_argument("--log-json", action="store_true", help="JSON logs even on a terminal")
@@ -369,6 +395,18 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _journal_problem(args: argparse.Namespace) -> str | None:
+    """Why the journal options of ``up`` do not go together, or None."""
+    if args.journal == "jetstream" and args.nats is None:
+        return (
+            "--journal jetstream keeps the journal on a NATS cluster: give it with --nats URL "
+            "(comma-separated for several nodes)"
+        )
+    if args.journal == "sqlite" and args.standby:
+        return "--standby follows a replicated journal: add --journal jetstream --nats URL"
+    return None
+
+
 def _tls_problem(args: argparse.Namespace) -> str | None:
     """Why the TLS options of ``up`` do not go together, or None."""
     if (args.tls_cert is None) != (args.tls_key is None):
@@ -387,7 +425,7 @@ def _up(args: argparse.Namespace, output: Output) -> int:
             parse_config(config_text)
     except (OSError, ConfigError) as exc:
         return output.error({"code": "config_invalid", "message": f"--config: {exc}"})
-    if (problem := _tls_problem(args)) is not None:
+    if (problem := _tls_problem(args) or _journal_problem(args)) is not None:
         return output.error({"code": "invalid_argument", "message": problem}, status=EXIT_USAGE)
     settings = Settings(
         data_dir=args.data,
@@ -404,6 +442,12 @@ def _up(args: argparse.Namespace, output: Output) -> int:
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
         snapshot_every_commands=args.snapshot_every,
+        journal_backend=args.journal,
+        replicas=args.replicas,
+        standby=args.standby,
+        cluster_name=args.cluster_name,
+        lease_ttl_s=args.lease_ttl,
+        nats_creds_file=args.nats_creds,
     )
     if settings.embedded and settings.open_mode:
         output.errors.print(
@@ -598,6 +642,7 @@ _GROUP_HELP: Final = {
 _DELEGATED_HELP: Final = {
     "simulate": "run the 24-hour economy simulation (exchange simulate --help)",
     "demo": "exchange demo auction: the whole system live (exchange demo auction --help)",
+    "dashboard": "the live web dashboard, or a simulation's (exchange dashboard --help)",
     "agent": "run a worker: exchange agent ROLE --id ID (exchange agent --help)",
     "hook": "git post-commit rewards (exchange hook --help)",
     "issues": "beads issue rewards (exchange issues --help)",
@@ -618,6 +663,10 @@ def _delegate(verb: str, argv: list[str], stdout: TextIO, stderr: TextIO) -> int
         from exchange.demo.auction import main as demo_main
 
         return demo_main(argv[1:], stdout=stdout)
+    if verb == "dashboard":
+        from exchange.dashboard.cli import main as dashboard_main
+
+        return dashboard_main(argv, stdout=stdout)
     if verb == "agent":
         from agents.cli import main as agent_main
 

@@ -3,7 +3,8 @@
 It starts the exchange in this process (with its embedded nats-server), registers the demo's
 agents through admin, launches each worker as a separate ``python -m agents`` process, shows the
 auctions live as they happen (signals, calls for proposals, bids and scores, awards, escrow,
-disputes, releases), stops after ``--auctions`` closed auctions (or ``--timeout-s``), and ends
+disputes, releases) in the terminal and on the web dashboard (``--dashboard-port``; its address
+is printed first), stops after ``--auctions`` closed auctions (or ``--timeout-s``), and ends
 with a summary read from the ledger. Every child process is stopped on the way out, Ctrl-C
 included.
 
@@ -14,6 +15,7 @@ profiles and deliberate dispute, but not always the same interleaving of bids.
 import argparse
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Sequence
@@ -34,6 +36,9 @@ from agents.demo import AUCTION_DEMO, DEMO_SEED, DemoAgent
 from exchange.daemon.app import ExchangeHandle, run_exchange
 from exchange.daemon.natsserver import RANDOM_PORT
 from exchange.daemon.settings import Settings
+from exchange.dashboard.cli import PORT_DEFAULT as DASHBOARD_PORT_DEFAULT
+from exchange.dashboard.cli import run_dashboard
+from exchange.dashboard.server import bind
 from exchange.demo.view import (
     AuctionBoard,
     render_balances,
@@ -84,6 +89,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true", help="keep the temporary data directory")
     parser.add_argument("--open", action="store_true", help="no authentication (loopback)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument(
+        "--dashboard-port",
+        type=int,
+        default=DASHBOARD_PORT_DEFAULT,
+        metavar="N",
+        help="serve the live web dashboard here (a free port if taken; -1: none)",
+    )
     return parser.parse_args(list(argv))
 
 
@@ -130,12 +142,23 @@ async def _run(args: argparse.Namespace, data_dir: Path, console: Console) -> De
 
             tg.start_soon(stop_on_signal)
             handle: ExchangeHandle = await tg.start(_exchange, settings)
+            if args.dashboard_port >= 0:
+                url = await tg.start(run_dashboard, handle.credentials("admin"), _bind(args))
+                console.print(f"[bold]dashboard[/] at {url}")
             try:
                 result = await _demo(args, handle, console)
             finally:
                 handle.stop()
                 watcher.cancel()
     return result
+
+
+def _bind(args: argparse.Namespace) -> socket.socket:
+    """The dashboard's socket: on ``--dashboard-port``, or any free port when that is taken."""
+    try:
+        return bind("127.0.0.1", args.dashboard_port)
+    except OSError:
+        return bind("127.0.0.1", 0)
 
 
 async def _exchange(settings: Settings, *, task_status: TaskStatus[ExchangeHandle]) -> None:
