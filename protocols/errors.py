@@ -51,6 +51,11 @@ class ErrorCode(StrEnum):
     # Inference authorizations.
     unknown_authorization = "unknown_authorization"
     authorization_closed = "authorization_closed"
+    # The metering gateway (docs/gateway.md): per-agent requests and tokens per minute, and the
+    # models an agent may call.
+    rate_limited_rpm = "rate_limited_rpm"
+    rate_limited_tpm = "rate_limited_tpm"
+    model_not_allowed = "model_not_allowed"
     # Pools.
     unknown_pool = "unknown_pool"
     pool_closed = "pool_closed"
@@ -81,3 +86,13 @@ class ErrorCode(StrEnum):
     not_ratifiable = "not_ratifiable"
     self_dealing = "self_dealing"
     reward_rounds_to_zero = "reward_rounds_to_zero"
+    # Staking and lending (docs/economy.md, Staking and Lending).
+    unknown_stake = "unknown_stake"
+    stake_locked = "stake_locked"
+    stake_closed = "stake_closed"
+    unknown_loan = "unknown_loan"
+    loan_closed = "loan_closed"
+    # Compute futures (docs/economy.md, Compute futures).
+    unknown_future = "unknown_future"
+    future_not_open = "future_not_open"
+    price_mismatch = "price_mismatch"

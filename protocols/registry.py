@@ -7,6 +7,8 @@ import msgspec
 
 from protocols import commands as c
 from protocols import cooperation as coop
+from protocols import credit as cr
+from protocols import futures as fu
 from protocols import queries as q
 from protocols import results as r
 from protocols import swarm as s
@@ -21,6 +23,9 @@ COMMANDS: Final[dict[str, type[c.Command]]] = {
     "llm": c.LlmRequest,
     "llm.authorize": c.LlmAuthorize,
     "llm.settle": c.LlmSettle,
+    "gateway.authorize": c.GatewayAuthorize,
+    "gateway.settle": c.GatewaySettle,
+    "gateway.release": c.GatewayRelease,
     "limits.set": c.SetLimits,
     "pool.create": c.PoolCreate,
     "pool.join": c.PoolJoin,
@@ -42,6 +47,17 @@ COMMANDS: Final[dict[str, type[c.Command]]] = {
     "pool.distribute": coop.PoolDistribute,
     "coalition.form": coop.FormCoalition,
     "coalition.end": coop.EndCoalition,
+    "future.write": fu.WriteFuture,
+    "future.buy": fu.BuyFuture,
+    "future.take": fu.TakeFuture,
+    "future.list": fu.ListFuture,
+    "import.opening": c.ImportOpening,
+    "stake": cr.Stake,
+    "stake.unstake": cr.Unstake,
+    "loan.offer": cr.OfferLoan,
+    "loan.accept": cr.AcceptLoan,
+    "loan.cancel": cr.CancelLoan,
+    "loan.repay": cr.RepayLoan,
     # Made by the exchange from what agents publish on swarm.* subjects (see protocols.routes);
     # listed here so that the journal can replay them.
     "task.propose": s.SubmitBid,
@@ -67,6 +83,11 @@ QUERIES: Final[dict[str, type[q.Query]]] = {
     "proposal": q.ProposalQuery,
     "metrics": q.MetricsQuery,
     "shapley": coop.ShapleyQuery,
+    "future": fu.FutureQuery,
+    "futures": fu.FuturesQuery,
+    "stakes": cr.StakesQuery,
+    "loan": cr.LoanQuery,
+    "loans": cr.LoansQuery,
 }
 
 # The result object each query's reply carries (``{"ok": true, "result": ...}``); a test asks the
@@ -87,6 +108,11 @@ QUERY_RESULTS: Final[dict[str, type[r.Result]]] = {
     "proposal": s.ProposalView,
     "metrics": r.MetricsResult,
     "shapley": coop.ShapleyShares,
+    "future": fu.FutureView,
+    "futures": fu.FuturesResult,
+    "stakes": cr.StakesResult,
+    "loan": cr.LoanView,
+    "loans": cr.LoansResult,
 }
 
 VERB_OF: Final[dict[type[c.Command], str]] = {t: v for v, t in COMMANDS.items()}

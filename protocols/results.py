@@ -33,12 +33,18 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     error: ErrorBody | None = None
 
 
-class BalanceResult(Result, frozen=True, kw_only=True):
+# omit_defaults: ``staked``, ``owed``, ``lent`` and ``defaults`` (docs/economy.md, Staking and
+# Lending) appear only when not 0, so a balance that never staked or lent reads as before.
+class BalanceResult(Result, frozen=True, kw_only=True, omit_defaults=True):
     agent: str
     balance: str
     earned: str
     spent: str
     held: str
+    staked: str = "0"
+    owed: str = "0"
+    lent: str = "0"
+    defaults: int = 0
 
 
 class TransferResult(Result, frozen=True, kw_only=True):
@@ -102,7 +108,20 @@ class SettlementResult(Result, frozen=True, kw_only=True):
     balance: str
 
 
-class LimitsResult(Result, frozen=True, kw_only=True):
+class RatesView(Result, frozen=True, kw_only=True):
+    """An agent's gateway limits: requests and tokens per minute (null: none), the models it may
+    call (empty: all), and what the last minute used."""
+
+    rpm: int | None
+    tpm: int | None
+    models: list[str]
+    requests_used: int
+    tokens_used: int
+
+
+# omit_defaults: ``rates`` appears only for an agent that has gateway limits, so every reply
+# made before they existed stays byte for byte the same (a replay compares replies).
+class LimitsResult(Result, frozen=True, kw_only=True, omit_defaults=True):
     agent: str
     burst: str
     reserve: str
@@ -112,6 +131,39 @@ class LimitsResult(Result, frozen=True, kw_only=True):
     daily_used: str
     hourly_remaining: str
     daily_remaining: str
+    rates: RatesView | None = None
+
+
+class GatewayAuthorizationResult(Result, frozen=True, kw_only=True):
+    authorization_id: str
+    agent: str
+    model: str
+    prompt_tokens: int
+    max_tokens: int
+    held: str
+    expires_at_ns: int
+
+
+class GatewaySettlementResult(Result, frozen=True, kw_only=True):
+    """``cost`` is what was charged; ``unpaid`` what the usage cost above the hold and the
+    agent's balance (0 unless the prompt estimate was short and the agent ran dry)."""
+
+    authorization_id: str
+    agent: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    cost: str
+    released: str
+    unpaid: str
+    balance: str
+
+
+class GatewayReleaseResult(Result, frozen=True, kw_only=True):
+    authorization_id: str
+    agent: str
+    released: str
+    balance: str
 
 
 class AgentInfo(Result, frozen=True, kw_only=True):

@@ -45,6 +45,8 @@ _QUERY_WORDS = frozenset(
         "pheromones",
         "metrics",
         "shapley",
+        "stakes",
+        "loans",
     }
 )
 
@@ -563,6 +565,84 @@ NET_VERBS: tuple[NetVerb, ...] = (
                 {"game": _read_json(a.game_file), "permutations": a.permutations, "seed": a.seed}
             ),
         ),
+    ),
+    # ------------------------------------------------------------------ staking and lending
+    NetVerb(
+        ("stake", "lock"),
+        "lock AMOUNT of AGENT's tokens as stake for LOCK_S seconds (docs/economy.md, Staking)",
+        _positional("agent", "amount", "lock_s", lock_s=int),
+        lambda a: CommandRequest(a.agent, "stake", {"amount": a.amount, "lock_s": a.lock_s}),
+    ),
+    NetVerb(
+        ("stake", "unstake"),
+        "start the cooling of a stake whose lock is over; it returns at the cooling's end",
+        _positional("stake_id", "agent"),
+        lambda a: CommandRequest(a.agent, "stake.unstake", {"stake_id": a.stake_id}),
+    ),
+    NetVerb(
+        ("stakes",),
+        "an agent's stakes, its active stake and its ballot weight",
+        _positional("agent"),
+        lambda a: QueryRequest("stakes", {"agent": a.agent}),
+    ),
+    NetVerb(
+        ("loan", "offer"),
+        "LENDER offers BORROWER a loan (RATE per day, TERM_S seconds); the principal is held",
+        _with(
+            _positional("lender", "borrower", "principal", "rate", "term_s", term_s=int),
+            ("--collateral", {"default": None}),
+        ),
+        lambda a: CommandRequest(
+            a.lender,
+            "loan.offer",
+            _drop_none(
+                {
+                    "borrower": a.borrower,
+                    "principal": a.principal,
+                    "rate_per_day": a.rate,
+                    "term_s": a.term_s,
+                    "collateral": a.collateral,
+                }
+            ),
+        ),
+    ),
+    NetVerb(
+        ("loan", "accept"),
+        "the borrower accepts an offered loan (its collateral is held, the principal paid)",
+        _positional("loan_id", "borrower"),
+        lambda a: CommandRequest(a.borrower, "loan.accept", {"loan_id": a.loan_id}),
+    ),
+    NetVerb(
+        ("loan", "cancel"),
+        "the lender or the borrower withdraws an offered loan",
+        _with(_positional("loan_id", "agent"), ("--reason", {"default": ""})),
+        lambda a: CommandRequest(
+            a.agent, "loan.cancel", {"loan_id": a.loan_id, "reason": a.reason}
+        ),
+    ),
+    NetVerb(
+        ("loan", "repay"),
+        "the borrower repays (all it owes, or --amount)",
+        _with(_positional("loan_id", "borrower"), ("--amount", {"default": None})),
+        lambda a: CommandRequest(
+            a.borrower, "loan.repay", _drop_none({"loan_id": a.loan_id, "amount": a.amount})
+        ),
+    ),
+    NetVerb(
+        ("loan", "show"),
+        "one loan: its terms, state and what is owed",
+        _positional("loan_id"),
+        lambda a: QueryRequest("loan", {"loan_id": a.loan_id}),
+    ),
+    NetVerb(
+        ("loans",),
+        "the loans kept (with --agent, those it lent or borrowed)",
+        _with(
+            _positional(),
+            ("--agent", {"default": None}),
+            ("--limit", {"type": int, "default": 100}),
+        ),
+        lambda a: QueryRequest("loans", _drop_none({"agent": a.agent, "limit": a.limit})),
     ),
 )
 

@@ -76,13 +76,19 @@ class BidTally:
     def unit(self) -> int:
         return self.weight_scale * self.max_cost_micro * self.deadline_ms
 
-    def score(self, cost_micro: int, time_ms: int, confidence: float) -> Fraction:
-        """0.4 × (1 − cost/max) + 0.3 × (1 − time/deadline) + 0.3 × confidence, exactly."""
-        num, den = self._score_ratio(cost_micro, time_ms, confidence)
+    def score(
+        self, cost_micro: int, time_ms: int, confidence: float, bonus: Fraction = Fraction(0)
+    ) -> Fraction:
+        """0.4 × (1 − cost/max) + 0.3 × (1 − time/deadline) + 0.3 × confidence + bonus, exactly
+        (``bonus``: the bidder's stake term, docs/economy.md, Staking)."""
+        num, den = self._score_ratio(cost_micro, time_ms, confidence, bonus)
         return Fraction(num, den * self.unit)
 
-    def _score_ratio(self, cost_micro: int, time_ms: int, confidence: float) -> tuple[int, int]:
-        """The score times ``unit``, as num / den (den: the confidence's power of two)."""
+    def _score_ratio(
+        self, cost_micro: int, time_ms: int, confidence: float, bonus: Fraction = Fraction(0)
+    ) -> tuple[int, int]:
+        """The score times ``unit``, as num / den (den: the confidence's power of two, times
+        the bonus's denominator when there is a bonus)."""
         max_cost, deadline = self.max_cost_micro, self.deadline_ms
         confidence_num, confidence_den = confidence.as_integer_ratio()
         whole = (
@@ -90,17 +96,30 @@ class BidTally:
             + self.weight_time * (deadline - time_ms) * max_cost
         )
         num = whole * confidence_den + self.weight_confidence * max_cost * deadline * confidence_num
-        return num, confidence_den
+        if not bonus:
+            return num, confidence_den
+        # num/den + bonus, over the same unit: (num × b_den + b_num × unit × den) / (den × b_den).
+        return (
+            num * bonus.denominator + bonus.numerator * self.unit * confidence_den,
+            confidence_den * bonus.denominator,
+        )
 
     def has_answered(self, agent: str) -> bool:
         return agent in self.answered
 
-    def record_bid(self, bidder: str, cost_micro: int, time_ms: int, confidence: float) -> str:
+    def record_bid(
+        self,
+        bidder: str,
+        cost_micro: int,
+        time_ms: int,
+        confidence: float,
+        bonus: Fraction = Fraction(0),
+    ) -> str:
         """Counts a bid (the next in order); returns its score rounded to 6 places, as text.
 
         The highest score leads; an equal score never displaces an earlier bid.
         """
-        num, den = self._score_ratio(cost_micro, time_ms, confidence)
+        num, den = self._score_ratio(cost_micro, time_ms, confidence, bonus)
         if self.best_index < 0 or num * self.best_den > self.best_num * den:
             self.best_num, self.best_den, self.best_index = num, den, self.bid_count
         self.bid_count += 1

@@ -76,6 +76,72 @@ class StigmergyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     drop_below: Decimal = Decimal("0.01")
 
 
+class FuturesConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Compute futures (docs/economy.md, Compute futures)."""
+
+    # Expiry bounds, seconds from the command that writes or buys the future.
+    min_expiry_s: Annotated[int, msgspec.Meta(ge=1)] = 60
+    max_expiry_s: Annotated[int, msgspec.Meta(ge=1)] = 30 * 86_400
+    # The writer's initial margin, as a share of the notional.
+    margin_rate: Decimal = Decimal(1)
+    # A margin check calls for margin when the exposure passes this share of the margin held.
+    maintenance_share: Decimal = Decimal("0.8")
+    margin_check_s: Annotated[int, msgspec.Meta(ge=1)] = 3600
+    # Ended futures kept for ``future show``; beyond this many the oldest is forgotten.
+    ended_futures_kept: Annotated[int, msgspec.Meta(ge=1)] = 1000
+
+
+class StakingConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Staking (docs/economy.md, Staking): locks, cooling, the stake bonuses, yield, slashing."""
+
+    min_stake: Decimal = Decimal(100)
+    lock_min_s: Annotated[int, msgspec.Meta(ge=1)] = 86_400
+    lock_max_s: Annotated[int, msgspec.Meta(ge=1)] = 31_536_000
+    cooling_s: Annotated[int, msgspec.Meta(ge=0)] = 86_400
+    # The active stake at which the ballot and bid bonuses are full.
+    stake_full: Decimal = Decimal(10_000)
+    # The auction score bonus at full stake: small, so stake breaks near-ties but never buys
+    # an auction from a clearly better offer.
+    bid_bonus: Decimal = Decimal("0.05")
+    yield_period_s: Annotated[int, msgspec.Meta(ge=60)] = 86_400
+    yield_share: Decimal = Decimal("0.5")
+    slash_share: Decimal = Decimal("0.1")
+
+    def __post_init__(self) -> None:
+        _between("staking", self, min_stake=(0, None), stake_full=(0, None))
+        _between("staking", self, bid_bonus=(0, 1), yield_share=(0, 1), slash_share=(0, 1))
+        if self.lock_min_s > self.lock_max_s:
+            raise ValueError("staking: expected lock_min_s <= lock_max_s")
+
+
+class LendingConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Loans between agents (docs/economy.md, Lending): bounds, offers, defaults, recovery."""
+
+    rate_max_per_day: Decimal = Decimal("0.05")
+    term_min_s: Annotated[int, msgspec.Meta(ge=1)] = 3600
+    term_max_s: Annotated[int, msgspec.Meta(ge=1)] = 2_592_000
+    offer_ttl_s: Annotated[int, msgspec.Meta(ge=1)] = 3600
+    default_penalty: Decimal = Decimal("0.1")
+    recovery_share: Decimal = Decimal("0.5")
+    ended_loans_kept: Annotated[int, msgspec.Meta(ge=1)] = 1000
+
+    def __post_init__(self) -> None:
+        _between("lending", self, rate_max_per_day=(0, None), default_penalty=(0, None))
+        _between("lending", self, recovery_share=(0, 1))
+        if self.term_min_s > self.term_max_s:
+            raise ValueError("lending: expected term_min_s <= term_max_s")
+
+
+def _between(table: str, config: object, **bounds: tuple[int, int | None]) -> None:
+    """Each named Decimal field within [low, high] (no high: any value from low); msgspec can
+    bound ints but not Decimals."""
+    for name, (low, high) in bounds.items():
+        value = getattr(config, name)
+        if not value.is_finite() or value < low or (high is not None and value > high):
+            upper = "" if high is None else f" and at most {high}"
+            raise ValueError(f"{table}.{name}: expected at least {low}{upper}, got {value}")
+
+
 def _default_agents() -> list[AgentSpec]:
     return [
         AgentSpec(id="claude", level="L7", base_rate=Decimal(150), primary_llm="claude-opus"),
@@ -99,7 +165,33 @@ def _default_agents() -> list[AgentSpec]:
     ]
 
 
-def _default_models() -> dict[str, Decimal]:
+class ModelPrice(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A model priced apart for prompt (``input``) and completion (``output``) tokens, in tokens
+    per 1,000: ``gpt-x = { input = 2.5, output = 10 }``. A bare number is one price for both."""
+
+    input: Decimal
+    output: Decimal
+
+
+def input_price(price: "Decimal | ModelPrice") -> Decimal:
+    """The price per 1,000 prompt tokens (a single price is both)."""
+    return price.input if isinstance(price, ModelPrice) else price
+
+
+def output_price(price: "Decimal | ModelPrice") -> Decimal:
+    """The price per 1,000 completion tokens (a single price is both)."""
+    return price.output if isinstance(price, ModelPrice) else price
+
+
+class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The metering gateway's defaults (docs/gateway.md)."""
+
+    # The completion tokens held for a request that names no max_tokens (and sent upstream as
+    # its max_tokens, so the hold bounds the answer).
+    default_max_tokens: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 1024
+
+
+def _default_models() -> dict[str, "Decimal | ModelPrice"]:
     """Price in tokens per 1,000 inference tokens."""
     return {
         "claude-opus": Decimal(15),
@@ -191,7 +283,7 @@ class GovernanceConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
 class EconomyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     opening_balance: Decimal = Decimal(10_000)
     agents: list[AgentSpec] = msgspec.field(default_factory=_default_agents)
-    models: dict[str, Decimal] = msgspec.field(default_factory=_default_models)
+    models: dict[str, Decimal | ModelPrice] = msgspec.field(default_factory=_default_models)
     contracts: list[Contract] = msgspec.field(default_factory=_default_contracts)
     commit_bonuses: list[BonusTier] = msgspec.field(default_factory=_default_bonuses)
     issue_priorities: dict[str, Decimal] = msgspec.field(default_factory=_default_priorities)
@@ -201,6 +293,10 @@ class EconomyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     auction: AuctionConfig = msgspec.field(default_factory=AuctionConfig)
     stigmergy: StigmergyConfig = msgspec.field(default_factory=StigmergyConfig)
     governance: GovernanceConfig = msgspec.field(default_factory=GovernanceConfig)
+    staking: StakingConfig = msgspec.field(default_factory=StakingConfig)
+    lending: LendingConfig = msgspec.field(default_factory=LendingConfig)
+    futures: FuturesConfig = msgspec.field(default_factory=FuturesConfig)
+    gateway: GatewayConfig = msgspec.field(default_factory=GatewayConfig)
     # Settled or voided LLM authorizations kept (a settle sent again is told the authorization
     # is closed); beyond this many the oldest is forgotten, so holds do not grow with every
     # inference ever paid.

@@ -145,6 +145,8 @@ class Escrows:
         payee = ledger.agents.get(escrow.payee)
         if payee is not None:
             payee.earned_micro += escrow.amount_micro - fee
+            if ledger.on_earned is not None:
+                ledger.on_earned(payee, escrow.amount_micro - fee)
         if escrow.referrer and (referrer := ledger.agents.get(escrow.referrer)) is not None:
             referrer.earned_micro += referral
         self._settled(escrow)

@@ -19,7 +19,13 @@ import msgspec
 
 from exchange.core import accounts as acc
 from exchange.core.accounts import Book, Posting
-from exchange.core.config import EconomyConfig, LimitsConfig
+from exchange.core.config import (
+    EconomyConfig,
+    LimitsConfig,
+    ModelPrice,
+    input_price,
+    output_price,
+)
 from exchange.core.limits import (
     LimitBreach,
     Limits,
@@ -44,6 +50,9 @@ from protocols.registry import VERB_OF
 idempotency_keys_max: Final = 1_000_000
 
 _encoder: Final = msgspec.json.Encoder()
+# Inference holds: an agent's own (llm.authorize) and the metering gateway's (gateway.authorize).
+# Each counts in its agent's spend windows; closed ones are kept as closed authorizations.
+METERED_HOLD_KINDS: Final = frozenset({"llm", "gateway"})
 
 
 class _RequestIdOnly(msgspec.Struct):
@@ -186,7 +195,15 @@ class Ledger:
         self.config = config
         self.rules = RewardRules(config)
         self.prices_micro: dict[str, Decimal] = {
-            m: Decimal(micro_of(p)) for m, p in config.models.items()
+            m: Decimal(micro_of(input_price(p))) for m, p in config.models.items()
+        }
+        # Completion-token prices of the models the config prices apart (``ModelPrice``); any
+        # other model's completion tokens cost its one price. From the config, not the state: a
+        # vote on a model's price changes its one (input) price only (docs/gateway.md).
+        self.output_prices_micro: dict[str, int] = {
+            m: micro_of(output_price(p))
+            for m, p in config.models.items()
+            if isinstance(p, ModelPrice)
         }
         self.book = Book()
         self.agents: dict[str, Agent] = {}
@@ -225,6 +242,9 @@ class Ledger:
         # The timer being fired, while it fires: if its rule breaks an invariant, the shell
         # drops exactly this one (``DropTimer``) rather than fail every later command with it.
         self.firing: tuple[int, int, str, str] | None = None
+        # Told of every earning of an agent (a reward or award minted, an escrow paid to it as
+        # payee) after it is credited: lending recovers a default from it (machine.py).
+        self.on_earned: Callable[[Agent, int], None] | None = None
 
     # ----------------------------------------------------------------------------- the one door
 
@@ -439,7 +459,7 @@ class Ledger:
             if h.spend is not None:
                 owner, index = h.spend
                 spend = entries_of[owner][index]
-            elif h.kind == "llm":
+            elif h.kind in METERED_HOLD_KINDS:
                 # Its spend left both windows before the snapshot: adjusting it changes no sum.
                 spend = SpendEntry(0, h.amount, in_hour=False, in_day=False)
             hold = Hold(
@@ -588,6 +608,8 @@ class Ledger:
     def mint(self, agent: Agent, amount_micro: int, kind: str, memo: str) -> None:
         self.book.post(acc.MINT, agent.id, amount_micro, kind, memo)
         agent.earned_micro += amount_micro
+        if self.on_earned is not None:
+            self.on_earned(agent, amount_micro)
 
     def hold(
         self,
@@ -643,7 +665,7 @@ class Ledger:
         self._closed(hold)
 
     def _closed(self, hold: Hold) -> None:
-        if hold.kind != "llm":
+        if hold.kind not in METERED_HOLD_KINDS:
             return
         # A forgotten authorization's spend, if any, stays in the agent's windows until it ages out.
         keep_newest(

@@ -23,6 +23,8 @@ from exchange.core.coalition_rules import CoalitionRules, CoalitionsState
 from exchange.core.config import EconomyConfig
 from exchange.core.earning import Earning
 from exchange.core.escrow import EscrowsState
+from exchange.core.futures import Futures, FuturesState
+from exchange.core.imports import Imports
 from exchange.core.ledger import (
     Agent,
     Handler,
@@ -34,10 +36,13 @@ from exchange.core.ledger import (
     command_table,
     on,
 )
+from exchange.core.lending import Lending, LendingState
 from exchange.core.market import Market, MarketState
+from exchange.core.metering import Metering, MeteringState
 from exchange.core.pools import Pools, PoolsState
 from exchange.core.refusals import Refusal, refusal_reply, refuse, result_reply
 from exchange.core.spending import Spending
+from exchange.core.staking import Staking, StakingState
 from exchange.core.stateless_queries import answer_shapley
 from exchange.core.states import SETTLED_ESCROW_STATES, WORK_FINISHED_STATES
 from exchange.core.stigmergy import SignalsRules, Stigmergy
@@ -45,6 +50,8 @@ from exchange.core.swarm_metrics import SwarmMetricInputs, evaluate
 from exchange.core.votes import Votes, VotesState
 from protocols import commands as c
 from protocols import cooperation as coop
+from protocols import credit as cr
+from protocols import futures as fu
 from protocols import queries as q
 from protocols import results as r
 from protocols import swarm as s
@@ -58,7 +65,8 @@ from protocols.ids import ADMIN
 #    coalitions past the kept number forgotten (with the counts the metrics need).
 # 5: proposals carry their action's state (governance: pending, awaiting ratification, ...).
 # 6: a Struct of each rule module's own part (ExchangeSnapshot), decoded typed.
-SNAPSHOT_VERSION: Final = 6
+# 7: parts added since (OPTIONAL_PARTS), the metering gateway's rates and minute windows among them.
+SNAPSHOT_VERSION: Final = 7
 # The system accounts a balance query answers for before any posting has touched them.
 FIXED_ACCOUNTS: Final = (FEES, ESCROW, MINT, ROUNDING)
 _snapshot_encoder: Final = msgspec.msgpack.Encoder()
@@ -88,6 +96,19 @@ class Exchange:
         self.escrows = self.market.escrows
         self.votes = Votes(self.ledger)
         self.coalitions = CoalitionRules(self.ledger)
+        self.futures = Futures(self.ledger)
+        self.imports = Imports(self.ledger)
+        self.metering = Metering(self.ledger, self.spending)
+        self.staking = Staking(self.ledger, config.staking)
+        self.lending = Lending(self.ledger, config.lending)
+        # Staking's terms in other rules (docs/economy.md, Staking): ballots weigh the stake,
+        # bids score it, a failed executor's stake is slashed. Lending recovers a default from
+        # the borrower's later earnings. With no stake and no loan, each hook changes nothing.
+        self.votes.weight_of = self.staking.vote_weight
+        self.market.stake_of = self.staking.active_micro
+        self.market.stake_bonus = self.staking.bid_bonus
+        self.market.on_executor_failed = self.staking.slash
+        self.ledger.on_earned = self.lending.recover
         self.ledger.install(self._command_table(), self._timer_table())
         self._queries = self._query_table()
 
@@ -109,7 +130,10 @@ class Exchange:
             on(c.LlmRequest, spending.llm),
             on(c.LlmAuthorize, spending.llm_authorize),
             on(c.LlmSettle, spending.llm_settle),
-            on(c.SetLimits, spending.set_limits),
+            on(c.SetLimits, self.metering.set_limits),
+            on(c.GatewayAuthorize, self.metering.authorize),
+            on(c.GatewaySettle, self.metering.settle),
+            on(c.GatewayRelease, self.metering.release),
             on(c.PoolCreate, pools.create),
             on(c.PoolJoin, pools.join),
             on(c.PoolContribute, pools.contribute),
@@ -133,6 +157,17 @@ class Exchange:
             on(coop.FormCoalition, coalitions.form),
             on(coop.EndCoalition, coalitions.end),
             on(s.ObserveSignal, signals.observe),
+            on(fu.WriteFuture, self.futures.write),
+            on(fu.BuyFuture, self.futures.buy),
+            on(fu.TakeFuture, self.futures.take),
+            on(fu.ListFuture, self.futures.list_for_sale),
+            on(c.ImportOpening, self.imports.opening),
+            on(cr.Stake, self.staking.stake),
+            on(cr.Unstake, self.staking.unstake),
+            on(cr.OfferLoan, self.lending.offer),
+            on(cr.AcceptLoan, self.lending.accept),
+            on(cr.CancelLoan, self.lending.cancel),
+            on(cr.RepayLoan, self.lending.repay),
         )
 
     def _timer_table(self) -> dict[str, TimerFire]:
@@ -143,6 +178,12 @@ class Exchange:
             "task_result_due": self.market.on_result_due,
             "escrow_deadline": self.escrows.on_deadline,
             "vote_deadline": self.votes.on_deadline,
+            "future_expiry": self.futures.on_expiry,
+            "future_margin": self.futures.on_margin_check,
+            "stake_release": self.staking.on_release,
+            "stake_yield": self.staking.on_yield,
+            "loan_offer_expiry": self.lending.on_offer_expiry,
+            "loan_due": self.lending.on_due,
         }
 
     def _query_table(self) -> dict[type, Any]:
@@ -163,6 +204,11 @@ class Exchange:
             q.PoolQuery: self._pool,
             q.PoolsQuery: self._pools,
             q.StatusQuery: self._status,
+            fu.FutureQuery: self.futures.query_one,
+            fu.FuturesQuery: self.futures.query_many,
+            cr.StakesQuery: self._stakes,
+            cr.LoanQuery: self._loan,
+            cr.LoansQuery: lambda x: self.lending.loans_result(x.agent, x.limit),
         }
 
     # ---------------------------------------------------------------------------- commands
@@ -218,7 +264,19 @@ class Exchange:
             earned=format_micro(agent.earned_micro),
             spent=format_micro(agent.spent_micro),
             held=format_micro(held),
+            staked=format_micro(self.staking.total_micro(agent.id)),
+            owed=format_micro(self.lending.owed_micro(agent.id)),
+            lent=format_micro(self.lending.lent_micro(agent.id)),
+            defaults=self.lending.defaults.get(agent.id, 0),
         )
+
+    def _stakes(self, query: cr.StakesQuery) -> msgspec.Struct | Refusal:
+        agent = self.ledger.agent(query.agent)
+        return agent if isinstance(agent, Refusal) else self.staking.stakes_result(agent)
+
+    def _loan(self, query: cr.LoanQuery) -> msgspec.Struct | Refusal:
+        loan = self.lending.find(query.loan_id)
+        return loan if isinstance(loan, Refusal) else self.lending.view(loan)
 
     def _balance(self, query: q.BalanceQuery) -> msgspec.Struct | Refusal:
         if is_system(query.agent):
@@ -265,7 +323,10 @@ class Exchange:
 
     def _limits(self, query: q.LimitsQuery) -> msgspec.Struct | Refusal:
         agent = self.ledger.agent(query.agent)
-        return agent if isinstance(agent, Refusal) else self.ledger.limits_result(agent)
+        if isinstance(agent, Refusal):
+            return agent
+        return self.metering.with_rates(self.ledger.limits_result(agent))
+
 
     def agent_info(self, agent: Agent) -> r.AgentInfo:
         return r.AgentInfo(
@@ -380,6 +441,9 @@ class Exchange:
         for pool in self.pools.pools.values():
             if pool.closed:
                 assert ledger.book.balance(f"@pool.{pool.id}") == 0, f"closed {pool.id} not empty"
+        self.futures.check_accounts()
+        self.staking.check()
+        self.lending.check()
 
     # ---------------------------------------------------------------------------- snapshot
 
@@ -395,6 +459,10 @@ class Exchange:
             "coalitions": self.coalitions,
             "votes": self.votes,
             "signals": self.signals,
+            "futures": self.futures,
+            "metering": self.metering,
+            "staking": self.staking,
+            "lending": self.lending,
         }
 
     def snapshot_state(self) -> "ExchangeSnapshot":
@@ -470,6 +538,14 @@ class ExchangeSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     coalitions: CoalitionsState
     votes: VotesState
     signals: Stigmergy
+    # A default, so that a snapshot written before futures existed still restores.
+    futures: FuturesState = msgspec.field(
+        default_factory=lambda: FuturesState(futures=[], ended=[])
+    )
+    metering: MeteringState
+    # Defaults, so that a snapshot written before staking and lending existed still restores.
+    staking: StakingState = msgspec.field(default_factory=StakingState)
+    lending: LendingState = msgspec.field(default_factory=LendingState)
 
 
 # The digest hashes the parts' fields as one flat map in this order, under this version: the
@@ -506,11 +582,17 @@ DIGEST_LAYOUT: Final = (
     "closed_proposals",
     "stigmergy",
 )
+# Parts added after the layout was fixed, each hashed whole under its own name after the layout's
+# fields, and only when it holds anything. So an exchange that never used the feature keeps the
+# digest it always had (tests/unit/test_digest_golden.py), while one that did has every part of its
+# state in its digest, and a snapshot or replay that lost any of it is caught. (Appending their
+# fields to DIGEST_LAYOUT instead would have changed every existing journal's digests.)
+OPTIONAL_PARTS: Final = ("futures", "metering", "staking", "lending")
 # The parts hashed field by field (the stigmergy is hashed whole, under its own name).
 _PARTS: Final = tuple(
     name
     for name in ExchangeSnapshot.__struct_fields__
-    if name not in ("version", "seq", "now_ns", "signals")
+    if name not in ("version", "seq", "now_ns", "signals", *OPTIONAL_PARTS)
 )
 
 
@@ -519,7 +601,12 @@ def _digest_map(taken: ExchangeSnapshot) -> dict[str, Any]:
     for part in _PARTS:
         fields.update(msgspec.structs.asdict(getattr(taken, part)))
     assert len(fields) == len(DIGEST_LAYOUT), sorted(set(fields) ^ set(DIGEST_LAYOUT))
-    return {"version": DIGEST_LAYOUT_VERSION} | {name: fields[name] for name in DIGEST_LAYOUT}
+    digested = {"version": DIGEST_LAYOUT_VERSION} | {name: fields[name] for name in DIGEST_LAYOUT}
+    for part in OPTIONAL_PARTS:
+        value = getattr(taken, part)
+        if any(msgspec.structs.astuple(value)):
+            digested[part] = value
+    return digested
 
 
 def _hash(state: dict[str, Any]) -> str:

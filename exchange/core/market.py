@@ -15,8 +15,10 @@ read both). Timers of a forgotten task find nothing and do nothing.
 """
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any, Final
 
 import msgspec
@@ -50,10 +52,24 @@ performance_min: Final = Decimal(0)
 performance_max: Final = Decimal(5)
 
 
+def _no_stake(agent_id: str) -> int:
+    return 0
+
+
+def _no_bonus(stake_micro: int) -> Fraction:
+    return Fraction(0)
+
+
+def _no_slash(executor: str, payee: str, memo: str) -> None:
+    return None
+
+
 # BidRecord and Task are Structs (mutable, like the dataclasses they were) because a snapshot
 # encodes them directly: ~7x faster than converting each to builtins first, and the same bytes. An
 # exchange keeps up to finished_tasks_kept finished tasks with all their bids.
-class BidRecord(msgspec.Struct):
+# omit_defaults: ``stake_micro`` is encoded only when the bidder had a stake, so the snapshot and
+# digest of an exchange that never staked are what they were (``score`` is set on every bid).
+class BidRecord(msgspec.Struct, omit_defaults=True):
     bidder: str
     cost_micro: int
     time_ms: int
@@ -61,6 +77,8 @@ class BidRecord(msgspec.Struct):
     proof: str
     seq: int
     score: str = ""
+    # The bidder's active stake when it bid: its score's stake term (docs/economy.md, Staking).
+    stake_micro: int = 0
 
 
 class Task(msgspec.Struct):
@@ -117,6 +135,11 @@ class Market:
         self.forgotten = ForgottenTasks()
         # Open tasks' answers so far (derived, not in the snapshot: see bid_tally.py).
         self._tallies: dict[str, BidTally] = {}
+        # Staking's hooks (machine.py): a bidder's active stake, the score term of a stake, and
+        # the slash of an executor that lost its dispute or missed its deadline (to the manager).
+        self.stake_of: Callable[[str], int] = _no_stake
+        self.stake_bonus: Callable[[int], Fraction] = _no_bonus
+        self.on_executor_failed: Callable[[str, str, str], None] = _no_slash
 
     # ------------------------------------------------------------------------ the escrows' TaskSide
 
@@ -171,6 +194,7 @@ class Market:
             self._close_task(task, TaskEvent.release, "released by arbitration")
         else:
             self._performance(task.winner, -1)
+            self.on_executor_failed(task.winner or "", task.manager, task.id)
             self._close_task(task, TaskEvent.refund, "refunded by arbitration")
 
     # ------------------------------------------------------------------------ forgetting
@@ -336,10 +360,15 @@ class Market:
             confidence=cmd.bid.confidence,
             proof=cmd.bid.capability_proof,
             seq=self.ledger.book.seq,
+            stake_micro=self.stake_of(bidder.id),
         )
         tally = self._tally(task)
         record.score = tally.record_bid(
-            record.bidder, record.cost_micro, record.time_ms, record.confidence
+            record.bidder,
+            record.cost_micro,
+            record.time_ms,
+            record.confidence,
+            self.stake_bonus(record.stake_micro),
         )
         task.bids.append(record)
         if tally.everyone_answered:
@@ -366,7 +395,13 @@ class Market:
                 task.weights, task.eligible, task.max_cost_micro, task.deadline_ms
             )
             for bid in task.bids:
-                tally.record_bid(bid.bidder, bid.cost_micro, bid.time_ms, bid.confidence)
+                tally.record_bid(
+                    bid.bidder,
+                    bid.cost_micro,
+                    bid.time_ms,
+                    bid.confidence,
+                    self.stake_bonus(bid.stake_micro),
+                )
             for agent in task.refused:
                 tally.record_refusal(agent)
             self._tallies[task.id] = tally
@@ -491,6 +526,7 @@ class Market:
         if task is not None and task.state == TaskState.awarded:
             self.escrows.refund(self.escrows.by_id[task.escrow_id or ""])
             self._performance(task.winner, -1)
+            self.on_executor_failed(task.winner or "", task.manager, task.id)
             self._close_task(task, TaskEvent.expire, "no result by the deadline")
 
     def _performance(self, agent_id: str | None, direction: int) -> None:

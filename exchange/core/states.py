@@ -263,4 +263,100 @@ COALITION: Final[Machine[CoalitionState, CoalitionEvent]] = Machine(
 )
 
 # A pool is open or closed: a bool (``Pool.closed``), kept so since it is part of the digest.
-MACHINES: Final = (TASK, ESCROW, HOLD, PROPOSAL, ACTION, COALITION)
+# ----------------------------------------------------------------------------- futures
+
+
+class FutureState(StrEnum):
+    offered = "offered"
+    open = "open"
+    settled = "settled"
+    liquidated = "liquidated"
+    lapsed = "lapsed"
+
+
+class FutureEvent(StrEnum):
+    take = "take"
+    settle = "settle"
+    liquidate = "liquidate"
+    lapse = "lapse"
+
+
+FUTURE: Final[Machine[FutureState, FutureEvent]] = Machine(
+    "future",
+    {
+        (FutureState.offered, FutureEvent.take): FutureState.open,
+        (FutureState.offered, FutureEvent.lapse): FutureState.lapsed,
+        (FutureState.open, FutureEvent.settle): FutureState.settled,
+        (FutureState.open, FutureEvent.liquidate): FutureState.liquidated,
+    },
+    ErrorCode.future_not_open,
+)
+ENDED_FUTURE_STATES: Final = frozenset(
+    {FutureState.settled, FutureState.liquidated, FutureState.lapsed}
+)
+
+
+MACHINES: Final = (TASK, ESCROW, HOLD, PROPOSAL, ACTION, COALITION, FUTURE)
+
+# ----------------------------------------------------------------------------- stakes
+
+
+class StakeState(StrEnum):
+    locked = "locked"
+    cooling = "cooling"
+    released = "released"
+
+
+class StakeEvent(StrEnum):
+    unstake = "unstake"  # the owner, once the lock is over
+    release = "release"  # the cooling's timer returns it
+
+
+STAKE: Final[Machine[StakeState, StakeEvent]] = Machine(
+    "stake",
+    {
+        (StakeState.locked, StakeEvent.unstake): StakeState.cooling,
+        (StakeState.cooling, StakeEvent.release): StakeState.released,
+    },
+    ErrorCode.stake_closed,
+)
+
+# ----------------------------------------------------------------------------- loans
+
+
+class LoanState(StrEnum):
+    offered = "offered"
+    active = "active"
+    repaid = "repaid"
+    defaulted = "defaulted"
+    cancelled = "cancelled"
+    expired = "expired"
+
+
+class LoanEvent(StrEnum):
+    accept = "accept"  # the borrower
+    cancel = "cancel"  # either party, before acceptance
+    lapse = "lapse"  # the offer's timer
+    repay = "repay"  # the borrower pays (in part or in full)
+    settle = "settle"  # owed reaches 0
+    default = "default"  # the due timer could not collect everything
+
+
+_L, _LE = LoanState, LoanEvent
+LOAN: Final[Machine[LoanState, LoanEvent]] = Machine(
+    "loan",
+    {
+        (_L.offered, _LE.accept): _L.active,
+        (_L.offered, _LE.cancel): _L.cancelled,
+        (_L.offered, _LE.lapse): _L.expired,
+        (_L.active, _LE.repay): _L.active,
+        (_L.active, _LE.settle): _L.repaid,
+        (_L.active, _LE.default): _L.defaulted,
+        # A defaulted loan is still owed until recovered; it stays defaulted, owed 0 at the end.
+        (_L.defaulted, _LE.repay): _L.defaulted,
+        (_L.defaulted, _LE.settle): _L.defaulted,
+    },
+    ErrorCode.loan_closed,
+)
+# The loans that end no more: forgotten past ``lending.ended_loans_kept`` (with owed 0).
+ENDED_LOAN_STATES: Final = frozenset({_L.repaid, _L.cancelled, _L.expired, _L.defaulted})

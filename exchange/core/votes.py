@@ -9,6 +9,7 @@ Quadratic ballots cost ``votes²`` tokens, paid to ``@fees``, and count ``votes 
 """
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
@@ -17,7 +18,7 @@ from typing import Any, Final
 import msgspec
 
 from exchange.core import accounts as acc
-from exchange.core.ledger import Ledger
+from exchange.core.ledger import Agent, Ledger
 from exchange.core.money import micro_of
 from exchange.core.refusals import Refusal, refuse
 from exchange.core.retention import keep_newest, kept_note
@@ -88,6 +89,9 @@ class Votes:
         # Closed proposals, oldest first: beyond ``config.closed_proposals_kept`` the oldest is
         # forgotten, so the state does not grow with every vote ever held.
         self.closed: deque[str] = deque()
+        # A voter's weight: its performance, times its stake's term once staking is installed
+        # (machine.py; docs/economy.md, Staking).
+        self.weight_of: Callable[[Agent], Decimal] = _performance
 
     def snapshot(self) -> VotesState:
         return VotesState(
@@ -199,7 +203,7 @@ class Votes:
         if isinstance(bad := self._check_action(action), Refusal):
             return bad
         agents = self.ledger.agents
-        weight = sum((agents[voter].performance for voter in electorate), Decimal(0))
+        weight = sum((self.weight_of(agents[voter]) for voter in electorate), Decimal(0))
         return electorate, _text(Fraction(weight) * Fraction(rules.quorum_share))
 
     def _check_action(self, action: s.Action) -> Refusal | None:
@@ -305,7 +309,7 @@ class Votes:
         proposal.ballots.append(
             BallotRecord(
                 voter=voter.id,
-                weight=str(voter.performance),
+                weight=str(self.weight_of(voter)),
                 choice=ballot.choice,
                 approvals=sorted(set(ballot.approvals)),
                 votes=votes,
@@ -476,6 +480,10 @@ def _within(
             path=f"$.{field_name}",
         )
     return None
+
+
+def _performance(agent: Agent) -> Decimal:
+    return agent.performance
 
 
 def _text(value: Fraction) -> str:

@@ -83,6 +83,13 @@ def _example(struct_type: type[msgspec.Struct]) -> msgspec.Struct:
         "timer_seq": 1,
         "kind": "hold_expiry",
         "ref": "hold-1",
+        "lock_s": 86_400,
+        "stake_id": "stake-1",
+        "borrower": "zero",
+        "principal": Decimal(100),
+        "rate_per_day": Decimal("0.01"),
+        "term_s": 86_400,
+        "loan_id": "loan-1",
     }
     info = msgspec.inspect.type_info(struct_type)
     assert isinstance(info, msgspec.inspect.StructType)

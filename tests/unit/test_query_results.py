@@ -15,6 +15,7 @@ from core_support import Harness
 from exchange.core import states
 from protocols import commands as c
 from protocols import cooperation as coop
+from protocols import credit as cr
 from protocols import queries as q
 from protocols import state_names
 from protocols import swarm as s
@@ -35,6 +36,11 @@ def _busy() -> tuple[Harness, dict[str, q.Query]]:
     proposal = h.apply(ADMIN, h.make(s.ProposeVote, title="motion", eligible=["claude", "zero"]))
     proposal_id = json.loads(proposal.reply)["result"]["proposal_id"]
     pool_id = h.ok("claude", c.PoolCreate, name="team", min_contribution=Decimal(1))["pool_id"]
+    h.ok("zero", cr.Stake, amount=Decimal(100), lock_s=86_400)
+    loan_id = h.ok(
+        "claude", cr.OfferLoan, borrower="zero", principal=Decimal(10), rate_per_day=Decimal(0),
+        term_s=3600,
+    )["loan_id"]  # fmt: skip
     game = coop.Game(
         players=["a", "b"], coalitions=[coop.Worth(members=["a", "b"], value=1)], default_value=0
     )
@@ -54,6 +60,9 @@ def _busy() -> tuple[Harness, dict[str, q.Query]]:
         "proposal": q.ProposalQuery(proposal_id=proposal_id),
         "metrics": q.MetricsQuery(),
         "shapley": coop.ShapleyQuery(game=game, seed=1),
+        "stakes": cr.StakesQuery(agent="zero"),
+        "loan": cr.LoanQuery(loan_id=loan_id),
+        "loans": cr.LoansQuery(),
     }
     return h, asked
 
@@ -85,6 +94,8 @@ def test_each_answer_decodes_as_its_type_and_fits_its_schema(verb: str) -> None:
         (state_names.PROPOSAL_STATES, states.ProposalState),
         (state_names.ACTION_STATES, states.ActionState),
         (state_names.COALITION_STATES, states.CoalitionState),
+        (cr.STAKE_STATES, states.StakeState),
+        (cr.LOAN_STATES, states.LoanState),
     ],
 )
 def test_published_state_names_are_the_core_states(
