@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-demo: $(STAMP)          ## The whole system live: embedded NATS, the exchange, worker processes, auctions.
+demo: $(STAMP)          ## The whole system live: embedded NATS, the exchange, workers, auctions; prints the dashboard's address.
 	$(BIN)/exchange demo auction
 
 test: $(STAMP)          ## Lint, type-check and the whole test suite (what CI runs).

@@ -13,10 +13,12 @@ credentials instead of admin's, the server refuses the subscriptions that agent 
 the page shows what is left (that agent's own events, the swarm, the queries).
 """
 
+import contextlib
 import time
 from typing import Final
 
 import anyio
+import nats.errors
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 from nats.aio.subscription import Subscription
@@ -44,6 +46,7 @@ log = structlog.get_logger()
 POLL_INTERVAL_S_DEFAULT: Final = 1.0
 # Queries time out fast: a slow exchange makes the page stale, not the feed stuck.
 query_timeout_s: Final = 3.0
+close_timeout_s: Final = 5.0
 subscription_pending_msgs_max: Final = 20_000
 subscription_pending_bytes_max: Final = 64 * 1024 * 1024
 tasks_polled_max: Final = 100
@@ -66,20 +69,29 @@ async def run_feed(
     """Watches the exchange until cancelled; ready (``task_status.started``) once subscribed and
     polled once. Raises ExchangeUnavailableError when the first connection fails."""
     board.started_ms = board.started_ms or _now_ms()
-    async with (
-        connect(credentials, name="dashboard", request_timeout_s=query_timeout_s) as client,
-        anyio.create_task_group() as tg,
-    ):
-        watcher = _Watcher(client, board, hub, tg)
-        for subject in _WATCHED:
-            await watcher.watch(subject)
-        await watcher.watch(f"{DEFAULT_INBOX_PREFIX}.>")
-        await client.nc.flush()
-        await watcher.poll()
-        task_status.started()
-        while True:
-            await anyio.sleep(poll_interval_s)
-            await watcher.poll()
+    async with connect(credentials, name="dashboard", request_timeout_s=query_timeout_s) as client:
+        try:
+            async with anyio.create_task_group() as tg:
+                watcher = _Watcher(client, board, hub, tg)
+                for subject in _WATCHED:
+                    await watcher.watch(subject)
+                await watcher.watch(f"{DEFAULT_INBOX_PREFIX}.>")
+                await client.nc.flush()
+                await watcher.poll()
+                task_status.started()
+                while True:
+                    await anyio.sleep(poll_interval_s)
+                    await watcher.poll()
+        finally:
+            # Cancelled is the usual way out: close the connection anyway, not half-way.
+            with anyio.move_on_after(close_timeout_s, shield=True):
+                await client.nc.close()
+
+
+async def _unsubscribe(sub: Subscription) -> None:
+    # A closed connection (the exchange stopped) took its subscriptions with it.
+    with contextlib.suppress(nats.errors.ConnectionClosedError):
+        await sub.unsubscribe()
 
 
 class _Watcher:
@@ -105,7 +117,7 @@ class _Watcher:
                 self._hub.changed()
         finally:
             with anyio.CancelScope(shield=True):
-                await sub.unsubscribe()
+                await _unsubscribe(sub)
 
     async def poll(self) -> None:
         """One round of queries; a failed one marks the page disconnected until the next."""

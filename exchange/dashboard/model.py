@@ -67,7 +67,8 @@ events_max: Final = 60
 votes_max: Final = 20
 coalitions_max: Final = 20
 flows_shown_max: Final = 24
-# Requests whose reply is awaited (reply subject -> sender, verb); the oldest are dropped first.
+# Requests whose reply is awaited (reply subject -> sender, verb, the task id of a bid shown
+# before its reply); the oldest are dropped first.
 pending_max: Final = 10_000
 # Posting events arrive once per agent side; (seq, idx) pairs remembered to count each once.
 postings_seen_max: Final = 8_192
@@ -106,7 +107,7 @@ class _Auction:
     award: TaskAward | None = None
     closed: TaskClosed | None = None
     disputed: bool = False
-    state: str = "announced"
+    state: str = "open"
     escrow_state: str | None = None
 
 
@@ -134,7 +135,7 @@ class Board:
     flows: dict[tuple[str, str], list[int]] = field(default_factory=dict)
     postings_seen: OrderedDict[tuple[int, int], None] = field(default_factory=OrderedDict)
     auctions: OrderedDict[str, _Auction] = field(default_factory=OrderedDict)
-    pending: OrderedDict[str, tuple[str, str]] = field(default_factory=OrderedDict)
+    pending: OrderedDict[str, tuple[str, str, str]] = field(default_factory=OrderedDict)
     refusals: deque[RefusalView] = field(default_factory=lambda: deque(maxlen=refusals_max))
     refusal_counts: dict[str, dict[str, int]] = field(default_factory=dict)
     signals: deque[SignalView] = field(default_factory=lambda: deque(maxlen=signals_max))
@@ -163,9 +164,12 @@ class Board:
             self._on_posting(payload)
             return
         if (task := subjects.parse_task_message(subject)) is not None:
-            self._await_reply(reply, task.sender, f"task.{task.performative}")
-            if task.performative == "propose":
-                self._on_bid(task.task_id, task.sender, payload, now_ms)
+            shown = task.performative == "propose" and self._on_bid(
+                task.task_id, task.sender, payload, now_ms
+            )
+            self._await_reply(
+                reply, task.sender, f"task.{task.performative}", task.task_id if shown else ""
+            )
             return
         if (sig := subjects.parse_signal(subject)) is not None:
             self._on_signal(sig, payload, now_ms)
@@ -178,16 +182,16 @@ class Board:
         elif parts[:2] == ["swarm", "vote"] and len(parts) == 4:
             self._on_vote(parts[2], parts[3], payload, now_ms)
         elif (awaited := self.pending.pop(subject, None)) is not None:
-            self._on_reply(awaited[0], awaited[1], payload, now_ms)
+            self._on_reply(*awaited, payload, now_ms)
 
-    def _await_reply(self, reply: str | None, sender: str, verb: str) -> None:
+    def _await_reply(self, reply: str | None, sender: str, verb: str, bid_on: str = "") -> None:
         if reply is None:
             return
-        self.pending[reply] = (sender, verb)
+        self.pending[reply] = (sender, verb, bid_on)
         while len(self.pending) > pending_max:
             self.pending.popitem(last=False)
 
-    def _on_reply(self, sender: str, verb: str, payload: bytes, now_ms: int) -> None:
+    def _on_reply(self, sender: str, verb: str, bid_on: str, payload: bytes, now_ms: int) -> None:
         envelope = _decode(payload, Envelope)
         if envelope is None:
             return
@@ -204,6 +208,9 @@ class Board:
         )
         counts = self.refusal_counts.setdefault(sender, {})
         counts[error.code] = counts.get(error.code, 0) + 1
+        auction = self.auctions.get(bid_on)
+        if auction is not None and auction.award is None:
+            auction.bids.pop(sender, None)  # shown on arrival, withdrawn: the exchange refused it
         self._event(now_ms, "refusal", f"{sender} {verb} refused: {error.code}")
 
     def _on_posting(self, payload: bytes) -> None:
@@ -233,17 +240,19 @@ class Board:
             f"({cfp.task_id})",
         )
 
-    def _on_bid(self, task_id: str, bidder: str, payload: bytes, now_ms: int) -> None:
+    def _on_bid(self, task_id: str, bidder: str, payload: bytes, now_ms: int) -> bool:
+        """Shows a bid as it arrives; True when shown (a refusal then withdraws it)."""
         bid = _decode(payload, Bid)
         if bid is None:
-            return
+            return False
+        self._event(now_ms, "bid", f"{bidder} bids {bid.cost} on {task_id}")
         auction = self._auction(task_id)
         if bidder in auction.bids or auction.award is not None:
-            return  # the exchange refuses it (duplicate_bid, bid_window_closed): not a bid
+            return False  # the exchange refuses it (duplicate_bid, bid_window_closed)
         auction.bids[bidder] = BidView(
             bidder=bidder, cost=str(bid.cost), time_ms=bid.time_ms, confidence=bid.confidence
         )
-        self._event(now_ms, "bid", f"{bidder} bids {bid.cost} on {task_id}")
+        return True
 
     def _on_task_news(self, task_id: str, kind: str, payload: bytes, now_ms: int) -> None:
         auction = self._auction(task_id)
@@ -350,7 +359,7 @@ class Board:
         ended = _decode(payload, EndCoalition)
         if ended is None or ended.coalition_id not in self.coalitions:
             return
-        state = "ended" if ended.intact else "broken"
+        state = "intact" if ended.intact else "broken"
         self.coalitions[ended.coalition_id] = msgspec.structs.replace(
             self.coalitions[ended.coalition_id], state=state
         )
@@ -396,7 +405,7 @@ class Board:
             if auction is None:
                 continue  # seen only through the bus: the board shows what happened since start
             auction.escrow_state = task.escrow_state
-            if task.state in _FINAL_TASK_STATES or auction.state == "announced":
+            if task.state in _FINAL_TASK_STATES or auction.state == "open":
                 auction.state = task.state
 
     def on_pheromones(self, result: PheromonesResult) -> None:

@@ -142,12 +142,14 @@ async def _run(args: argparse.Namespace, data_dir: Path, console: Console) -> De
 
             tg.start_soon(stop_on_signal)
             handle: ExchangeHandle = await tg.start(_exchange, settings)
+            dashboard = anyio.CancelScope()
             if args.dashboard_port >= 0:
-                url = await tg.start(run_dashboard, handle.credentials("admin"), _bind(args))
+                url = await tg.start(_dashboard, handle, _bind(args), dashboard)
                 console.print(f"[bold]dashboard[/] at {url}")
             try:
                 result = await _demo(args, handle, console)
             finally:
+                dashboard.cancel()
                 handle.stop()
                 watcher.cancel()
     return result
@@ -159,6 +161,19 @@ def _bind(args: argparse.Namespace) -> socket.socket:
         return bind("127.0.0.1", args.dashboard_port)
     except OSError:
         return bind("127.0.0.1", 0)
+
+
+async def _dashboard(
+    handle: ExchangeHandle,
+    sock: socket.socket,
+    scope: anyio.CancelScope,
+    *,
+    task_status: TaskStatus[str],
+) -> None:
+    """The web dashboard, watching as admin, until ``scope`` is cancelled (before the exchange
+    stops, so that it does not watch the exchange go)."""
+    with scope:
+        await run_dashboard(handle.credentials("admin"), sock, task_status=task_status)
 
 
 async def _exchange(settings: Settings, *, task_status: TaskStatus[ExchangeHandle]) -> None:

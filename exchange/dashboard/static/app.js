@@ -200,7 +200,7 @@ function drawMetrics(view) {
 
 function drawGovernance(view) {
   const none = (text) => [el("li", { class: "empty" }, text)];
-  const votes = view.votes.map((v) => el("li", {}, el("span", { class: "state", "data-state": v.state === "open" ? "announced" : "completed" }, v.state),
+  const votes = view.votes.map((v) => el("li", {}, el("span", { class: "state", "data-state": v.state }, v.state),
     ` ${v.title} (${v.kind}) · ${v.votes_cast} votes`, v.outcome ? ` · ${v.outcome}` : "", v.yes_share ? ` · yes ${v.yes_share}` : ""));
   const pools = view.pools.map((p) => el("li", {}, `${p.name} (${p.pool_id}) · ${p.balance} tokens · ${p.members.length} members`,
     p.closed ? " · closed" : p.funded ? " · funded" : ""));
