@@ -329,7 +329,8 @@ async def connect(
     try:
         options = connect_options(credentials)
         nc = await nats.connect(
-            credentials.url,
+            # "nats://a:4222,nats://b:4222": the nodes of a cluster, any of which will do.
+            [part.strip() for part in credentials.url.split(",") if part.strip()],
             name=name,
             connect_timeout=connect_timeout_s,
             allow_reconnect=reconnect,

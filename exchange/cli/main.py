@@ -643,6 +643,7 @@ _DELEGATED_HELP: Final = {
     "simulate": "run the 24-hour economy simulation (exchange simulate --help)",
     "demo": "exchange demo auction: the whole system live (exchange demo auction --help)",
     "dashboard": "the live web dashboard, or a simulation's (exchange dashboard --help)",
+    "gateway": "the metering OpenAI-compatible gateway and its keys (exchange gateway --help)",
     "agent": "run a worker: exchange agent ROLE --id ID (exchange agent --help)",
     "hook": "git post-commit rewards (exchange hook --help)",
     "issues": "beads issue rewards (exchange issues --help)",
@@ -667,6 +668,10 @@ def _delegate(verb: str, argv: list[str], stdout: TextIO, stderr: TextIO) -> int
         from exchange.dashboard.cli import main as dashboard_main
 
         return dashboard_main(argv, stdout=stdout)
+    if verb == "gateway":
+        from exchange.gateway.cli import main as gateway_main
+
+        return gateway_main(argv, stdout=stdout)
     if verb == "agent":
         from agents.cli import main as agent_main
 

@@ -19,8 +19,8 @@ import functools
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,11 +59,12 @@ from exchange.daemon.recovery import apply_genesis, load_economy_config, recover
 from exchange.daemon.routes import Route, default_routes
 from exchange.daemon.service import Publisher, Receiver
 from exchange.daemon.settings import DataPaths, Settings
+from exchange.daemon.store import JournalStore, SqliteStore
 from exchange.daemon.tls import check_tls_files, ensure_generated_tls
 from exchange.journal import Journal, JournalClosedError
 from protocols.client import connect_options
 from protocols.credentials import Credentials
-from protocols.ids import ADMIN, EXCHANGE
+from protocols.ids import ADMIN, EXCHANGE, GATEWAY
 from protocols.units import NS_PER_MS
 
 log = structlog.get_logger()
@@ -214,8 +215,10 @@ async def _connect(url: str, credentials: Credentials | None, settings: Settings
     }
     if credentials is not None:
         options.update(connect_options(credentials))
+    # "nats://a:4222,nats://b:4222": every node of a cluster, tried in turn.
+    servers = [part.strip() for part in url.split(",") if part.strip()]
     with anyio.fail_after(2 * settings.connect_timeout_s):
-        return await nats.connect(url, **options)
+        return await nats.connect(servers, **options)
 
 
 async def _close(nc: Client, timeout_s: float) -> None:
@@ -256,7 +259,7 @@ async def _nats_side(settings: Settings, exchange: Exchange) -> AsyncIterator[_N
         finally:
             await _close(nc, settings.drain_timeout_s)
         return
-    users = [EXCHANGE, ADMIN, *sorted(exchange.ledger.agents)]
+    users = [EXCHANGE, ADMIN, GATEWAY, *sorted(exchange.ledger.agents)]
     credentials: dict[str, Credentials] = {}
     tls = _tls_files(settings)
     tls_ca_file = None if tls is None else tls.ca_file
@@ -348,6 +351,13 @@ async def _run_timers(
         await timers.run(clock, inbound)
 
 
+async def _run_guard(
+    scope: anyio.CancelScope, guard: Callable[[], Coroutine[Any, Any, None]]
+) -> None:
+    with scope:
+        await guard()
+
+
 async def _record_high_water(journal: Journal) -> None:
     """Brings journal.hwm up to the committed head, in a worker thread (it fsyncs twice)."""
     try:
@@ -385,6 +395,12 @@ async def run_exchange(
     (data directory in use, a journal that does not replay), ConfigError, JournalError,
     NatsServerError, and a task group's ExceptionGroup if a loop fails while serving.
     """
+    if settings.journal_backend == "jetstream":
+        # Imported here: replicated.py builds on this module's parts (one direction only).
+        from exchange.daemon.replicated import run_replicated_exchange
+
+        await run_replicated_exchange(settings, wall_ns=wall_ns, task_status=task_status)
+        return
     paths = settings.paths
     if settings.embedded and not paths.root.exists():
         # A taken port refused before a new data directory is made (nats-server's own failure
@@ -401,7 +417,18 @@ async def run_exchange(
         try:
             recovered = await anyio.to_thread.run_sync(_recover_or_create, journal, config, wall_ns)
             async with _nats_side(settings, recovered.exchange) as side:
-                await _serve(settings, journal, recovered, side, task_status)
+                handle = ExchangeHandle(
+                    side.url, settings.data_dir, settings.secure, uuid.uuid4().hex
+                )
+                await _serve(
+                    settings,
+                    SqliteStore(journal),
+                    recovered,
+                    side,
+                    handle,
+                    task_status,
+                    sqlite=journal,
+                )
         finally:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(journal.close)
@@ -424,14 +451,17 @@ class _Service:
 
 
 async def _build(
-    settings: Settings, journal: Journal, recovered: _Recovered, side: _NatsSide
+    settings: Settings,
+    store: JournalStore,
+    recovered: _Recovered,
+    side: _NatsSide,
+    handle: ExchangeHandle,
 ) -> _Service:
-    handle = ExchangeHandle(side.url, settings.data_dir, settings.secure, uuid.uuid4().hex)
     routes = default_routes()
     publish = Publisher(side.nc)
     pipeline = Pipeline(
         exchange=recovered.exchange,
-        journal=journal,
+        journal=store,
         clock=recovered.clock,
         timers=TimerSchedule(),
         publish=publish,
@@ -504,13 +534,20 @@ async def _build(
 
 async def _serve(
     settings: Settings,
-    journal: Journal,
+    store: JournalStore,
     recovered: _Recovered,
     side: _NatsSide,
+    handle: ExchangeHandle,
     task_status: TaskStatus[ExchangeHandle],
+    *,
+    sqlite: Journal | None = None,
+    guard: Callable[[], Coroutine[Any, Any, None]] | None = None,
 ) -> None:
-    service = await _build(settings, journal, recovered, side)
-    handle, pipeline = service.handle, service.pipeline
+    """Serves until ``handle.stop()`` (a clean stop: drain, snapshot) or until ``guard`` raises
+    (the replicated backend's lease lost), or a loop fails (a fenced append): then nothing more
+    is answered and the error propagates. ``sqlite`` keeps its high-water mark up to date."""
+    service = await _build(settings, store, recovered, side, handle)
+    pipeline = service.pipeline
     timer_scope = anyio.CancelScope()
     try:
         async with anyio.create_task_group() as tg:
@@ -520,10 +557,18 @@ async def _serve(
             tg.start_soon(
                 _run_timers, timer_scope, pipeline.timers, recovered.clock, service.inbound
             )
+            # The guard (the lease's renewal) has no end of its own: a stop cancels it last.
+            guard_scope = anyio.CancelScope()
+            if guard is not None:
+                tg.start_soon(_run_guard, guard_scope, guard)
             high_water_scope = anyio.CancelScope()
-            tg.start_soon(
-                _record_high_water_every, high_water_scope, journal, limits.high_water_interval_s
-            )
+            if sqlite is not None:
+                tg.start_soon(
+                    _record_high_water_every,
+                    high_water_scope,
+                    sqlite,
+                    limits.high_water_interval_s,
+                )
             # The metrics endpoint has no end of its own: a stop cancels it first.
             metrics_scope = anyio.CancelScope()
             if service.metrics is not None:
@@ -538,9 +583,11 @@ async def _serve(
             high_water_scope.cancel()
             if not await _drain(settings, service, timer_scope):
                 tg.cancel_scope.cancel()
+            guard_scope.cancel()
         with anyio.CancelScope(shield=True):
             await pipeline.snapshot_if_behind()
-            await _record_high_water(journal)
+            if sqlite is not None:
+                await _record_high_water(sqlite)
         log.info(
             "exchange_stopped",
             seq=recovered.exchange.seq,
@@ -549,6 +596,8 @@ async def _serve(
         )
     finally:
         remove_endpoint(settings.paths.endpoint, pid=os.getpid())
+        with anyio.CancelScope(shield=True):
+            await _unsubscribe(service)
 
 
 def _announce_ready(
@@ -571,6 +620,13 @@ def _announce_ready(
         digest=handle.digest_at_ready,
         service_id=handle.service_id,
     )
+
+
+async def _unsubscribe(service: _Service) -> None:
+    """Drops what ``_drain`` has not (a term that ended by an error: nothing more is taken)."""
+    for subscription in (*service.subscriptions, *service.control):
+        with suppress(nats.errors.Error):  # Drained already, or the connection is closed.
+            await subscription.unsubscribe()
 
 
 async def _drain(settings: Settings, service: _Service, timer_scope: anyio.CancelScope) -> bool:

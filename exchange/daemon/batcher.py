@@ -57,7 +57,8 @@ from exchange.daemon.inbound import Inbound, InboundQueue, Wakeup
 from exchange.daemon.recovery import failed_reply, journal_postings, rebuild
 from exchange.daemon.replies import Publish, publish_refusal
 from exchange.daemon.routes import CommandWork, QueryWork
-from exchange.journal import Entry, EntryInput, Journal
+from exchange.daemon.store import JournalStore, SnapshotTaken
+from exchange.journal import Entry, EntryInput
 from protocols.commands import DropTimer, RegisterAgent, Tick
 from protocols.errors import ErrorCode
 from protocols.ids import EXCHANGE
@@ -77,15 +78,6 @@ class Reply(msgspec.Struct, frozen=True, gc=False):
     counters: EndpointCounters | None
     received_ns: int
     ok: bool
-
-
-@dataclass(frozen=True, slots=True)
-class SnapshotTaken:
-    seq: int
-    state: bytes
-    # The digest of the live state at ``seq``. A restart restores ``state`` and checks that it
-    # has this digest, so a snapshot that does not restore exactly is caught there.
-    digest: str
 
 
 @dataclass(slots=True)
@@ -158,7 +150,7 @@ class Pipeline:
         self,
         *,
         exchange: Exchange,
-        journal: Journal,
+        journal: JournalStore,
         clock: ExchangeClock,
         timers: TimerSchedule,
         publish: Publish,
@@ -167,7 +159,7 @@ class Pipeline:
         snapshot_every_commands: int,
         snapshot_seq: int,
     ) -> None:
-        assert exchange.seq == journal.last_seq, "the exchange must be recovered from this journal"
+        assert exchange.seq == journal.reader.last_seq, "the exchange must be recovered from it"
         self.exchange = exchange
         self.journal = journal
         self.clock = clock
@@ -177,7 +169,7 @@ class Pipeline:
         self._batch_size_max = batch_size_max
         self._snapshot_every_commands = snapshot_every_commands
         self._snapshot_seq = snapshot_seq
-        self._durable_seq = journal.last_seq
+        self._durable_seq = journal.reader.last_seq
         self._open = AppliedBatch()
         self._batch_ready = Wakeup()
         self._batch_taken = Wakeup()
@@ -304,7 +296,7 @@ class Pipeline:
                 exc_info=error,
             )
             started_ns = time.perf_counter_ns()
-            exchange.take_state_of(rebuild(self.journal, exchange.config, batch.entries))
+            exchange.take_state_of(rebuild(self.journal.reader, exchange.config, batch.entries))
             log.warning(
                 "state_rebuilt",
                 seq=exchange.seq,
@@ -348,7 +340,7 @@ class Pipeline:
         # Serialising must happen here, on the loop, between batches: the state is live objects.
         # It is O(state), and so is the digest, computed from the same walk.
         state, digest = self.exchange.snapshot_and_digest()
-        taken = SnapshotTaken(self.exchange.seq, state, digest)
+        taken = SnapshotTaken(self.exchange.seq, state, digest, self.exchange.ledger.remembered())
         self._snapshot_seq = taken.seq
         return taken
 
@@ -375,8 +367,7 @@ class Pipeline:
         committed: tuple[Entry, ...] = ()
         if batch.entries:
             started_ns = time.perf_counter_ns()
-            # On the loop, not in a worker thread: see "Why the commit blocks the loop" above.
-            committed = self.journal.append_batch(batch.entries)
+            committed = await self.journal.append(batch.entries)
             assert committed[-1].seq == batch.last_seq, (committed[-1].seq, batch.last_seq)
             self._durable_seq = batch.last_seq
             self.batches_committed += 1
@@ -415,9 +406,7 @@ class Pipeline:
         """Stores a snapshot whose seq is durable, in a worker thread."""
         assert snapshot.seq <= self._durable_seq, "snapshot only what is journaled"
         started_ns = time.perf_counter_ns()
-        await anyio.to_thread.run_sync(
-            self.journal.write_snapshot, snapshot.seq, snapshot.state, snapshot.digest
-        )
+        await self.journal.store_snapshot(snapshot)
         log.info(
             "snapshot_written",
             seq=snapshot.seq,

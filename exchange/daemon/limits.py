@@ -84,3 +84,11 @@ connect_timeout_s: Final = 5.0
 
 # The default port of the embedded nats-server (NATS's own default).
 nats_port_default: Final = 4222
+
+# The jetstream backend's leader lease (lease.py): how long a leader that stopped renewing keeps
+# it. A takeover takes about this long after the leader dies, plus the catch-up; shorter means
+# faster failover but more renewals (four per TTL) and more false takeovers on a slow network
+# (which are safe: the stream fences the deposed leader).
+lease_ttl_s_default: Final = 2.0
+# How often a standby tries to take a free lease.
+lease_poll_s: Final = 0.2

@@ -56,7 +56,7 @@ from anyio.abc import ByteReceiveStream, Process
 from exchange.daemon.private_files import write_private
 from exchange.errors import ExchangeError
 from protocols import subjects
-from protocols.ids import ADMIN, AGENT_ID_PATTERN, EXCHANGE, is_agent_id
+from protocols.ids import ADMIN, AGENT_ID_PATTERN, EXCHANGE, GATEWAY, is_agent_id
 
 __all__ = [
     "CONFIG_FILE_NAME",
@@ -385,6 +385,13 @@ def permissions_for(user_name: str, role: str | None = None) -> Permissions:
     if user_name in (EXCHANGE, ADMIN):
         return Permissions(publish_allow=_EVERYTHING, subscribe_allow=_EVERYTHING)
     inbox_prefix = agent_inbox_prefix(user_name)
+    if user_name == GATEWAY:
+        # The metering gateway: its own commands (gateway.*, for the agents it meters) and
+        # queries; no swarm subject, no other sender's commands.
+        return Permissions(
+            publish_allow=("exchange.cmd.gateway.>", "exchange.query.>"),
+            subscribe_allow=(f"{inbox_prefix}.>",),
+        )
     publish = tuple(pattern.format(agent=user_name) for pattern in _AGENT_PUBLISH_ALLOW)
     if role == ORACLE_ROLE:
         publish += (_PRICE_PUBLISH,)
@@ -748,6 +755,14 @@ class NatsServer:
     def _notify(self) -> None:
         self._changed.set()
         self._changed = anyio.Event()
+
+    async def crash(self) -> None:
+        """SIGKILL now, and wait until it is gone: a machine lost on purpose (the failover tests).
+        Unlike a death nobody asked for, it does not end the block that runs the server."""
+        self._stopping = True
+        with suppress(ProcessLookupError):
+            self._process.kill()
+        await self._process.wait()
 
     async def _stop(self) -> None:
         """SIGTERM, wait up to STOP_TIMEOUT_S, then SIGKILL. Shielded: it runs while cancelled."""

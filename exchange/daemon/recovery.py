@@ -29,7 +29,8 @@ from exchange.core.ledger import Outcome
 from exchange.core.machine import SNAPSHOT_VERSION, Exchange, genesis_commands
 from exchange.core.refusals import refusal_reply
 from exchange.daemon.errors import DaemonError
-from exchange.journal import Entry, EntryInput, Journal
+from exchange.daemon.store import JournalReader
+from exchange.journal import Entry, EntryInput
 from exchange.journal import Posting as JournalPosting
 from protocols.commands import Command
 from protocols.errors import ErrorCode
@@ -153,7 +154,7 @@ class Recovered:
     replayed_count: int
 
 
-def recover(journal: Journal, config: EconomyConfig) -> Recovered:
+def recover(journal: JournalReader, config: EconomyConfig) -> Recovered:
     """The exchange as of the journal's last entry: the latest snapshot plus a checked replay.
 
     Raises SnapshotMismatchError, ReplayMismatchError, RecoveryError, and the journal's errors
@@ -237,7 +238,9 @@ def failed(reply: bytes) -> bool:
     return reply.startswith(_failed_prefix)
 
 
-def rebuild(journal: Journal, config: EconomyConfig, pending: Sequence[EntryInput]) -> Exchange:
+def rebuild(
+    journal: JournalReader, config: EconomyConfig, pending: Sequence[EntryInput]
+) -> Exchange:
     """The state as of the journal's last entry and then ``pending`` (applied, not yet
     journaled): what a restart would rebuild, without the restart.
 

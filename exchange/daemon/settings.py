@@ -102,12 +102,28 @@ class Settings:
     # Prometheus text endpoint: None serves none; 0 picks a free port.
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
+    # Where batches are made durable: "sqlite" (a file in the data directory, the default) or
+    # "jetstream" (a stream with ``replicas`` replicas on the ``nats_url`` cluster; see
+    # replicated.py). ``standby`` starts a jetstream node as a follower even if no leader runs.
+    journal_backend: str = "sqlite"
+    replicas: int = 3
+    standby: bool = False
+    # Tells exchanges on one cluster apart: the stream, bucket and subject names derive from it.
+    cluster_name: str = "exchange"
+    lease_ttl_s: float = limits.lease_ttl_s_default
+    # The credentials file the exchange joins ``nats_url`` with (None: no authentication).
+    nats_creds_file: Path | None = None
 
     def __post_init__(self) -> None:
         assert self.message_bytes_max > 0, self.message_bytes_max
         assert self.message_depth_max > 0, self.message_depth_max
         assert self.query_processes_max > 0, "stateless queries need a process to run in"
         assert self.query_queue_size_max >= 0, self.query_queue_size_max
+        assert self.journal_backend in ("sqlite", "jetstream"), self.journal_backend
+        assert self.journal_backend == "sqlite" or self.nats_url is not None, (
+            "the jetstream journal lives on a cluster: give its nats_url"
+        )
+        assert self.replicas >= 1 and self.lease_ttl_s > 0, (self.replicas, self.lease_ttl_s)
         assert self.query_time_s_max > 0, self.query_time_s_max
         assert 0 <= self.query_process_niceness <= 19, self.query_process_niceness
         assert self.inbound_queue_size_max > 0, "a zero inbound queue would refuse every command"

@@ -102,10 +102,15 @@ def stop_orphaned_nats_server(nats_dir: Path) -> None:
 class DaemonProcess:
     """``exchange up`` as a child process; its JSON log events are collected as they come."""
 
-    def __init__(self, data_dir: Path, port: int, *extra: str) -> None:
+    def __init__(
+        self, data_dir: Path, port: int | None, *extra: str, ready_event: str = "exchange_ready"
+    ) -> None:
+        """``port=None`` for an exchange that joins a server (``--nats`` in ``extra``); a
+        standby is ready at ``standby_following``."""
         self.data_dir = data_dir
         self.port = port
         self.extra = extra
+        self.ready_event = ready_event
         self.events: list[dict[str, Any]] = []
         self._changed = anyio.Event()
         self._process: Process | None = None
@@ -147,8 +152,7 @@ class DaemonProcess:
             "up",
             "--data",
             str(self.data_dir),
-            "--port",
-            str(self.port),
+            *(() if self.port is None else ("--port", str(self.port))),
             "--log-json",
             *self.extra,
         ]
@@ -161,7 +165,7 @@ class DaemonProcess:
             mark = len(self.events)
             try:
                 with anyio.fail_after(READY_TIMEOUT_S):
-                    await self.wait_event("exchange_ready", after=mark)
+                    await self.wait_event(self.ready_event, after=mark)
                 yield self
             finally:
                 if process.returncode is None:
@@ -175,6 +179,10 @@ class DaemonProcess:
                 # A SIGKILLed daemon (the crash tests) leaves its nats-server behind: stop it, so
                 # no test leaves a process running.
                 stop_orphaned_nats_server(self.data_dir / "nats")
+
+    def signal(self, signum: int) -> None:
+        assert self._process is not None
+        os.kill(self._process.pid, signum)
 
     def kill(self) -> None:
         """SIGKILL: no drain, no snapshot, no cleanup (its nats-server is left running)."""

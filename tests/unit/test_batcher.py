@@ -19,6 +19,7 @@ from exchange.daemon.discovery import EndpointCounters
 from exchange.daemon.inbound import Inbound, InboundQueue
 from exchange.daemon.recovery import apply_genesis
 from exchange.daemon.routes import CommandWork, QueryWork, resolve_command, resolve_query
+from exchange.daemon.store import SnapshotTaken
 from exchange.journal import Entry, EntryInput
 
 pytestmark = pytest.mark.anyio
@@ -50,8 +51,17 @@ class FakeJournal:
         self.batches.append(list(batch))
         return tuple(entries)
 
-    def write_snapshot(self, seq: int, state: bytes, digest: str) -> None:
-        self.snapshots.append((seq, digest))
+    # The pipeline's side (``JournalStore``).
+
+    @property
+    def reader(self) -> "FakeJournal":
+        return self
+
+    async def append(self, batch: Sequence[EntryInput]) -> tuple[Entry, ...]:
+        return self.append_batch(batch)
+
+    async def store_snapshot(self, snapshot: SnapshotTaken) -> None:
+        self.snapshots.append((snapshot.seq, snapshot.digest))
 
 
 class Harness:
