@@ -3,8 +3,6 @@
 // only ever set as textContent, never parsed as HTML.
 "use strict";
 
-const PALETTE = ["#58a6ff", "#3fb950", "#e3b341", "#f85149", "#bc8cff", "#39c5cf", "#ff9bce",
-  "#d29922", "#8b949e", "#79c0ff", "#56d364", "#ffa657"];
 const DIRECTIONS = ["long", "short", "exit", "hold"];
 const SVG = "http://www.w3.org/2000/svg";
 
@@ -42,7 +40,8 @@ function clock(ms, mode) {
 
 function colours(names) {
   const map = {};
-  names.forEach((name, i) => { map[name] = PALETTE[i % PALETTE.length]; });
+  // Hues a golden angle apart: neighbours differ, and no colour repeats however many agents.
+  names.forEach((name, i) => { map[name] = `hsl(${(i * 137.508) % 360}, 75%, 62%)`; });
   return map;
 }
 
