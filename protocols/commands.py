@@ -115,11 +115,52 @@ class LlmSettle(StrictCommand, frozen=True, kw_only=True):
     tokens: InferenceTokensOrZero
 
 
+class RatesSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Per-agent request limits the metering gateway enforces (docs/gateway.md): requests and
+    tokens per sliding minute, and the models the agent may call. A missing field keeps the
+    agent's current value; 0 removes a per-minute limit, an empty ``models`` allows every model."""
+
+    rpm: Annotated[int, msgspec.Meta(ge=0, le=1_000_000_000)] | None = None
+    tpm: Annotated[int, msgspec.Meta(ge=0, le=1_000_000_000_000)] | None = None
+    models: Annotated[list[ModelName], msgspec.Meta(max_length=256)] | None = None
+
+
 class SetLimits(StrictCommand, frozen=True, kw_only=True):
     """Changes an agent's rate limits. Sent by ``admin`` (or applied by an approved vote)."""
 
     agent: AgentRef
     limits: LimitsSpec
+    rates: RatesSpec | None = None
+
+
+class GatewayAuthorize(StrictCommand, frozen=True, kw_only=True):
+    """The metering gateway holds the worst-case cost of one request an agent makes: its prompt
+    tokens (an upper bound) and ``max_tokens`` of output, at the model's input and output prices.
+    Admitted only within the agent's model allowlist, requests and tokens per minute, and money
+    limits. Sent by ``gateway`` only."""
+
+    agent: AgentRef
+    model: ModelName
+    prompt_tokens: InferenceTokensOrZero
+    max_tokens: InferenceTokensOrZero
+    timeout_s: TimeoutSeconds = 300
+
+
+class GatewaySettle(StrictCommand, frozen=True, kw_only=True):
+    """Charges a gateway authorization by the upstream's reported usage; the rest is released."""
+
+    authorization_id: Name
+    prompt_tokens: InferenceTokensOrZero
+    completion_tokens: InferenceTokensOrZero
+
+
+class GatewayRelease(StrictCommand, frozen=True, kw_only=True):
+    """Releases a gateway authorization whose upstream call failed or was cancelled: nothing is
+    charged, and its tokens leave the agent's tokens-per-minute window (the request still counts
+    as one request)."""
+
+    authorization_id: Name
+    reason: Text = ""
 
 
 class PoolCreate(StrictCommand, frozen=True, kw_only=True):
@@ -173,3 +214,15 @@ class DropTimer(Command, frozen=True, kw_only=True):
     timer_seq: int
     kind: Annotated[str, msgspec.Meta(max_length=64)]
     ref: Annotated[str, msgspec.Meta(max_length=256)]
+
+
+class ImportOpening(StrictCommand, frozen=True, kw_only=True):
+    """Opens an imported agent's balance from ``@import`` (``exchange import``; docs/economy.md,
+    Import), with the earned and spent totals it brings. Sent by ``admin`` (like ``award``, it
+    creates tokens: from ``@import`` instead of ``@mint``)."""
+
+    agent: AgentRef
+    amount: Decimal
+    earned: Decimal = Decimal(0)
+    spent: Decimal = Decimal(0)
+    source: Text = ""

@@ -14,6 +14,8 @@ MINT: Final = "@mint"
 ESCROW: Final = "@escrow"
 FEES: Final = "@fees"
 ROUNDING: Final = "@rounding"
+# The opening equity of an imported exchange: imported balances come from it (docs/economy.md).
+IMPORT: Final = "@import"
 history_per_agent_max: Final = 1000
 
 
@@ -29,9 +31,9 @@ def is_system(account: str) -> bool:
     return account.startswith("@")
 
 
-# Only the source of minted tokens and the rounding account may be negative; every other account
-# (agents, pools, escrow, fees, model sinks) holds real tokens.
-MAY_GO_NEGATIVE: Final = frozenset({MINT, ROUNDING})
+# Only the source of minted tokens, the rounding account and the opening equity of an import may
+# be negative; every other account (agents, pools, escrow, fees, model sinks) holds real tokens.
+MAY_GO_NEGATIVE: Final = frozenset({MINT, ROUNDING, IMPORT})
 
 
 class Posting(msgspec.Struct, frozen=True, gc=False):

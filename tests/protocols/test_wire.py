@@ -90,6 +90,9 @@ def _example(struct_type: type[msgspec.Struct]) -> msgspec.Struct:
         "rate_per_day": Decimal("0.01"),
         "term_s": 86_400,
         "loan_id": "loan-1",
+        "price": Decimal(15),
+        "expires_in_s": 3600,
+        "future_id": "future-1",
     }
     info = msgspec.inspect.type_info(struct_type)
     assert isinstance(info, msgspec.inspect.StructType)

@@ -16,6 +16,7 @@ from exchange.core import states
 from protocols import commands as c
 from protocols import cooperation as coop
 from protocols import credit as cr
+from protocols import futures as fu
 from protocols import queries as q
 from protocols import state_names
 from protocols import swarm as s
@@ -41,6 +42,9 @@ def _busy() -> tuple[Harness, dict[str, q.Query]]:
         "claude", cr.OfferLoan, borrower="zero", principal=Decimal(10), rate_per_day=Decimal(0),
         term_s=3600,
     )["loan_id"]  # fmt: skip
+    future_id = h.ok(
+        "claude", fu.WriteFuture, model="llama3.2", tokens=1000, price=Decimal(1), expires_in_s=60
+    )["future_id"]
     game = coop.Game(
         players=["a", "b"], coalitions=[coop.Worth(members=["a", "b"], value=1)], default_value=0
     )
@@ -63,6 +67,8 @@ def _busy() -> tuple[Harness, dict[str, q.Query]]:
         "stakes": cr.StakesQuery(agent="zero"),
         "loan": cr.LoanQuery(loan_id=loan_id),
         "loans": cr.LoansQuery(),
+        "future": fu.FutureQuery(future_id=future_id),
+        "futures": fu.FuturesQuery(agent="claude"),
     }
     return h, asked
 
@@ -96,6 +102,7 @@ def test_each_answer_decodes_as_its_type_and_fits_its_schema(verb: str) -> None:
         (state_names.COALITION_STATES, states.CoalitionState),
         (cr.STAKE_STATES, states.StakeState),
         (cr.LOAN_STATES, states.LoanState),
+        (fu.FUTURE_STATES, states.FutureState),
     ],
 )
 def test_published_state_names_are_the_core_states(
