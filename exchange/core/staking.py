@@ -54,8 +54,9 @@ class StakingState(msgspec.Struct, frozen=True, kw_only=True):
     staked has exactly ``StakingState()``: the digest leaves it out then (machine.py)."""
 
     stakes: list[StakeRecord] = []
-    # Yield weight (µ·ns) accrued this period by agents, from stakes that since changed.
-    weights: dict[str, int] = {}
+    # Yield weight (µ·ns) accrued this period by agents, from stakes that since changed, as
+    # decimal text: a product of micro-tokens and nanoseconds passes 2**64 (msgpack's ints).
+    weights: dict[str, str] = {}
     # The ``@fees`` balance after the last payout (or at the first stake): the period's income
     # is what it gained since.
     fees_mark_micro: int = 0
@@ -82,7 +83,7 @@ class Staking:
     def snapshot(self) -> StakingState:
         return StakingState(
             stakes=list(self.stakes.values()),
-            weights=dict(self.weights),
+            weights={agent: str(w) for agent, w in self.weights.items()},
             fees_mark_micro=self.fees_mark_micro,
             yield_armed=self.yield_armed,
             yield_paid_micro=self.yield_paid_micro,
@@ -91,7 +92,7 @@ class Staking:
 
     def restore(self, state: StakingState) -> None:
         self.stakes = {s.id: s for s in state.stakes}
-        self.weights = dict(state.weights)
+        self.weights = {agent: int(w) for agent, w in state.weights.items()}
         self.fees_mark_micro = state.fees_mark_micro
         self.yield_armed = state.yield_armed
         self.yield_paid_micro = state.yield_paid_micro
