@@ -47,6 +47,7 @@ _QUERY_WORDS = frozenset(
         "shapley",
         "stakes",
         "loans",
+        "futures",
     }
 )
 
@@ -643,6 +644,77 @@ NET_VERBS: tuple[NetVerb, ...] = (
             ("--limit", {"type": int, "default": 100}),
         ),
         lambda a: QueryRequest("loans", _drop_none({"agent": a.agent, "limit": a.limit})),
+    ),
+    NetVerb(
+        ("future", "write"),
+        "WRITER offers TOKENS of MODEL at PRICE per 1K, expiring in EXPIRES_S seconds; its "
+        "margin is held (docs/economy.md, Compute futures)",
+        _with(
+            _positional(
+                "writer", "model", "tokens", "price", "expires_s", tokens=int, expires_s=int
+            ),
+            ("--buyer", {"default": None, "help": "the one agent that may take it"}),
+        ),
+        lambda a: CommandRequest(
+            a.writer,
+            "future.write",
+            _drop_none(
+                {
+                    "model": a.model,
+                    "tokens": a.tokens,
+                    "price": a.price,
+                    "expires_in_s": a.expires_s,
+                    "buyer": a.buyer,
+                }
+            ),
+        ),
+    ),
+    NetVerb(
+        ("future", "buy"),
+        "BUYER buys TOKENS of MODEL from the exchange at today's price, expiring in EXPIRES_S",
+        _positional("buyer", "model", "tokens", "expires_s", tokens=int, expires_s=int),
+        lambda a: CommandRequest(
+            a.buyer,
+            "future.buy",
+            {"model": a.model, "tokens": a.tokens, "expires_in_s": a.expires_s},
+        ),
+    ),
+    NetVerb(
+        ("future", "take"),
+        "BUYER takes an offered or listed future at exactly PRICE tokens in all",
+        _positional("future_id", "buyer", "price"),
+        lambda a: CommandRequest(
+            a.buyer, "future.take", {"future_id": a.future_id, "price": a.price}
+        ),
+    ),
+    NetVerb(
+        ("future", "list"),
+        "HOLDER offers its future for resale at PRICE tokens in all",
+        _with(
+            _positional("future_id", "holder", "price"),
+            ("--to", {"default": None, "help": "the one agent that may take it"}),
+        ),
+        lambda a: CommandRequest(
+            a.holder,
+            "future.list",
+            _drop_none({"future_id": a.future_id, "price": a.price, "to": a.to}),
+        ),
+    ),
+    NetVerb(
+        ("future", "show"),
+        "one future: its terms, parties, margin, state and settlement",
+        _positional("future_id"),
+        lambda a: QueryRequest("future", {"future_id": a.future_id}),
+    ),
+    NetVerb(
+        ("futures",),
+        "the futures kept (with --agent, those it wrote, holds or may take)",
+        _with(
+            _positional(),
+            ("--agent", {"default": None}),
+            ("--limit", {"type": int, "default": 100}),
+        ),
+        lambda a: QueryRequest("futures", _drop_none({"agent": a.agent, "limit": a.limit})),
     ),
 )
 
