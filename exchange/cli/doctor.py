@@ -10,17 +10,28 @@ Must not: write to the journal or the data directory, or stop at a problem witho
 entry it is and what to do.
 """
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import anyio
 import msgspec
+import nats
+import nats.errors
 
 from exchange.core.config import ConfigError, EconomyConfig, parse_config
 from exchange.core.machine import SNAPSHOT_VERSION, Exchange
+from exchange.daemon.creds import read_credentials
 from exchange.daemon.recovery import RecoveryError, check_digest, replay
 from exchange.daemon.settings import DataPaths
-from exchange.journal import Journal, JournalError, VerifyProblem, verify_file
+from exchange.daemon.store import JournalReader
+from exchange.daemon.stream_journal import ClusterJournalCopy, ClusterNames, read_cluster_journal
+from exchange.errors import ExchangeError
+from exchange.journal import Entry, Journal, JournalError, Snapshot, VerifyProblem, verify_file
+from exchange.journal.tail import BundledSnapshot, JournalTail
 from protocols.amounts import format_micro
+from protocols.client import connect_options
+from protocols.credentials import Credentials
 
 
 class DoctorReport(msgspec.Struct, frozen=True, kw_only=True):
@@ -106,7 +117,75 @@ def run_doctor(data_dir: Path) -> DoctorReport:
     return found.report()
 
 
-def _replay_checks(journal: Journal, config: EconomyConfig, found: _Findings) -> None:
+def run_stream_doctor(url: str, cluster_name: str, creds_file: Path | None) -> DoctorReport:
+    """The same checks on a journal kept on a JetStream cluster (``--journal jetstream``): the
+    whole stream is read from its first message; its hash chain, the replay from genesis, the
+    newest snapshot's digest and the invariants are checked as for a SQLite journal."""
+    names = ClusterNames(cluster_name)
+    found = _Findings(journal=f"{names.journal_stream} at {url}")
+    try:
+        copy = anyio.run(_read_cluster, url, names, creds_file)
+    except (ExchangeError, OSError, TimeoutError, nats.errors.Error) as exc:
+        found.problems.append(f"cannot read the journal from the cluster: {exc}")
+        return found.report()
+    if copy.config_text is None:
+        found.problems.append(
+            f"the cluster has no economy.toml beside {names.journal_stream}: it cannot be replayed"
+        )
+        return found.report()
+    tail = JournalTail()
+    for stream_seq, entries in copy.messages:
+        try:
+            tail.extend(entries or ())
+        except JournalError as exc:
+            found.problems.append(
+                f"the stream is damaged at stream sequence {stream_seq}: {exc}. Entries before "
+                "it are sound"
+            )
+            return found.report()
+    found.entries, found.head_hash = tail.last_seq, tail.last_hash_hex
+    _replay_checks(_StreamCopy(tail, copy.snapshot), parse_config(copy.config_text), found)
+    found.snapshots_checked = 0 if copy.snapshot is None else 1
+    return found.report()
+
+
+async def _read_cluster(
+    url: str, names: ClusterNames, creds_file: Path | None
+) -> ClusterJournalCopy:
+    credentials = Credentials(url=url) if creds_file is None else read_credentials(creds_file)
+    if credentials is None:
+        raise OSError(f"no credentials in {creds_file}")
+    servers = [part.strip() for part in url.split(",") if part.strip()]
+    nc = await nats.connect(servers, allow_reconnect=False, **connect_options(credentials))
+    try:
+        return await read_cluster_journal(nc.jetstream(), names)
+    finally:
+        await nc.close()
+
+
+class _StreamCopy:
+    """A whole stream read into memory, with the cluster's snapshot, as ``_replay_checks`` reads a
+    journal: every entry from the first, the snapshot's remembered rows from its bundle."""
+
+    def __init__(self, tail: JournalTail, snapshot: BundledSnapshot | None) -> None:
+        self._tail, self._snapshot = tail, snapshot
+        self._bundle = JournalTail(snapshot)
+
+    @property
+    def last_seq(self) -> int:
+        return self._tail.last_seq
+
+    def latest_snapshot(self) -> Snapshot | None:
+        return self._bundle.latest_snapshot()
+
+    def iter_entries(self, after_seq: int = 0) -> Iterator[Entry]:
+        return self._tail.iter_entries(after_seq)
+
+    def entries_at(self, seqs: Sequence[int]) -> Iterator[tuple[str, str, bytes, bytes]]:
+        return self._bundle.entries_at(seqs)
+
+
+def _replay_checks(journal: JournalReader, config: EconomyConfig, found: _Findings) -> None:
     exchange = Exchange(config)
     digests: dict[int, str] = {}
     try:

@@ -57,6 +57,7 @@ from protocols.logs import configure_logging
 from protocols.units import NS_PER_US, US_PER_S
 
 if TYPE_CHECKING:
+    from exchange.cli.doctor import DoctorReport
     from exchange.daemon.app import ExchangeHandle
 
 # 128 + SIGPIPE, what a shell reports for a writer whose reader went away.
@@ -186,12 +187,30 @@ def build_parser() -> argparse.ArgumentParser:
         child.set_defaults(net_verb=verb)
     doctor = sub.add_parser("doctor", help="check the journal: chain, replay, digest, invariants")
     _common(doctor, network=False)
+    doctor.add_argument(
+        "--journal",
+        choices=["sqlite", "jetstream"],
+        default="sqlite",
+        help="jetstream: check the replicated journal on --nats instead of DATA's file",
+    )
+    doctor.add_argument("--nats", metavar="URL", help="the cluster (with --journal jetstream)")
+    doctor.add_argument("--cluster-name", default="exchange", metavar="NAME")
+    doctor.add_argument("--creds", type=Path, metavar="FILE", help="credentials for --nats")
     export = sub.add_parser("export", help="the transaction history (postings) as CSV or JSON")
     _common(export, network=False)
     export.add_argument("--format", choices=["csv", "json"], help="default csv (json with --json)")
     export.add_argument("--agent", help="only postings to or from this account")
     export.add_argument("--since", help="RFC 3339 time or integer ns since the epoch")
     export.add_argument("--output", type=Path, help="write here instead of stdout")
+    imported = sub.add_parser(
+        "import",
+        help="a new exchange in --data opening the balances of an export or seed-1 wallet files",
+    )
+    _common(imported, network=False)
+    imported.add_argument(
+        "source", type=Path, help="an export (.csv, .json), a .wallet file, or seed 1's .exchange/"
+    )
+    imported.add_argument("--config", type=Path, help="the economy's TOML (default: the defaults)")
     creds = sub.add_parser("creds", help="what a NATS client needs to connect as AGENT")
     _common(creds, network=False)
     creds.add_argument("agent")
@@ -274,6 +293,8 @@ def _dispatch(args: argparse.Namespace, output: Output) -> int:
         return _doctor(args, output)
     if args.verb == "export":
         return _export(args, output)
+    if args.verb == "import":
+        return _import(args, output)
     if args.verb == "creds":
         return _creds(args, output)
     if args.verb == "completion":
@@ -482,13 +503,14 @@ def _up(args: argparse.Namespace, output: Output) -> int:
 async def _serve_until_signalled(settings: Settings, output: Output) -> None:
     """Runs the exchange; the first SIGINT/SIGTERM stops it cleanly, a second one at once. With
     ``--json``, one line on stdout says it is ready (what ``exchange_ready`` logs)."""
-    from exchange.daemon.app import ExchangeHandle, run_exchange
+    from exchange.daemon.app import ExchangeHandle
+    from exchange.daemon.run import run_daemon
 
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with anyio.create_task_group() as tg:
 
             async def run(*, task_status: TaskStatus[ExchangeHandle]) -> None:
-                await run_exchange(settings, task_status=task_status)
+                await run_daemon(settings, task_status=task_status)
                 tg.cancel_scope.cancel()
 
             handle: ExchangeHandle = await tg.start(run)
@@ -524,9 +546,19 @@ def _print_ready_line(output: Output, handle: "ExchangeHandle") -> None:
 
 def _doctor(args: argparse.Namespace, output: Output) -> int:
     # Imported here: the core and the journal cost a network verb's startup nothing.
-    from exchange.cli.doctor import run_doctor
+    from exchange.cli.doctor import run_doctor, run_stream_doctor
 
     paths = DataPaths(args.data)
+    if args.journal == "jetstream":
+        if args.nats is None:
+            return output.error(
+                {
+                    "code": "invalid_argument",
+                    "message": "--journal jetstream reads the journal from a cluster: give --nats",
+                },
+                status=EXIT_USAGE,
+            )
+        return _doctor_report(run_stream_doctor(args.nats, args.cluster_name, args.creds), output)
     if not paths.journal.exists() and not high_water_path(paths.journal).exists():
         return output.error(
             {
@@ -535,7 +567,10 @@ def _doctor(args: argparse.Namespace, output: Output) -> int:
                 "directory (`exchange up` makes it)",
             }
         )
-    report = run_doctor(args.data)
+    return _doctor_report(run_doctor(args.data), output)
+
+
+def _doctor_report(report: "DoctorReport", output: Output) -> int:
     if output.json_mode:
         output.json(report)
     else:
@@ -597,6 +632,26 @@ def _export(args: argparse.Namespace, output: Output) -> int:
     except JournalError as exc:
         return output.error({"code": "journal_unreadable", "message": str(exc)})
     return EXIT_OK
+
+
+def _import(args: argparse.Namespace, output: Output) -> int:
+    import dataclasses
+    import time
+
+    from exchange.cli.importing import import_exchange
+    from exchange.daemon.errors import DaemonError
+
+    try:
+        config_text = None if args.config is None else args.config.read_text(encoding="utf-8")
+        report = import_exchange(
+            args.source, args.data, config_text=config_text, now_ns=time.time_ns()
+        )
+    except ConfigError as exc:
+        return output.error({"code": "invalid_config", "message": f"--config: {exc}"})
+    except (JournalError, DaemonError) as exc:
+        return output.error({"code": "import_refused", "message": str(exc)})
+    fields = dataclasses.asdict(report) | {"data_dir": str(report.data_dir)}
+    return output.result(fields, title=f"imported into {report.data_dir}")
 
 
 def _creds(args: argparse.Namespace, output: Output) -> int:

@@ -395,12 +395,7 @@ async def run_exchange(
     (data directory in use, a journal that does not replay), ConfigError, JournalError,
     NatsServerError, and a task group's ExceptionGroup if a loop fails while serving.
     """
-    if settings.journal_backend == "jetstream":
-        # Imported here: replicated.py builds on this module's parts (one direction only).
-        from exchange.daemon.replicated import run_replicated_exchange
-
-        await run_replicated_exchange(settings, wall_ns=wall_ns, task_status=task_status)
-        return
+    assert settings.journal_backend == "sqlite", "the jetstream backend runs in replicated.py"
     paths = settings.paths
     if settings.embedded and not paths.root.exists():
         # A taken port refused before a new data directory is made (nats-server's own failure

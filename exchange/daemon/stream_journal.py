@@ -471,3 +471,54 @@ def decode_batch(msg: Msg) -> tuple[Entry, ...] | None:
 
 def stream_seq_of(msg: Msg) -> int:
     return int(msg.metadata.sequence.stream)
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterJournalCopy:
+    """Everything the cluster holds of one exchange's journal, read from its start (for doctor)."""
+
+    config_text: str | None
+    snapshot: BundledSnapshot | None
+    # Each journal message in stream order: its stream sequence and entries (None: a fence).
+    messages: list[tuple[int, tuple[Entry, ...] | None]]
+
+
+async def read_cluster_journal(
+    js: JetStreamContext, names: ClusterNames, *, timeout_s: float = 30.0
+) -> ClusterJournalCopy:
+    """Reads the whole journal stream, the newest snapshot and the config. Raises
+    ClusterStorageError when the cluster holds no such journal."""
+    try:
+        info = await js.stream_info(names.journal_stream)
+        store = await js.object_store(names.snapshot_bucket)
+    except nats.js.errors.NotFoundError as exc:
+        raise ClusterStorageError(
+            f"the cluster holds no journal {names.journal_stream}; check --nats and --cluster-name"
+        ) from exc
+    config_text = None
+    snapshot = None
+    with suppress(nats.js.errors.ObjectNotFoundError):
+        config_text = (await store.get(_CONFIG_OBJECT)).data.decode()  # type: ignore[union-attr]
+    with suppress(nats.js.errors.ObjectNotFoundError):
+        found = (await store.get(_SNAPSHOT_OBJECT)).data
+        snapshot = None if not found else _snapshot_decoder.decode(found)
+    last = int(info.state.last_seq)
+    messages: list[tuple[int, tuple[Entry, ...] | None]] = []
+    if last == 0:
+        return ClusterJournalCopy(config_text, snapshot, messages)
+    subscription = await js.subscribe(
+        names.journal_subject,
+        ordered_consumer=True,
+        deliver_policy=api.DeliverPolicy.ALL,
+        stream=names.journal_stream,
+    )
+    try:
+        with anyio.fail_after(timeout_s):
+            async for msg in subscription.messages:
+                messages.append((stream_seq_of(msg), decode_batch(msg)))
+                if stream_seq_of(msg) >= last:
+                    break
+    finally:
+        with suppress(nats.errors.Error, nats.js.errors.Error):
+            await subscription.unsubscribe()
+    return ClusterJournalCopy(config_text, snapshot, messages)

@@ -8,6 +8,7 @@ leader serves within 5 s, the replicas' digests agree, a node of the cluster can
 leader that was paused past its lease comes back fenced, as a standby.
 """
 
+import json
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -19,9 +20,19 @@ from typing import Any
 
 import anyio
 import pytest
-from daemon_support import DaemonProcess
+from daemon_support import DaemonProcess, run_cli
+from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from exchange.daemon.natsserver import NatsServer
+from exchange.daemon.stream_journal import (
+    ClusterNames,
+    JournalFencedError,
+    StreamJournal,
+    StreamSettings,
+    ensure_storage,
+    read_cluster_journal,
+)
+from exchange.journal import EntryInput
 from protocols.client import ExchangeClient, connect
 from protocols.client_errors import ExchangeUnavailableError
 from protocols.credentials import Credentials
@@ -161,6 +172,12 @@ async def test_killing_the_leader_under_load_loses_and_repeats_nothing(
         assert await _balance(client, "zero") == OPENING + moved
         status = await _status(client)
         assert await _digest_when_caught_up(standby, status["commands_applied"]) == status["digest"]
+        # The whole stream, from its first message, checks out: chain, replay, snapshot digest.
+        doctor = await run_cli("doctor", "--journal", "jetstream", "--nats", url, "--json")
+        report = doctor.json()
+        assert report["ok"], report["problems"]
+        assert report["entries_replayed"] == status["commands_applied"]
+        assert report["digest"] == status["digest"]
 
 
 async def test_a_paused_leader_comes_back_fenced_and_follows(
@@ -226,3 +243,90 @@ async def test_the_exchange_serves_on_when_a_nats_node_dies(
                     break
                 assert reply.ok, reply
         assert await _balance(client, "claude") == OPENING - 10
+
+
+async def test_a_listener_that_was_away_catches_up_on_events_from_a_sequence(
+    tmp_path: Path, nats_cluster: tuple[NatsServer, ...]
+) -> None:
+    url = ",".join(node.url for node in nats_cluster)
+    async with (
+        _nodes(tmp_path, url, 1),
+        connect(Credentials(url=url), request_timeout_s=1.0) as client,
+    ):
+        js = client.nc.jetstream()
+
+        async def transfers(prefix: str) -> None:
+            for index in range(3):
+                reply = await client.command_envelope(
+                    "claude",
+                    "transfer",
+                    {"to": "zero", "amount": "1", "memo": f"{prefix}{index}"},
+                    request_id=f"{prefix}{index}",
+                )
+                assert reply.ok, reply
+
+        async def memos_from(start_seq: int) -> tuple[list[str], int]:
+            """The memos of claude's next three transfer postings from ``start_seq`` on, and
+            the stream sequence of the last one."""
+            memos: list[str] = []
+            subscription = await js.subscribe(
+                "exchange.event.claude.>",
+                ordered_consumer=True,
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                config=ConsumerConfig(opt_start_seq=start_seq),
+            )
+            last = 0
+            with anyio.fail_after(10):
+                async for msg in subscription.messages:
+                    event = json.loads(msg.data)
+                    if event.get("kind") == "transfer":
+                        memos.append(event["memo"])
+                        last = msg.metadata.sequence.stream
+                    if len(memos) == 3:
+                        break
+            await subscription.unsubscribe()
+            return memos, last
+
+        await transfers("first-")
+        seen, last = await memos_from(1)
+        assert seen == ["first-0", "first-1", "first-2"]
+        # Away meanwhile: the events are kept, and resuming after the last one read gives
+        # exactly the new ones.
+        await transfers("then-")
+        resumed, _ = await memos_from(last + 1)
+        assert resumed == ["then-0", "then-1", "then-2"]
+
+
+async def test_a_batch_too_big_for_one_message_is_appended_whole_or_not_at_all(
+    nats_cluster: tuple[NatsServer, ...],
+) -> None:
+    names, settings = ClusterNames("big"), StreamSettings(replicas=3)
+    async with connect(Credentials(url=nats_cluster[0].url)) as client:
+        js = client.nc.jetstream()
+        store = await ensure_storage(js, names, settings)
+        writer = await StreamJournal.load(js, store, names, settings, message_bytes_max=600)
+        entries = await writer.append(
+            [
+                EntryInput(
+                    at_ns=index, sender="claude", verb="transfer", body=b"{}" * 40, reply=b"{}"
+                )
+                for index in range(1, 21)
+            ]
+        )
+        assert [entry.seq for entry in entries] == list(range(1, 21))
+        copy = await read_cluster_journal(js, names)
+        sizes = [len(batch or ()) for _, batch in copy.messages]
+        assert len(sizes) > 1 and sum(sizes) == 20, sizes  # several messages, one batch
+        # A second writer that has not read them expects the stream at 0: refused, whole.
+        stale = await StreamJournal.load(js, store, names, settings, message_bytes_max=600)
+        with pytest.raises(JournalFencedError):
+            await stale.append(
+                [
+                    EntryInput(
+                        at_ns=99, sender="zero", verb="transfer", body=b"{}" * 40, reply=b"{}"
+                    )
+                    for _ in range(10)
+                ]
+            )
+        after = await read_cluster_journal(js, names)
+        assert [len(batch or ()) for _, batch in after.messages] == sizes
