@@ -11,6 +11,9 @@ ADMIN: Final = "admin"
 # The daemon's own identity, used for timer commands it feeds itself.
 EXCHANGE: Final = "exchange"
 SYSTEM_SENDERS: Final = frozenset({ADMIN, EXCHANGE})
+# The metering gateway's identity (docs/gateway.md): it may authorize, settle and release
+# inference holds on behalf of agents, and nothing else; it holds no balance and is no admin.
+GATEWAY: Final = "gateway"
 
 # A pattern's "$" also matches before a final newline under Python's re (which msgspec and
 # jsonschema use), so every pattern ends "$(?!\n)": "btc\n" must not pass as a subject token.

@@ -16,7 +16,7 @@ from protocols import commands as c
 from protocols import results as r
 from protocols.amounts import format_micro
 from protocols.errors import ErrorCode
-from protocols.ids import SYSTEM_SENDERS, is_agent_id
+from protocols.ids import GATEWAY, SYSTEM_SENDERS, is_agent_id
 
 
 class Earning:
@@ -33,8 +33,9 @@ class Earning:
                 "in NATS subjects, so no dots, spaces or wildcards)",
                 path="$.agent",
             )
-        if cmd.agent in SYSTEM_SENDERS:
-            # An agent named "admin" could never act (the sender would be the operator).
+        if cmd.agent in SYSTEM_SENDERS or cmd.agent == GATEWAY:
+            # An agent named "admin" could never act (the sender would be the operator), and
+            # one named "gateway" would share the metering gateway's login.
             return refuse(
                 ErrorCode.invalid_agent_id,
                 f"agent id {cmd.agent!r} is reserved for the exchange itself; choose another id",
