@@ -108,9 +108,31 @@ def _limits(a: argparse.Namespace, *, required: bool = False) -> dict[str, Any]:
     )
     if required and not given:
         raise ValueError(
-            "limits set changes nothing without --burst, --reserve, --hourly or --daily"
+            "limits set changes nothing without --burst, --reserve, --hourly, --daily, --rpm, "
+            "--tpm or --models"
         )
     return given
+
+
+# The metering gateway's limits (docs/gateway.md): requests and tokens per minute, models.
+_RATE_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("--rpm", {"type": int, "default": None, "help": "gateway requests per minute (0: none)"}),
+    ("--tpm", {"type": int, "default": None, "help": "gateway tokens per minute (0: none)"}),
+    (
+        "--models",
+        {"default": None, "help": "models the gateway lets it call, comma-separated ('': all)"},
+    ),
+)
+
+
+def _limits_set(a: argparse.Namespace) -> dict[str, Any]:
+    """limits.set's body: the money limits and the gateway's rates given (at least one)."""
+    models = None if a.models is None else [m for m in a.models.split(",") if m]
+    rates = _drop_none({"rpm": a.rpm, "tpm": a.tpm, "models": models})
+    body: dict[str, Any] = {"agent": a.agent, "limits": _limits(a, required=not rates)}
+    if rates:
+        body["rates"] = rates
+    return body
 
 
 def _preferences(pairs: list[str]) -> dict[str, str]:
@@ -216,11 +238,10 @@ NET_VERBS: tuple[NetVerb, ...] = (
     ),
     NetVerb(
         ("limits", "set"),
-        "change an agent's rate limits, in tokens (admin); the others are kept",
-        _with(_positional("agent"), *_LIMIT_OPTIONS),
-        lambda a: CommandRequest(
-            None, "limits.set", {"agent": a.agent, "limits": _limits(a, required=True)}
-        ),
+        "change an agent's rate limits, in tokens, and its gateway limits (admin); the others "
+        "are kept",
+        _with(_positional("agent"), *_LIMIT_OPTIONS, *_RATE_OPTIONS),
+        lambda a: CommandRequest(None, "limits.set", _limits_set(a)),
     ),
     NetVerb(
         ("agent", "register"),

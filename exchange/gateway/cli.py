@@ -1,0 +1,257 @@
+"""``exchange gateway``: the metering gateway and its keys (docs/gateway.md).
+
+- ``exchange gateway serve --upstream URL [--upstream URL#KEY ...] [--data DIR] [--nats URL]
+  [--host H] [--port N]``: serves the OpenAI-compatible API, metering every request on the
+  exchange as the ``gateway`` user. Prints ``gateway at http://H:P/v1`` once it accepts
+  connections and runs until Ctrl-C.
+- ``exchange gateway key AGENT [--data DIR]``: issues an API key for AGENT and prints it once
+  (only its hash is kept, in ``DIR/gateway-keys.json``).
+- ``exchange gateway keys [--data DIR]``: lists the keys (id, agent, created, revoked).
+- ``exchange gateway revoke KEY_ID [--data DIR]``: revokes a key; a running gateway stops
+  accepting it within a second.
+
+Exit statuses as the CLI's: 2 bad arguments, 3 no exchange reachable.
+"""
+
+import argparse
+import functools
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+import anyio
+import httpx
+import msgspec
+import uvicorn
+from anyio.abc import TaskStatus
+
+from exchange.core.config import GatewayConfig
+from exchange.daemon.creds import CredentialsFileError, read_credentials
+from exchange.daemon.endpoint import EndpointFileError
+from exchange.daemon.settings import DataPaths
+from exchange.gateway.app import Gateway
+from exchange.gateway.keys import KeyRing, KeysError, issue_key, keys_path, read_keys, revoke_key
+from exchange.gateway.meter import Meter
+from exchange.gateway.upstreams import Upstream, Upstreams, parse_upstream
+from exchange.locate import DATA_DIR_DEFAULT, LocateError, locate
+from exchange.render import EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
+from protocols.client import connect
+from protocols.client_errors import ExchangeUnavailableError
+from protocols.credentials import Credentials
+from protocols.ids import GATEWAY
+from protocols.logs import configure_logging
+
+PORT_DEFAULT = 8400
+# Upper bound of one upstream call; the hold outlives it by a margin, then expires (voided).
+UPSTREAM_TIMEOUT_S = 600.0
+HOLD_MARGIN_S = 60
+# How long a stopping gateway lets in-flight requests finish.
+SHUTDOWN_TIMEOUT_S = 10
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="exchange gateway", description=__doc__)
+    sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    serve = sub.add_parser("serve", help="serve the metered OpenAI-compatible API")
+    serve.add_argument(
+        "--upstream",
+        action="append",
+        required=True,
+        metavar="URL[#KEY]",
+        help="an OpenAI-compatible base URL (repeat for several); #KEY: its API key",
+    )
+    serve.add_argument("--nats", metavar="URL", help="the NATS server (default: from DIR)")
+    serve.add_argument("--creds", type=Path, metavar="FILE", help="default: DIR/creds/gateway.json")
+    serve.add_argument("--host", default="127.0.0.1", help="address to serve on")
+    serve.add_argument("--port", type=int, default=PORT_DEFAULT, help="0: any free port")
+    serve.add_argument(
+        "--default-max-tokens",
+        type=int,
+        default=GatewayConfig().default_max_tokens,
+        help="completion tokens held (and sent upstream) for a request that names none",
+    )
+    key = sub.add_parser("key", help="issue an API key for AGENT (printed once)")
+    key.add_argument("agent")
+    sub.add_parser("keys", help="list the keys")
+    revoke = sub.add_parser("revoke", help="revoke a key by its id")
+    revoke.add_argument("key_id")
+    for child in sub.choices.values():
+        child.add_argument(
+            "--data", type=Path, default=DATA_DIR_DEFAULT, metavar="DIR", help="the exchange's data"
+        )
+    return parser.parse_args(list(argv))
+
+
+def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> int:
+    out = stdout or sys.stdout
+    try:
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    path = keys_path(args.data)
+    try:
+        if args.action == "key":
+            key, record = issue_key(path, args.agent)
+            out.write(f"{key}\n")
+            sys.stderr.write(
+                f"key {record.key_id} for {record.agent}: shown once, only its hash is kept "
+                f"({path}); revoke with `exchange gateway revoke {record.key_id}`\n"
+            )
+            return EXIT_OK
+        if args.action == "keys":
+            for k in read_keys(path).keys:
+                state = "revoked" if k.revoked else "active"
+                out.write(f"{k.key_id}\t{k.agent}\t{k.created_at_s}\t{state}\n")
+            return EXIT_OK
+        if args.action == "revoke":
+            revoked = revoke_key(path, args.key_id)
+            out.write(f"revoked {revoked.key_id} ({revoked.agent})\n")
+            return EXIT_OK
+    except KeysError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    configure_logging(level="warning", stream=sys.stderr)
+    try:
+        upstreams = [parse_upstream(spec) for spec in args.upstream]
+    except ValueError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    try:
+        credentials = gateway_credentials(args.nats, args.data, args.creds)
+    except (LocateError, CredentialsFileError, EndpointFileError) as exc:
+        return _fail(str(exc), EXIT_UNREACHABLE)
+    try:
+        sock = bind(args.host, args.port)
+    except OSError as exc:
+        return _fail(f"cannot listen on {args.host}:{args.port} ({exc}); pick another --port", 2)
+
+    async def run() -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with anyio.create_task_group() as tg:
+                serve = functools.partial(
+                    run_gateway,
+                    credentials,
+                    upstreams,
+                    sock,
+                    path,
+                    default_max_tokens=args.default_max_tokens,
+                )
+                url = await tg.start(serve)
+                out.write(f"gateway at {url} (Ctrl-C to stop)\n")
+                out.flush()
+                async for _ in signals:
+                    tg.cancel_scope.cancel()
+
+    try:
+        anyio.run(run, backend="asyncio")
+    except ExchangeUnavailableError as exc:
+        return _fail(str(exc), EXIT_UNREACHABLE)
+    finally:
+        sock.close()
+    return EXIT_OK
+
+
+def gateway_credentials(nats_url: str | None, data_dir: Path, creds: Path | None) -> Credentials:
+    """The gateway user's credentials (``DIR/creds/gateway.json``, written by ``exchange up``),
+    with the URL the CLI would use; open mode: just the URL."""
+    located = locate(nats_url, data_dir).credentials
+    path = creds or DataPaths(data_dir).creds(GATEWAY)
+    found = read_credentials(path)
+    if found is None:
+        if located.user is None:
+            return located  # open mode: no credentials at all
+        raise CredentialsFileError(
+            f"{path}: no gateway credentials; `exchange up` writes them (restart it once after "
+            "upgrading), or pass --creds"
+        )
+    return msgspec.structs.replace(found, url=located.url)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    return sock
+
+
+async def run_gateway(
+    credentials: Credentials,
+    upstreams: list[Upstream],
+    sock: socket.socket,
+    keys: Path,
+    *,
+    default_max_tokens: int = GatewayConfig().default_max_tokens,
+    keys_reload_s: float = 1.0,
+    task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """The gateway on ``sock`` until cancelled; ``task_status`` gets its base URL (``.../v1``).
+
+    Cancelling it stops it cleanly: the server finishes its in-flight requests (and their
+    settles), then the NATS and upstream connections close, all shielded from the cancellation.
+    Raises ExchangeUnavailableError when the exchange cannot be reached at first."""
+    stop = anyio.Event()
+    body = functools.partial(
+        _serve,
+        credentials,
+        upstreams,
+        sock,
+        keys,
+        stop,
+        default_max_tokens=default_max_tokens,
+        keys_reload_s=keys_reload_s,
+    )
+    async with anyio.create_task_group() as tg:
+        task_status.started(await tg.start(body))
+        try:
+            await anyio.sleep_forever()
+        finally:
+            stop.set()
+
+
+async def _serve(
+    credentials: Credentials,
+    upstreams: list[Upstream],
+    sock: socket.socket,
+    keys: Path,
+    stop: anyio.Event,
+    *,
+    default_max_tokens: int,
+    keys_reload_s: float,
+    task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    limits = httpx.Limits(max_connections=1024, max_keepalive_connections=256)
+    timeout = httpx.Timeout(UPSTREAM_TIMEOUT_S, connect=10.0)
+    with anyio.CancelScope(shield=True):
+        async with (
+            connect(credentials, name="exchange-gateway") as client,
+            httpx.AsyncClient(limits=limits, timeout=timeout) as http,
+        ):
+            routes = Upstreams(upstreams, http)
+            await routes.discover()
+            meter = Meter(client, hold_timeout_s=int(UPSTREAM_TIMEOUT_S) + HOLD_MARGIN_S)
+            ring = KeyRing(keys, reload_s=keys_reload_s)
+            gateway = Gateway(ring, meter, routes, default_max_tokens=default_max_tokens)
+            config = uvicorn.Config(
+                gateway.app(),
+                log_level="warning",
+                access_log=False,
+                lifespan="off",
+                timeout_graceful_shutdown=SHUTDOWN_TIMEOUT_S,
+            )
+            server = uvicorn.Server(config)
+            host, port = sock.getsockname()[:2]
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(functools.partial(server.serve, sockets=[sock]))
+                # The socket already listens: a connection made now waits in its backlog until
+                # the server accepts it, so the gateway is reachable from here on.
+                task_status.started(f"http://{host}:{port}/v1")
+                await stop.wait()
+                server.should_exit = True
+
+
+def _fail(message: str, status: int) -> int:
+    sys.stderr.write(f"exchange gateway: {message}\n")
+    return status
