@@ -342,6 +342,11 @@ def default_toml() -> str:
     return _to_toml(msgspec.to_builtins(EconomyConfig()))
 
 
+def config_toml(config: EconomyConfig) -> str:
+    """``config`` as TOML that ``parse_config`` reads back equal (``exchange import`` writes it)."""
+    return _to_toml(msgspec.to_builtins(config))
+
+
 def _to_toml(data: dict[str, object]) -> str:
     lines: list[str] = []
     tables: list[tuple[str, dict[str, object]]] = []

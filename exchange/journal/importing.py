@@ -1,0 +1,341 @@
+"""Reading what ``exchange import`` opens a new exchange from (docs/economy.md, Import): an export
+of this exchange (``exchange export``, CSV or JSON) or seed 1's wallet files.
+
+Owns: the formats read, and turning each into ``Opening`` rows (one per agent: its balance, and
+the earned and spent totals it brings, in micro-tokens). Must not: build a journal (the CLI does,
+in ``exchange/cli/importing.py``), or guess: anything that is not exactly one of the formats is
+refused with ``ImportInputError``, one line naming the file and what to fix.
+
+Seed 1's wallet format (the Scheme tool's ``.exchange/wallets/<agent>.wallet``), an association
+list::
+
+    ((tokens . 10000.0)
+     (spent . 150.0)
+     (earned . 450.0)
+     (transactions . (((timestamp . 1734912345) (type . earn) (amount . 150)
+                       (description . "git commit") (project . "agent-token-exchange")))))
+
+The agent is the file's name without ``.wallet``; its balance is ``tokens``.
+"""
+
+import csv
+import io
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Final
+
+import msgspec
+
+from exchange.journal.errors import JournalError
+from exchange.journal.export import export_columns
+from protocols.amounts import MICRO_PER_TOKEN
+from protocols.ids import SYSTEM_SENDERS, is_agent_id
+
+WALLET_SUFFIX: Final = ".wallet"
+# Postings that count as earned (minted to the agent, its opening aside) and as spent (paid to
+# a model account), the way the exchange keeps an agent's totals.
+_EARNED_FROM: Final = "@mint"
+_SPENT_PREFIX: Final = "@llm."
+# A wallet file is a few hundred bytes; an export is streamed, but bounded all the same.
+_WALLET_BYTES_MAX: Final = 16 * 1024 * 1024
+
+
+class ImportInputError(JournalError):
+    """The file is not an export or a seed-1 wallet, or holds a value that cannot be imported."""
+
+
+@dataclass(frozen=True, slots=True)
+class Opening:
+    """One agent of the imported exchange: what it opens with."""
+
+    agent: str
+    balance_micro: int
+    earned_micro: int
+    spent_micro: int
+
+
+@dataclass(frozen=True, slots=True)
+class ImportSource:
+    """What a file holds: the agents' openings (in a stable order) and a line for each memo."""
+
+    openings: tuple[Opening, ...]
+    description: str
+
+
+def read_source(path: Path) -> ImportSource:
+    """The openings in ``path``: an export (``.csv``, ``.json``), a ``.wallet`` file, or a
+    directory of them (seed 1's ``.exchange/`` or its ``wallets/``).
+
+    Raises ImportInputError (one line: the file and what to fix); OSError is turned into it.
+    """
+    try:
+        if path.is_dir():
+            return _read_wallet_dir(path)
+        if path.suffix == WALLET_SUFFIX:
+            return _wallets([path], f"seed-1 wallet {path.name}")
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ImportInputError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise ImportInputError(f"{path}: is not UTF-8 text: not an export") from exc
+    if text.lstrip().startswith("["):
+        return _from_postings(path, _json_postings(path, text), "JSON")
+    return _from_postings(path, _csv_postings(path, text), "CSV")
+
+
+# ----------------------------------------------------------------------------- exports
+
+
+class _Posting(msgspec.Struct, frozen=True):
+    debit_account: str
+    credit_account: str
+    amount_micro: int
+    kind: str
+
+
+def _json_postings(path: Path, text: str) -> Iterator[_Posting]:
+    try:
+        yield from msgspec.json.decode(text, type=list[_Posting])
+    except msgspec.ValidationError as exc:
+        raise ImportInputError(
+            f"{path}: not an export of `exchange export --format json` ({exc})"
+        ) from exc
+    except msgspec.DecodeError as exc:
+        raise ImportInputError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def _csv_postings(path: Path, text: str) -> Iterator[_Posting]:
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, None)
+    if header is None or tuple(header) != export_columns:
+        raise ImportInputError(
+            f"{path}: not an export of `exchange export` (its first row must be the columns "
+            f"{','.join(export_columns)})"
+        )
+    index = {name: i for i, name in enumerate(export_columns)}
+    for line, row in enumerate(reader, start=2):
+        if len(row) != len(export_columns):
+            raise ImportInputError(
+                f"{path}: row {line} has {len(row)} fields, not {len(export_columns)}"
+            )
+        amount = row[index["amount_micro"]]
+        if not amount.isascii() or not amount.isdigit():
+            raise ImportInputError(
+                f"{path}: row {line}: amount_micro {amount!r} is not a whole number of micro-tokens"
+            )
+        yield _Posting(
+            row[index["debit_account"]],
+            row[index["credit_account"]],
+            int(amount),
+            row[index["kind"]],
+        )
+
+
+def _from_postings(path: Path, postings: Iterable[_Posting], fmt: str) -> ImportSource:
+    balances: dict[str, int] = {}
+    earned: dict[str, int] = {}
+    spent: dict[str, int] = {}
+    count = 0
+    for posting in postings:
+        if posting.amount_micro <= 0:
+            raise ImportInputError(
+                f"{path}: posting {count + 1} moves {posting.amount_micro} micro-tokens; every "
+                "posting of an export moves a positive amount"
+            )
+        debit, credit = posting.debit_account, posting.credit_account
+        balances[debit] = balances.get(debit, 0) - posting.amount_micro
+        balances[credit] = balances.get(credit, 0) + posting.amount_micro
+        if debit == _EARNED_FROM and posting.kind != "opening":
+            earned[credit] = earned.get(credit, 0) + posting.amount_micro
+        if credit.startswith(_SPENT_PREFIX):
+            spent[debit] = spent.get(debit, 0) + posting.amount_micro
+        count += 1
+    agents = [account for account in balances if not account.startswith("@")]
+    for agent in agents:
+        _check_agent(path, agent)
+        if balances[agent] < 0:
+            raise ImportInputError(
+                f"{path}: {agent}'s postings sum to a negative balance; an export of a whole "
+                "journal never does (was it cut with --agent or --since?)"
+            )
+    openings = tuple(
+        Opening(agent, balances[agent], earned.get(agent, 0), spent.get(agent, 0))
+        for agent in sorted(agents)
+    )
+    if not openings:
+        raise ImportInputError(f"{path}: the export holds no agent account: nothing to import")
+    return ImportSource(openings, f"{fmt} export {path.name} ({count} postings)")
+
+
+def _check_agent(path: Path, agent: str) -> None:
+    if not is_agent_id(agent) or agent in SYSTEM_SENDERS:
+        raise ImportInputError(
+            f"{path}: {agent!r} is not an agent id (1-64 characters of a-z, 0-9, - and _, not "
+            "admin or exchange)"
+        )
+
+
+# ----------------------------------------------------------------------------- seed-1 wallets
+
+
+def _read_wallet_dir(path: Path) -> ImportSource:
+    folder = path / "wallets" if (path / "wallets").is_dir() else path
+    files = sorted(folder.glob(f"*{WALLET_SUFFIX}"))
+    if not files:
+        raise ImportInputError(
+            f"{folder}: holds no {WALLET_SUFFIX} file; give seed 1's .exchange directory, its "
+            "wallets/ directory, a wallet file, or an export"
+        )
+    return _wallets(files, f"seed-1 wallets of {folder.parent.name}/{folder.name}/")
+
+
+def _wallets(files: list[Path], description: str) -> ImportSource:
+    openings = []
+    transactions = 0
+    for file in files:
+        agent = file.name.removesuffix(WALLET_SUFFIX)
+        _check_agent(file, agent)
+        with file.open("rb") as handle:
+            raw = handle.read(_WALLET_BYTES_MAX + 1)
+        if len(raw) > _WALLET_BYTES_MAX:
+            raise ImportInputError(f"{file}: larger than {_WALLET_BYTES_MAX} bytes: not a wallet")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ImportInputError(f"{file}: is not UTF-8 text: not a wallet") from exc
+        wallet = parse_wallet(file, text)
+        openings.append(
+            Opening(
+                agent,
+                _wallet_micro(file, wallet, "tokens"),
+                _wallet_micro(file, wallet, "earned"),
+                _wallet_micro(file, wallet, "spent"),
+            )
+        )
+        transactions += len(_list_field(wallet.get("transactions")))
+    return ImportSource(tuple(openings), f"{description} ({transactions} transactions)")
+
+
+def _wallet_micro(file: Path, wallet: dict[str, object], field: str) -> int:
+    value = wallet.get(field, Decimal(0) if field != "tokens" else None)
+    if not isinstance(value, Decimal):
+        raise ImportInputError(f"{file}: ({field} . NUMBER) is missing or not a number")
+    micro = value * MICRO_PER_TOKEN
+    if value < 0 or micro != micro.to_integral_value():
+        raise ImportInputError(
+            f"{file}: {field} is {value}; it must be 0 or more with at most 6 decimals"
+        )
+    return int(micro)
+
+
+def _list_field(value: object) -> list[object]:
+    return value if isinstance(value, list) else []
+
+
+# A tiny reader for the wallet's S-expressions: lists, dotted pairs, strings, numbers, symbols.
+_TOKEN: Final = re.compile(
+    r"""\s*(?:(?P<open>\()|(?P<close>\))|(?P<string>"(?:[^"\\]|\\.)*")|(?P<atom>[^\s()";]+)
+    |(?P<comment>;[^\n]*))""",
+    re.VERBOSE,
+)
+_NUMBER: Final = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)")
+_DOT: Final = object()
+
+
+class _Pair:
+    """``(car . cdr)`` whose cdr is not a list."""
+
+    __slots__ = ("car", "cdr")
+
+    def __init__(self, car: list[object], cdr: object) -> None:
+        self.car, self.cdr = car, cdr
+
+
+def parse_wallet(file: Path, text: str) -> dict[str, object]:
+    """The wallet's association list as a dict: ``tokens``, ``spent`` and ``earned`` as Decimal,
+    ``transactions`` as a list of dicts. Raises ImportInputError."""
+    tokens = list(_tokens(file, text))
+    value, end = _datum(file, tokens, 0)
+    if end != len(tokens):
+        raise ImportInputError(f"{file}: text after the wallet's closing parenthesis")
+    return _alist(file, value)
+
+
+def _tokens(file: Path, text: str) -> Iterator[object]:
+    position = 0
+    stripped = text.rstrip()
+    while position < len(stripped):
+        match = _TOKEN.match(stripped, position)
+        if match is None or match.end() == position:
+            raise ImportInputError(f"{file}: cannot read the wallet at character {position}")
+        position = match.end()
+        if match["open"]:
+            yield "("
+        elif match["close"]:
+            yield ")"
+        elif match["string"]:
+            yield ("string", _unescape(match["string"][1:-1]))
+        elif match["atom"]:
+            yield _DOT if match["atom"] == "." else _atom(match["atom"])
+
+
+def _unescape(body: str) -> str:
+    return re.sub(r"\\(.)", lambda m: {"n": "\n", "t": "\t"}.get(m[1], m[1]), body)
+
+
+def _atom(text: str) -> object:
+    if _NUMBER.fullmatch(text):
+        try:
+            return Decimal(text)
+        except InvalidOperation:  # pragma: no cover - the pattern admits only decimals
+            pass
+    return ("symbol", text)
+
+
+def _datum(file: Path, tokens: list[object], at: int) -> tuple[object, int]:
+    if at >= len(tokens):
+        raise ImportInputError(f"{file}: the wallet ends before its closing parenthesis")
+    token = tokens[at]
+    if token == ")" or token is _DOT:
+        raise ImportInputError(f"{file}: unexpected {')' if token == ')' else '.'} in the wallet")
+    if token != "(":
+        if isinstance(token, tuple):
+            return token[1], at + 1
+        return token, at + 1
+    items: list[object] = []
+    at += 1
+    while True:
+        if at >= len(tokens):
+            raise ImportInputError(f"{file}: the wallet ends before its closing parenthesis")
+        if tokens[at] == ")":
+            return items, at + 1
+        if tokens[at] is _DOT:
+            if not items:
+                raise ImportInputError(f"{file}: a dotted pair with nothing before the dot")
+            cdr, at = _datum(file, tokens, at + 1)
+            if at >= len(tokens) or tokens[at] != ")":
+                raise ImportInputError(f"{file}: a dotted pair must end after its second part")
+            return (items + cdr if isinstance(cdr, list) else _Pair(items, cdr)), at + 1
+        item, at = _datum(file, tokens, at)
+        items.append(item)
+
+
+def _alist(file: Path, value: object) -> dict[str, object]:
+    if not isinstance(value, list):
+        raise ImportInputError(f"{file}: a wallet is a list of (key . value) pairs")
+    out: dict[str, object] = {}
+    for entry in value:
+        if isinstance(entry, _Pair) and len(entry.car) == 1 and isinstance(entry.car[0], str):
+            key, item = entry.car[0], entry.cdr
+        elif isinstance(entry, list) and entry and isinstance(entry[0], str):
+            key, item = entry[0], [_alist(file, t) for t in entry[1:]]
+        else:
+            raise ImportInputError(f"{file}: each wallet entry is (key . value)")
+        out[key] = item
+    return out
+
+
+__all__ = ["ImportInputError", "ImportSource", "Opening", "parse_wallet", "read_source"]
