@@ -27,7 +27,7 @@ from exchange.sim.scenario import (
     ScenarioError,
     default_scenario,
     hours_max,
-    load_scenario,
+    scenario_from_argument,
 )
 
 __all__ = ["build_parser", "main"]
@@ -63,7 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=None, help="random seed (default: the scenario's, 1)"
     )
     parser.add_argument(
-        "--scenario", type=Path, default=None, help="scenario TOML file (docs/simulation.md)"
+        "--scenario",
+        type=Path,
+        default=None,
+        help="scenario TOML file, or a shipped scenario's name: credit (docs/simulation.md)",
     )
     parser.add_argument(
         "--out", type=Path, default=None, help="folder for result.json, CSV files and PNG charts"
@@ -78,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     errors = Console(stderr=True)
     try:
-        scenario = default_scenario() if args.scenario is None else load_scenario(args.scenario)
+        scenario = (
+            default_scenario() if args.scenario is None else scenario_from_argument(args.scenario)
+        )
         result = _run(scenario, args.seed, args.hours, show_progress=not args.json, console=errors)
     except (ScenarioError, OSError) as exc:
         return _fail(args.json, errors, "scenario_invalid", f"cannot use the scenario: {exc}")

@@ -19,8 +19,10 @@ import msgspec
 from exchange.core.accounts import MINT
 from exchange.core.machine import Exchange, Outcome
 from exchange.core.swarm_metrics import SwarmMetricInputs, evaluate, gini
+from exchange.sim.credit import credit_events, credit_outcome
 from exchange.sim.plan import (
     CommitAction,
+    CreditAction,
     Event,
     IssueAction,
     RequestAction,
@@ -129,6 +131,10 @@ class _Tally:
     refused: int = 0
     # model -> [requests, tokens, spent_micro]
     models: dict[str, list[int]] = field(default_factory=dict)
+    # Postings neither minted nor paid for inference (stakes, loans, futures: the credit plans),
+    # net, and summed by kind (credits positive, debits negative).
+    other_micro: int = 0
+    kinds: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -180,6 +186,8 @@ class Simulator:
         }
         self._hours = [_HourTally() for _ in range(self.hours)]
         self._refusals: list[RefusalRecord] = []
+        # The ids the ledger gave the credit plans' stakes and loans ("?stake-0" -> "stake-1").
+        self._credit_ids: dict[str, str] = {}
         self._queue = self._plan()
 
     # ----------------------------------------------------------------------------- setup
@@ -213,6 +221,13 @@ class Simulator:
                 start_ns=self.start_ns,
                 sequence=self._seq,
             )
+        # Credit plans and hourly ticks (none unless the scenario enables credit), after every
+        # agent at the same instant.
+        after_agents = len(self.scenario.agents)
+        for at_ns, action in credit_events(
+            self.scenario.credit, start_ns=self.start_ns, hours=self.hours
+        ):
+            events.append(Event(at_ns, after_agents, next(self._seq), action.sender, action))
         heapq.heapify(events)
         return events
 
@@ -239,6 +254,9 @@ class Simulator:
         return self._result()
 
     def _apply(self, event: Event, hour: _HourTally) -> None:
+        if isinstance(event.action, CreditAction):
+            self._apply_credit(event, event.action, hour)
+            return
         agent, action, tally = event.agent, event.action, self._tallies[event.agent]
         command: c.Command
         if isinstance(action, CommitAction):
@@ -284,6 +302,29 @@ class Simulator:
             usage[1] += result.tokens
             usage[2] += _micro(result.cost)
 
+    def _apply_credit(self, event: Event, action: CreditAction, hour: _HourTally) -> None:
+        """Sends a credit plan's command (ids filled in) or a tick; a command whose stake or
+        loan was refused is not sent (there is nothing to unstake, accept or repay)."""
+        command = action.command
+        for field_name in ("stake_id", "loan_id"):
+            placeholder = getattr(command, field_name, None)
+            if placeholder is not None and placeholder.startswith("?"):
+                real = self._credit_ids.get(placeholder)
+                if real is None:
+                    return
+                command = msgspec.structs.replace(command, **{field_name: real})
+        outcome = self.exchange.apply(action.sender, command, now_ns=event.at_ns)
+        self._book(outcome, event.at_ns, hour)
+        if not outcome.ok:
+            self._refused(event, outcome, action.verb, hour)
+            return
+        made = {"stake": ("stake", "stake_id"), "loan.offer": ("loan", "loan_id")}.get(action.verb)
+        if made is not None:
+            prefix, key = made
+            number = command.request_id.rsplit("-", 1)[1]
+            result = msgspec.json.decode(outcome.reply)["result"]
+            self._credit_ids[f"?{prefix}-{number}"] = result[key]
+
     def _book(self, outcome: Outcome, at_ns: int, hour: _HourTally) -> None:
         """Reads earnings, spend and balances off the postings the ledger made."""
         changed: list[str] = []
@@ -297,12 +338,18 @@ class Simulator:
                 if posting.credit.startswith(LLM_ACCOUNT_PREFIX):
                     debited.spent_micro += amount
                     hour.spent_micro += amount
+                else:
+                    debited.other_micro -= amount
+                    debited.kinds[posting.kind] = debited.kinds.get(posting.kind, 0) - amount
             if credited is not None:
                 credited.balance_micro += amount
                 changed.append(posting.credit)
                 if posting.debit == MINT:
                     credited.earned_micro += amount
                     hour.earned_micro += amount
+                else:
+                    credited.other_micro += amount
+                    credited.kinds[posting.kind] = credited.kinds.get(posting.kind, 0) + amount
         offset_ms = (at_ns - self.start_ns) // NS_PER_MS
         for agent in dict.fromkeys(changed):
             self._timeline[agent].append((offset_ms, self._tallies[agent].balance_micro))
@@ -374,9 +421,11 @@ class Simulator:
             assert _micro(ledger_view.balance) == tally.balance_micro, f"{agent}: balance differs"
             assert _micro(ledger_view.earned) == tally.earned_micro, f"{agent}: earned differs"
             assert _micro(ledger_view.spent) == tally.spent_micro, f"{agent}: spent differs"
-            # The simulation makes no transfers, pools or holds: the day's change in balance is
-            # exactly what was earned minus what was spent.
-            assert tally.balance_micro - tally.start_micro == tally.earned_micro - tally.spent_micro
+            # The day's change in balance is exactly what was earned minus what was spent, plus
+            # what the credit plans moved (stakes, loans, futures; nothing without them).
+            change = tally.balance_micro - tally.start_micro
+            assert change == tally.earned_micro - tally.spent_micro + tally.other_micro
+            assert self.scenario.credit.enabled or not tally.other_micro
             agents.append(
                 AgentOutcome(
                     agent=agent,
@@ -424,6 +473,12 @@ class Simulator:
             refusals=self._refusals,
             timeline=self._timeline,
             metrics=_metrics(agents, self._refusals),
+            credit=[
+                credit_outcome(agent, tally.kinds, self.exchange)
+                for agent, tally in self._tallies.items()
+            ]
+            if self.scenario.credit.enabled
+            else [],
         )
 
 

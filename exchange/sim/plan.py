@@ -14,11 +14,13 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from exchange.sim.scenario import AgentProfile, Scenario
+from protocols.commands import Command
 from protocols.units import HOURS_PER_DAY, MS_PER_S, NS_PER_HOUR, NS_PER_MS, S_PER_HOUR
 
 __all__ = [
     "Action",
     "CommitAction",
+    "CreditAction",
     "Event",
     "IssueAction",
     "RequestAction",
@@ -54,7 +56,18 @@ class RequestAction:
     attempt: int = 0
 
 
-Action = CommitAction | IssueAction | RequestAction
+@dataclass(frozen=True, slots=True)
+class CreditAction:
+    """A command of the scenario's credit plans, or an hourly tick (exchange/sim/credit.py):
+    sent as is by ``sender``, after the engine fills in the ids the ledger gave (``?stake-<n>``
+    and ``?loan-<n>`` name the stake and loan its plan number ``n`` made)."""
+
+    sender: str
+    verb: str
+    command: Command
+
+
+Action = CommitAction | IssueAction | RequestAction | CreditAction
 
 
 @dataclass(order=True, frozen=True, slots=True)

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 __all__ = ["PNG_FILES", "write_plots"]
 
 PNG_FILES: Final = ("balances.png", "spend_by_model.png", "refusals_by_hour.png")
+# Drawn only when the scenario's credit is enabled.
+CREDIT_PNG_FILE: Final = "credit.png"
 _DPI: Final = 100
 
 
@@ -33,9 +35,11 @@ def write_plots(result: SimulationResult, folder: Path) -> list[Path]:
     from matplotlib.figure import Figure
 
     folder.mkdir(parents=True, exist_ok=True)
-    drawers = (_balances, _spend_by_model, _refusals_by_hour)
+    charts = list(zip(PNG_FILES, (_balances, _spend_by_model, _refusals_by_hour), strict=True))
+    if result.credit:
+        charts.append((CREDIT_PNG_FILE, _credit))
     written = []
-    for name, draw in zip(PNG_FILES, drawers, strict=True):
+    for name, draw in charts:
         figure = Figure(figsize=(10, 5.5), dpi=_DPI, layout="constrained")
         FigureCanvasAgg(figure)
         draw(figure, result)
@@ -82,6 +86,28 @@ def _spend_by_model(figure: "Figure", result: SimulationResult) -> None:
     axes.grid(axis="y", alpha=0.3)
     if models:
         axes.legend(fontsize="small")
+
+
+def _credit(figure: "Figure", result: SimulationResult) -> None:
+    """Per agent, side by side: staked at the end, borrowed, lent, and still owed."""
+    axes = figure.add_subplot()
+    agents = [row.agent for row in result.credit]
+    bars = (
+        ("staked", "staked_micro"),
+        ("borrowed", "borrowed_micro"),
+        ("lent", "lent_micro"),
+        ("owed at the end", "owed_micro"),
+    )
+    width = 0.8 / len(bars)
+    for index, (label, name) in enumerate(bars):
+        positions = [i + (index - (len(bars) - 1) / 2) * width for i in range(len(agents))]
+        values = [_tokens(getattr(row, name)) for row in result.credit]
+        axes.bar(positions, values, width=width, label=label)
+    axes.set_xticks(range(len(agents)), agents)
+    axes.set_title(f"Staking and lending ({result.scenario}, seed {result.seed})")
+    axes.set_ylabel("tokens")
+    axes.grid(axis="y", alpha=0.3)
+    axes.legend(fontsize="small")
 
 
 def _refusals_by_hour(figure: "Figure", result: SimulationResult) -> None:

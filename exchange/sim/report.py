@@ -45,6 +45,8 @@ CSV_FILES: Final = (
     "metrics.csv",
 )
 JSON_FILE: Final = "result.json"
+# Written only when the scenario's credit is enabled.
+CREDIT_CSV_FILE: Final = "credit.csv"
 
 
 class AgentRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -104,6 +106,23 @@ class MetricRow(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     status: str | None = None
 
 
+class CreditRow(msgspec.Struct, frozen=True, kw_only=True):
+    """An agent's staking, lending and futures over the run (docs/simulation.md, Credit)."""
+
+    staked: str
+    yield_: str = msgspec.field(name="yield")
+    slashed: str
+    borrowed: str
+    repaid: str
+    lent: str
+    received: str
+    collateral_lost: str
+    owed: str
+    lent_out: str
+    defaults: int
+    futures_net: str
+
+
 class RunInfo(msgspec.Struct, frozen=True, kw_only=True):
     scenario: str
     seed: int
@@ -113,7 +132,9 @@ class RunInfo(msgspec.Struct, frozen=True, kw_only=True):
     digest: str
 
 
-class Report(msgspec.Struct, frozen=True, kw_only=True):
+# omit_defaults: ``credit`` is there only when the scenario's credit is enabled, so a run
+# without it prints exactly the JSON it always did.
+class Report(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """What ``exchange simulate --json`` prints and ``--out`` saves as result.json."""
 
     run: RunInfo
@@ -125,6 +146,7 @@ class Report(msgspec.Struct, frozen=True, kw_only=True):
     metrics: dict[str, MetricRow]
     activity: dict[str, ActivityRow]
     refusal_samples: dict[str, list[str]]
+    credit: dict[str, CreditRow] | None = None
 
 
 def to_report(result: SimulationResult) -> Report:
@@ -186,6 +208,24 @@ def to_report(result: SimulationResult) -> Report:
             for a in result.agents
         },
         refusal_samples=samples,
+        credit={
+            c.agent: CreditRow(
+                staked=format_micro(c.staked_micro),
+                yield_=format_micro(c.yield_micro),
+                slashed=format_micro(c.slashed_micro),
+                borrowed=format_micro(c.borrowed_micro),
+                repaid=format_micro(c.repaid_micro),
+                lent=format_micro(c.lent_micro),
+                received=format_micro(c.received_micro),
+                collateral_lost=format_micro(c.collateral_lost_micro),
+                owed=format_micro(c.owed_micro),
+                lent_out=format_micro(c.lent_out_micro),
+                defaults=c.defaults,
+                futures_net=format_micro(c.futures_net_micro),
+            )
+            for c in result.credit
+        }
+        or None,
     )
 
 
@@ -243,6 +283,15 @@ def write_files(result: SimulationResult, folder: Path) -> list[Path]:
         path = folder / name
         with path.open("w", newline="", encoding="utf-8") as handle:
             csv.writer(handle).writerows(tables[name])
+        written.append(path)
+    if report.credit is not None:
+        path = folder / CREDIT_CSV_FILE
+        columns = list(CreditRow.__struct_encode_fields__)
+        with path.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["agent", *columns])
+            for agent, row in report.credit.items():
+                writer.writerow([agent, *msgspec.structs.astuple(row)])
         written.append(path)
     return written
 
@@ -441,6 +490,9 @@ def print_tables(result: SimulationResult, console: Console) -> None:
         )
     console.print(bands)
 
+    if result.credit:
+        console.print(_credit_table(result))
+
     metrics = Table(title="Swarm metrics")
     for column in ("Metric", "Value", "Target", "Warning", "Status"):
         metrics.add_column(column)
@@ -448,6 +500,33 @@ def print_tables(result: SimulationResult, console: Console) -> None:
         value = "-" if m.value is None else f"{m.value:.3f}"
         metrics.add_row(name, value, m.target or "", m.warning or "", m.status or "")
     console.print(metrics)
+
+
+def _credit_table(result: SimulationResult) -> Table:
+    """Each agent's credit; a column that is 0 for every agent (no fees to yield from, no task
+    failed, no future bought) is left out, so the table fits a terminal."""
+    columns: list[tuple[str, str, bool]] = [
+        ("Staked", "staked_micro", False),
+        ("Yield", "yield_micro", False),
+        ("Slashed", "slashed_micro", False),
+        ("Borrowed", "borrowed_micro", False),
+        ("Repaid", "repaid_micro", False),
+        ("Lent", "lent_micro", False),
+        ("Received", "received_micro", False),
+        ("Owed", "owed_micro", False),
+        ("Owed to it", "lent_out_micro", False),
+        ("Futures", "futures_net_micro", True),
+    ]
+    shown = [c for c in columns if any(getattr(row, c[1]) for row in result.credit)]
+    table = Table(title="Credit (staking, lending, futures)")
+    table.add_column("Agent")
+    for title, _, _ in shown:
+        table.add_column(title, justify="right")
+    table.add_column("Defaults", justify="right")
+    for row in result.credit:
+        cells = [_whole(getattr(row, name), signed=signed) for _, name, signed in shown]
+        table.add_row(row.agent, *cells, str(row.defaults), style="red" if row.defaults else None)
+    return table
 
 
 def _whole_text(tokens: str) -> str:

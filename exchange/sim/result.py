@@ -7,6 +7,7 @@ import msgspec
 
 __all__ = [
     "AgentOutcome",
+    "CreditOutcome",
     "HourStats",
     "Metric",
     "ModelUsage",
@@ -76,6 +77,25 @@ class Metric(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     status: str | None = None
 
 
+class CreditOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    """One agent's credit over the run, in micro-tokens. ``staked``, ``owed`` and ``lent_out``
+    are at the end; the others are totals of the run."""
+
+    agent: str
+    staked_micro: int
+    yield_micro: int
+    slashed_micro: int
+    borrowed_micro: int
+    repaid_micro: int
+    lent_micro: int
+    received_micro: int
+    collateral_lost_micro: int
+    owed_micro: int
+    lent_out_micro: int
+    defaults: int
+    futures_net_micro: int
+
+
 class SimulationResult(msgspec.Struct, frozen=True, kw_only=True):
     scenario: str
     seed: int
@@ -91,3 +111,5 @@ class SimulationResult(msgspec.Struct, frozen=True, kw_only=True):
     # Agent -> (offset_ms, balance_micro) after each change, starting with the opening balance.
     timeline: dict[str, list[tuple[int, int]]]
     metrics: list[Metric]
+    # One row per roster agent when the scenario's credit is enabled; empty otherwise.
+    credit: list[CreditOutcome] = []

@@ -36,6 +36,9 @@ __all__ = [
     "load_scenario",
     "parse_scenario",
     "rates_by_hour",
+    "scenario_from_argument",
+    "shipped_scenario",
+    "shipped_scenarios",
 ]
 
 # A month of simulated time: far more than any question the simulator answers, and it bounds the
@@ -47,6 +50,7 @@ agents_max: Final = 1000
 tasks_per_agent_max: Final = 100
 messages_per_kind_max: Final = 1000
 DEFAULT_SCENARIO_RESOURCE: Final = "default_scenario.toml"
+SHIPPED_SCENARIOS_FOLDER: Final = "scenarios"
 # 2025-01-01T00:00:00Z: midnight, so the hour index of the day is the hour of the clock.
 DEFAULT_START_UNIX_S: Final = 1_735_689_600
 
@@ -187,9 +191,65 @@ class SimulationSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unkno
             hour_band(band)
 
 
+HourOfRun = Annotated[int, msgspec.Meta(ge=0, le=hours_max)]
+Hours = Annotated[int, msgspec.Meta(ge=1, le=10 * hours_max)]
+credit_plans_max: Final = 1000
+
+
+class StakePlan(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """An agent stakes ``amount`` tokens at ``at_hour`` for ``lock_hours``; it unstakes as soon
+    as the lock is over (``unstake``), and the cooling returns the stake."""
+
+    agent: str
+    amount: Decimal
+    at_hour: HourOfRun = 0
+    lock_hours: Hours = 24
+    unstake: bool = True
+
+
+class LoanPlan(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``lender`` offers ``borrower`` a loan at ``at_hour`` and the borrower accepts it at once.
+    Repayment is the exchange's: collected at the due time, recovered from later earnings after
+    a default; ``repay_at_hour`` makes the borrower repay all it owes then, if it can."""
+
+    lender: str
+    borrower: str
+    principal: Decimal
+    rate_per_day: Decimal
+    term_hours: Hours
+    collateral: Decimal = Decimal(0)
+    at_hour: HourOfRun = 0
+    repay_at_hour: HourOfRun | None = None
+
+
+class FuturePlan(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """An agent buys a compute future from the exchange at ``at_hour`` (``future.buy``: the
+    writer is ``@llm.<model>``, at the model's price then), expiring ``expires_hours`` later."""
+
+    agent: str
+    model: str
+    tokens: InferenceTokens
+    expires_hours: Hours
+    at_hour: HourOfRun = 0
+
+
+class CreditSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Staking, lending and futures in the day (docs/simulation.md, Credit). Off by default, so
+    the seed's table reproduces unchanged; ``enabled = true`` applies the plans below and ticks
+    the exchange every hour, so that its timers (due dates, yields, expiries) fire on time."""
+
+    enabled: bool = False
+    stakes: Annotated[list[StakePlan], msgspec.Meta(max_length=credit_plans_max)] = []
+    loans: Annotated[list[LoanPlan], msgspec.Meta(max_length=credit_plans_max)] = []
+    futures: Annotated[list[FuturePlan], msgspec.Meta(max_length=credit_plans_max)] = []
+
+
 class _ScenarioFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The file as written: the economy is still raw TOML data, to be merged and converted."""
 
+    # Another scenario whose keys this one takes where it has none (tables merge key by key):
+    # "default" is the shipped seed-1 day, anything else a file relative to this one.
+    base: str | None = None
     name: str = "custom"
     description: str = ""
     simulation: SimulationSettings = msgspec.field(default_factory=SimulationSettings)
@@ -197,6 +257,7 @@ class _ScenarioFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     economy: dict[str, Any] = {}
     commit_messages: dict[str, list[str]] = {}
     agents: list[AgentProfile] = []
+    credit: CreditSettings = msgspec.field(default_factory=CreditSettings)
 
 
 class Scenario(msgspec.Struct, frozen=True, kw_only=True):
@@ -209,6 +270,7 @@ class Scenario(msgspec.Struct, frozen=True, kw_only=True):
     economy: EconomyConfig
     commit_messages: dict[str, list[str]]
     agents: list[AgentProfile]
+    credit: CreditSettings = msgspec.field(default_factory=CreditSettings)
 
 
 def parse_scenario(text: str, *, read_economy_file: Callable[[str], str] | None = None) -> Scenario:
@@ -222,6 +284,7 @@ def parse_scenario(text: str, *, read_economy_file: Callable[[str], str] | None 
         raw = tomllib.loads(text, parse_float=Decimal)
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"scenario is not valid TOML: {exc}") from exc
+    raw = _with_base(raw, read_economy_file)
     try:
         file = msgspec.convert(raw, _ScenarioFile)
     except msgspec.ValidationError as exc:
@@ -234,9 +297,37 @@ def parse_scenario(text: str, *, read_economy_file: Callable[[str], str] | None 
         economy=economy,
         commit_messages=file.commit_messages,
         agents=file.agents,
+        credit=file.credit,
     )
     _cross_check(scenario)
     return scenario
+
+
+def _with_base(raw: dict[str, Any], read: Callable[[str], str] | None) -> dict[str, Any]:
+    """``raw`` over its ``base`` scenario's raw data (one level: a base names no base)."""
+    name = raw.pop("base", None)
+    if name is None:
+        return raw
+    if not isinstance(name, str):
+        raise ScenarioError('base: expected the name of a scenario file, or "default"')
+    if name == "default":
+        text = default_scenario_text()
+    elif read is None:
+        raise ScenarioError(
+            f'base {name!r}: this scenario was not loaded from a file; use base = "default"'
+        )
+    else:
+        try:
+            text = read(name)
+        except OSError as exc:
+            raise ScenarioError(f"base {name!r}: {exc}") from exc
+    try:
+        base = tomllib.loads(text, parse_float=Decimal)
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(f"base {name!r} is not valid TOML: {exc}") from exc
+    if "base" in base:
+        raise ScenarioError(f"base {name!r} names a base of its own; one level only")
+    return _merge(base, raw)
 
 
 def _economy(file: _ScenarioFile, read: Callable[[str], str] | None) -> EconomyConfig:
@@ -313,9 +404,30 @@ def _cross_check(scenario: Scenario) -> None:
         for issue_type in agent.issue_types:
             if issue_type.lower() not in economy.issue_types:
                 raise ScenarioError(f"issue type {issue_type!r} is not priced {where}")
+    _check_credit(scenario, roster)
     for kind, messages in scenario.commit_messages.items():
         if len(messages) > messages_per_kind_max:
             raise ScenarioError(f"commit_messages.{kind}: expected at most {messages_per_kind_max}")
+
+
+def _check_credit(scenario: Scenario, roster: set[str]) -> None:
+    """Names in the credit plans are in the roster and the models priced; amounts and terms are
+    the ledger's to refuse (a refused plan shows in the refusals, as any other command)."""
+    credit = scenario.credit
+    named = [(f"stakes[{i}]", [p.agent]) for i, p in enumerate(credit.stakes)]
+    named += [(f"loans[{i}]", [p.lender, p.borrower]) for i, p in enumerate(credit.loans)]
+    named += [(f"futures[{i}]", [p.agent]) for i, p in enumerate(credit.futures)]
+    for where, agents in named:
+        for agent in agents:
+            if agent not in roster:
+                raise ScenarioError(
+                    f"agent {agent!r} is not in the economy's roster at `$.credit.{where}`"
+                )
+    for index, future in enumerate(credit.futures):
+        if future.model not in scenario.economy.models:
+            raise ScenarioError(
+                f"model {future.model!r} is not priced at `$.credit.futures[{index}]`"
+            )
 
 
 def load_scenario(path: Path) -> Scenario:
@@ -343,3 +455,27 @@ def default_scenario_text() -> str:
 
 def default_scenario() -> Scenario:
     return parse_scenario(default_scenario_text())
+
+
+def shipped_scenarios() -> list[str]:
+    """The names of the scenarios shipped in ``exchange/sim/scenarios/`` (``credit``...)."""
+    folder = resources.files("exchange.sim").joinpath(SHIPPED_SCENARIOS_FOLDER)
+    return sorted(
+        p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml")
+    )
+
+
+def shipped_scenario(name: str) -> Scenario:
+    """A shipped scenario by name. Raises ``ScenarioError`` for an unknown name."""
+    if name not in shipped_scenarios():
+        raise ScenarioError(f"no shipped scenario {name!r}; there are {shipped_scenarios()}")
+    folder = resources.files("exchange.sim").joinpath(SHIPPED_SCENARIOS_FOLDER)
+    text = folder.joinpath(f"{name}.toml").read_text(encoding="utf-8")
+    return parse_scenario(text)
+
+
+def scenario_from_argument(value: Path) -> Scenario:
+    """``--scenario``: a file, or the name of a shipped scenario when no such file exists."""
+    if not value.exists() and str(value) in shipped_scenarios():
+        return shipped_scenario(str(value))
+    return load_scenario(value)
