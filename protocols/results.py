@@ -45,6 +45,9 @@ class BalanceResult(Result, frozen=True, kw_only=True, omit_defaults=True):
     owed: str = "0"
     lent: str = "0"
     defaults: int = 0
+    # Margin it posted as the writer of futures not yet ended, and the notional it holds in open
+    # futures (docs/economy.md, Compute futures).
+    in_futures: str = "0"
 
 
 class TransferResult(Result, frozen=True, kw_only=True):

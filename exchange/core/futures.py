@@ -331,6 +331,17 @@ class Futures:
         ]
         return fu.FuturesResult(futures=[self.view(f) for f in chosen[-query.limit :]])
 
+    def committed_micro(self, agent: str) -> int:
+        """What ``agent`` has in futures: the margin it posted as a writer and the notional of
+        the open futures it holds (the balance query's ``in_futures``). O(futures kept)."""
+        total = 0
+        for f in self.by_id.values():
+            if f.writer == agent:
+                total += f.margin_micro
+            if f.holder == agent and f.state == FutureState.open:
+                total += f.notional_micro
+        return total
+
     # ----------------------------------------------------------------------------- invariants
 
     def check_accounts(self) -> None:

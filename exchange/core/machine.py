@@ -264,10 +264,11 @@ class Exchange:
             earned=format_micro(agent.earned_micro),
             spent=format_micro(agent.spent_micro),
             held=format_micro(held),
-            staked=format_micro(self.staking.total_micro(agent.id)),
-            owed=format_micro(self.lending.owed_micro(agent.id)),
-            lent=format_micro(self.lending.lent_micro(agent.id)),
+            staked=_optional(self.staking.total_micro(agent.id)),
+            owed=_optional(self.lending.owed_micro(agent.id)),
+            lent=_optional(self.lending.lent_micro(agent.id)),
             defaults=self.lending.defaults.get(agent.id, 0),
+            in_futures=_optional(self.futures.committed_micro(agent.id)),
         )
 
     def _stakes(self, query: cr.StakesQuery) -> msgspec.Struct | Refusal:
@@ -326,7 +327,6 @@ class Exchange:
         if isinstance(agent, Refusal):
             return agent
         return self.metering.with_rates(self.ledger.limits_result(agent))
-
 
     def agent_info(self, agent: Agent) -> r.AgentInfo:
         return r.AgentInfo(
@@ -607,6 +607,12 @@ def _digest_map(taken: ExchangeSnapshot) -> dict[str, Any]:
         if any(msgspec.structs.astuple(value)):
             digested[part] = value
     return digested
+
+
+def _optional(micro: int) -> str:
+    """An amount of a reply field that is left out at 0 (``omit_defaults``): msgspec leaves out a
+    str default only when the value is that very object, so 0 is given as the literal."""
+    return "0" if micro == 0 else format_micro(micro)
 
 
 def _hash(state: dict[str, Any]) -> str:

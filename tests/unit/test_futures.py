@@ -14,6 +14,7 @@ from core_support import Harness, restored
 from exchange.core.futures import future_account, margin_account
 from protocols import commands as c
 from protocols import futures as fu
+from protocols import queries as q
 from protocols import swarm as s
 from protocols.ids import ADMIN
 
@@ -79,6 +80,9 @@ def test_writing_holds_the_margin_and_taking_holds_the_notional() -> None:
     h.ok("builder", fu.TakeFuture, future_id=view["future_id"], price=Decimal(150))
     assert bal(h, "builder") == START - 150 * MICRO
     assert bal(h, future_account(view["future_id"])) == 150 * MICRO
+    for agent in ("claude", "builder"):
+        assert h.query(q.BalanceQuery(agent=agent))["in_futures"] == "150"
+    assert "in_futures" not in h.query(q.BalanceQuery(agent="zero"))  # left out at 0
     h.ex.check_invariants()
 
 
