@@ -10,6 +10,7 @@ offer holds its principal, and only the borrower's ``loan.accept`` takes it.
 """
 
 from collections import deque
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Final
 
@@ -76,8 +77,10 @@ class LendingState(msgspec.Struct, frozen=True, kw_only=True):
 class Lending:
     """The lending rules, installed into a ledger."""
 
-    # Rebuilt from the loans on restore: borrower → its defaulted loans still owed, oldest first.
-    DERIVED: Final = frozenset({"_recovering"})
+    # Rebuilt from the loans on restore: borrower → its defaulted loans still owed, oldest
+    # first; and agent → the loans it is a party to that have not ended (a balance query reads
+    # those only, not every loan kept).
+    DERIVED: Final = frozenset({"_recovering", "_open"})
 
     def __init__(self, ledger: Ledger, config: LendingConfig) -> None:
         self.ledger = ledger
@@ -86,6 +89,7 @@ class Lending:
         self.ended_loans: deque[str] = deque()
         self.defaults: dict[str, int] = {}
         self._recovering: dict[str, list[str]] = {}
+        self._open: dict[str, dict[str, None]] = {}
 
     def snapshot(self) -> LendingState:
         return LendingState(
@@ -98,20 +102,26 @@ class Lending:
         self.loans = {loan.id: loan for loan in state.loans}
         self.ended_loans = deque(state.ended_loans)
         self.defaults = dict(state.defaults)
+        ended = set(self.ended_loans)
         for loan in self.loans.values():
+            if loan.id not in ended:
+                self._opened(loan)
             if loan.state == LoanState.defaulted and loan.owed_micro:
                 self._recovering.setdefault(loan.borrower, []).append(loan.id)
 
     # ------------------------------------------------------------------------ reading
 
+    def _open_loans(self, agent_id: str) -> Iterator[Loan]:
+        return (self.loans[loan_id] for loan_id in self._open.get(agent_id, ()))
+
     def owed_micro(self, agent_id: str) -> int:
-        return sum(x.owed_micro for x in self.loans.values() if x.borrower == agent_id)
+        return sum(x.owed_micro for x in self._open_loans(agent_id) if x.borrower == agent_id)
 
     def lent_micro(self, agent_id: str) -> int:
         """What the agent has out: owed to it, and principal it has offered."""
         return sum(
             x.owed_micro + (x.principal_micro if x.state == LoanState.offered else 0)
-            for x in self.loans.values()
+            for x in self._open_loans(agent_id)
             if x.lender == agent_id
         )
 
@@ -177,6 +187,7 @@ class Lending:
             offer_expires_at_ns=now_ns + config.offer_ttl_s * NS_PER_S,
         )
         self.loans[loan.id] = loan
+        self._opened(loan)
         ledger.add_timer(loan.offer_expires_at_ns, "loan_offer_expiry", loan.id)
         return self.view(loan)
 
@@ -322,7 +333,16 @@ class Lending:
         loan.state = LOAN.next(loan.state, event)
         self._ended(loan)
 
+    def _opened(self, loan: Loan) -> None:
+        for party in (loan.lender, loan.borrower):
+            self._open.setdefault(party, {})[loan.id] = None
+
     def _ended(self, loan: Loan) -> None:
+        for party in (loan.lender, loan.borrower):
+            still = self._open[party]
+            del still[loan.id]
+            if not still:
+                del self._open[party]
         keep_newest(self.ended_loans, loan.id, self.config.ended_loans_kept, self._forget)
 
     def _forget(self, loan_id: str) -> None:

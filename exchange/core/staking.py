@@ -68,6 +68,10 @@ class StakingState(msgspec.Struct, frozen=True, kw_only=True):
 class Staking:
     """The staking rules, installed into a ledger."""
 
+    # Rebuilt from the stakes on restore: each agent's stake ids, so that its balance, ballots
+    # and bids read its own stakes only.
+    DERIVED: Final = frozenset({"_of"})
+
     def __init__(self, ledger: Ledger, config: StakingConfig) -> None:
         self.ledger = ledger
         self.config = config
@@ -77,6 +81,7 @@ class Staking:
         self.yield_armed = False
         self.yield_paid_micro = 0
         self.slashed_micro = 0
+        self._of: dict[str, dict[str, None]] = {}
         self._min_micro = micro_of(config.min_stake)
         self._full_micro = micro_of(config.stake_full)
 
@@ -92,6 +97,8 @@ class Staking:
 
     def restore(self, state: StakingState) -> None:
         self.stakes = {s.id: s for s in state.stakes}
+        for record in state.stakes:
+            self._of.setdefault(record.agent, {})[record.id] = None
         self.weights = {agent: int(w) for agent, w in state.weights.items()}
         self.fees_mark_micro = state.fees_mark_micro
         self.yield_armed = state.yield_armed
@@ -101,7 +108,7 @@ class Staking:
     # ------------------------------------------------------------------------ reading
 
     def of(self, agent_id: str) -> Iterator[StakeRecord]:
-        return (s for s in self.stakes.values() if s.agent == agent_id)
+        return (self.stakes[stake_id] for stake_id in self._of.get(agent_id, ()))
 
     def active_micro(self, agent_id: str) -> int:
         """S: the agent's locked stake (cooling stake counts for nothing)."""
@@ -161,6 +168,7 @@ class Staking:
         )
         ledger.book.post(agent.id, stake_account(agent.id), amount, "stake", record.id)
         self.stakes[record.id] = record
+        self._of.setdefault(agent.id, {})[record.id] = None
         if not self.yield_armed:
             self.yield_armed = True
             self.fees_mark_micro = ledger.book.balance(acc.FEES)
@@ -210,6 +218,10 @@ class Staking:
                 record.id,
             )
         del self.stakes[stake_id]
+        owned = self._of[record.agent]
+        del owned[stake_id]
+        if not owned:
+            del self._of[record.agent]
 
     def on_yield(self, ref: str) -> None:
         """Pays the period's yield (docs/economy.md, Staking) and re-arms while stakes remain."""
