@@ -13,10 +13,17 @@ For every ``every_nth`` award with a winner (``swarm.task.*.award``) it:
 A refusal (a rate limit, the reserve) skips the report; with ``retry_after_s`` it also pauses
 reports until then. Request ids come from the task id, so a retried authorization or settlement
 is applied once.
+
+With ``--gateway URL`` (and its key in ``--gateway-key`` or ``$EXCHANGE_GATEWAY_KEY``) the analyst
+does not report its own tokens: it asks the metering gateway (docs/gateway.md) for the report
+with the standard ``openai`` client, and the gateway holds, forwards and settles by the model's
+reported usage. A 402 or 429 from it skips the report as a refusal would (429: paused for its
+``retry_after``). Needs the ``openai`` package (``pip install 'agent-exchange[gateway]'``).
 """
 
 import argparse
 import math
+import os
 import random
 import re
 from pathlib import Path
@@ -41,6 +48,7 @@ from protocols.units import MS_PER_S
 # About four characters per token, the usual rule of thumb for English text.
 CHARS_PER_TOKEN: Final = 4
 TASK_TYPE: Final = "analysis"
+GATEWAY_KEY_ENV: Final = "EXCHANGE_GATEWAY_KEY"
 # protocols.ids.ModelName: model names carry dots (llama3.2, qwen2.5-coder).
 _MODEL_RE: Final = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _award_decoder: Final = msgspec.json.Decoder(TaskAward)
@@ -131,6 +139,8 @@ class AnalystOptions(msgspec.Struct, frozen=True, kw_only=True):
     estimate_tokens: int = 800
     every_nth: int = 1
     reports_dir: Path | None = None
+    gateway_url: str | None = None
+    gateway_key: str | None = None
 
 
 class AnalystWorker:
@@ -158,6 +168,9 @@ class AnalystWorker:
         await ctx.subscribe(subjects.task_award("*"), on_award)
 
     async def _report(self, ctx: WorkerContext, award: TaskAward) -> None:
+        if self._options.gateway_url is not None:
+            await self._report_via_gateway(ctx, award)
+            return
         authorize = LlmAuthorize(
             request_id=f"authorize:{award.task_id}",
             task_type=TASK_TYPE,
@@ -200,6 +213,55 @@ class AnalystWorker:
             report=completion.text,
         )
 
+    async def _report_via_gateway(self, ctx: WorkerContext, award: TaskAward) -> None:
+        """The report from a model behind the metering gateway, which pays for it."""
+        import openai  # only in gateway mode: the analyst works without the package
+
+        options = self._options
+        assert options.gateway_url is not None and options.model is not None
+        client = openai.AsyncOpenAI(
+            base_url=options.gateway_url, api_key=options.gateway_key, max_retries=0
+        )
+        try:
+            reply = await client.chat.completions.create(
+                model=options.model,
+                messages=[
+                    {"role": "system", "content": "You are a terse market analyst."},
+                    {"role": "user", "content": prompt_of(award)},
+                ],
+                max_tokens=options.estimate_tokens,
+            )
+        except openai.APIStatusError as exc:
+            error = exc.body.get("error", {}) if isinstance(exc.body, dict) else {}
+            retry_after_s = error.get("retry_after") if isinstance(error, dict) else None
+            if isinstance(retry_after_s, int) and retry_after_s > 0:
+                self._paused_until_ms = ctx.monotonic_ms() + retry_after_s * MS_PER_S
+            ctx.log.warning(
+                "report_skipped",
+                task_id=award.task_id,
+                status=exc.status_code,
+                code=error.get("code") if isinstance(error, dict) else None,
+                retry_after_s=retry_after_s,
+            )
+            return
+        except openai.APIConnectionError as exc:
+            ctx.log.warning("report_skipped", task_id=award.task_id, error=str(exc))
+            return
+        finally:
+            await client.close()
+        text = (reply.choices[0].message.content or "")[: limits.report_chars_max]
+        if options.reports_dir is not None:
+            await self._write(award.task_id, text)
+        usage = reply.usage
+        ctx.log.info(
+            "report_written",
+            task_id=award.task_id,
+            model=reply.model,
+            tokens=None if usage is None else usage.total_tokens,
+            metered_by="gateway",
+            report=text,
+        )
+
     async def _write(self, task_id: str, text: str) -> None:
         assert self._options.reports_dir is not None
         path = anyio.Path(self._options.reports_dir) / f"{task_id}.md"
@@ -220,6 +282,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--every-nth", type=int, default=1, help="report on every Nth award (default: %(default)s)"
     )
     parser.add_argument("--reports-dir", type=Path, help="also write reports here, one per task")
+    parser.add_argument(
+        "--gateway",
+        metavar="URL",
+        help="ask the metering gateway (an OpenAI-compatible .../v1 URL) for reports instead of "
+        "paying self-reported tokens; needs --model and a key",
+    )
+    parser.add_argument(
+        "--gateway-key",
+        help="the gateway key (exchange gateway key AGENT); default: $EXCHANGE_GATEWAY_KEY",
+    )
 
 
 def _parse_model(text: str) -> str:
@@ -237,11 +309,21 @@ def options_from_args(args: argparse.Namespace) -> AnalystOptions:
         raise ConfigError(f"every_nth must be 1..1000000, got {args.every_nth}")
     if args.reports_dir is not None and not args.reports_dir.is_dir():
         raise ConfigError(f"--reports-dir {args.reports_dir} is not a directory")
+    key = args.gateway_key or os.environ.get(GATEWAY_KEY_ENV)
+    if args.gateway is not None:
+        if args.model is None:
+            raise ConfigError("--gateway needs --model: the gateway prices a named model")
+        if not key:
+            raise ConfigError(f"--gateway needs a key: --gateway-key or ${GATEWAY_KEY_ENV}")
+        if not args.gateway.startswith(("http://", "https://")):
+            raise ConfigError(f"--gateway is an http(s) URL, got {args.gateway!r}")
     return AnalystOptions(
         model=None if args.model is None else _parse_model(args.model),
         estimate_tokens=args.estimate_tokens,
         every_nth=args.every_nth,
         reports_dir=args.reports_dir,
+        gateway_url=args.gateway,
+        gateway_key=key if args.gateway is not None else None,
     )
 
 

@@ -13,6 +13,8 @@ profiles and deliberate dispute, but not always the same interleaving of bids.
 """
 
 import argparse
+import functools
+import os
 import shutil
 import signal
 import socket
@@ -33,6 +35,7 @@ from rich.console import Console
 from rich.live import Live
 
 from agents.demo import AUCTION_DEMO, DEMO_SEED, DemoAgent
+from agents.roles.analyst import GATEWAY_KEY_ENV
 from exchange.daemon.app import ExchangeHandle, run_exchange
 from exchange.daemon.natsserver import RANDOM_PORT
 from exchange.daemon.settings import Settings
@@ -46,6 +49,9 @@ from exchange.demo.view import (
     render_metrics,
     render_summary,
 )
+from exchange.gateway.cli import run_gateway
+from exchange.gateway.keys import issue_key, keys_path
+from exchange.gateway.upstreams import parse_upstream
 from protocols.client import ExchangeClient, connect
 from protocols.client_errors import RefusedError
 from protocols.errors import ErrorCode
@@ -190,7 +196,11 @@ async def _demo(args: argparse.Namespace, handle: ExchangeHandle, console: Conso
             f"[bold]exchange[/] at {handle.url} ({'secure' if handle.secure else 'open'} mode), "
             f"data in {handle.data_dir}; starting {len(roster)} workers with seed {args.seed}"
         )
-        async with _workers(roster, handle, args.seed):
+        async with (
+            _gateway(handle) as gateway,
+            _workers(roster, handle, args.seed, gateway),
+        ):
+            console.print(f"[bold]gateway[/] at {gateway[0]} meters the analyst's inference")
             await _watch(client, board, args, console)
         end = await _balances(client, [a.agent for a in roster])
         metrics = await _metrics(client)
@@ -241,8 +251,47 @@ async def _metrics(client: ExchangeClient) -> list[dict[str, Any]]:
 
 
 @asynccontextmanager
+async def _gateway(handle: ExchangeHandle) -> AsyncIterator[tuple[str, str]]:
+    """The fake upstream model (a process) and the metering gateway in front of it (here);
+    yields the gateway's URL and the analyst's key (docs/gateway.md)."""
+    command = [sys.executable, "-m", "exchange.gateway.fake_upstream", "--port", "0"]
+    async with await anyio.open_process(command, stderr=None) as upstream:
+        try:
+            assert upstream.stdout is not None
+            line = b""
+            with anyio.fail_after(worker_stop_timeout_s):
+                while not line.endswith(b"\n"):
+                    line += await upstream.stdout.receive(1)
+            upstream_url = f"http://127.0.0.1:{line.split()[1].decode()}/v1"
+            keys = keys_path(handle.data_dir)
+            key, _ = issue_key(keys, "analyst")
+            sock = bind("127.0.0.1", 0)
+            try:
+                async with anyio.create_task_group() as tg:
+                    serve = functools.partial(
+                        run_gateway,
+                        handle.credentials("gateway"),
+                        [parse_upstream(upstream_url)],
+                        sock,
+                        keys,
+                    )
+                    url = await tg.start(serve)
+                    yield url, key
+                    tg.cancel_scope.cancel()
+            finally:
+                sock.close()
+        finally:
+            upstream.terminate()
+            with anyio.CancelScope(shield=True):
+                await upstream.wait()
+
+
+@asynccontextmanager
 async def _workers(
-    roster: Sequence[DemoAgent], handle: ExchangeHandle, seed: int
+    roster: Sequence[DemoAgent],
+    handle: ExchangeHandle,
+    seed: int,
+    gateway: tuple[str, str] | None = None,
 ) -> AsyncIterator[list[Process]]:
     """Starts one process per worker; on exit SIGTERM each and wait, SIGKILL after a bound."""
     logs_dir = handle.data_dir / "logs"
@@ -256,7 +305,14 @@ async def _workers(
             log_file = open(logs_dir / f"{agent.agent}.log", "wb")  # noqa: SIM115, ASYNC230
             files.append(log_file)
             argv = [sys.executable, "-m", "agents", *agent.argv(*connection, seed=seed)]
-            processes.append(await anyio.open_process(argv, stdout=log_file, stderr=log_file))
+            env = None
+            if gateway is not None and agent.role == "analyst":
+                # Its inference goes through the metering gateway; the key stays out of argv.
+                argv += ["--gateway", gateway[0]]
+                env = {**os.environ, GATEWAY_KEY_ENV: gateway[1]}
+            processes.append(
+                await anyio.open_process(argv, stdout=log_file, stderr=log_file, env=env)
+            )
         yield processes
     finally:
         with anyio.move_on_after(worker_stop_timeout_s + 2, shield=True):
