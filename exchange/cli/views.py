@@ -87,6 +87,37 @@ VIEWS: Final[dict[str, View]] = {
             )
         },
     ),
+    "stakes": View(
+        rows={
+            "stakes": (
+                Column("stake_id", keep=True),
+                Column("state", keep=True),
+                Column("amount", justify="right", width_max=_AMOUNT_CHARS_MAX),
+                Column("locked_until_ns"),
+                Column("cooling_until_ns"),
+                Column("staked_at_ns"),
+                Column("agent"),
+            )
+        }
+    ),
+    "loans": View(
+        rows={
+            "loans": (
+                Column("loan_id", keep=True),
+                Column("state", keep=True),
+                Column("lender", width_max=14),
+                Column("borrower", width_max=14),
+                Column("owed", justify="right", width_max=_AMOUNT_CHARS_MAX),
+                Column("due_at_ns"),
+                Column("principal", justify="right", width_max=_AMOUNT_CHARS_MAX),
+                Column("rate_per_day", justify="right"),
+                Column("interest", justify="right", width_max=_AMOUNT_CHARS_MAX),
+                Column("collateral", justify="right", width_max=_AMOUNT_CHARS_MAX),
+                Column("paid", justify="right", width_max=_AMOUNT_CHARS_MAX),
+                Column("term_s", justify="right"),
+            )
+        }
+    ),
     "task show": View(
         rows={
             "bids": (

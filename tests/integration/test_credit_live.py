@@ -23,7 +23,9 @@ term_min_s = 1
 """
 
 
-async def test_an_agent_stakes_and_lends_and_a_default_is_a_journaled_tick(tmp_path: Path) -> None:
+async def test_an_agent_stakes_and_lends_and_a_default_is_a_journaled_tick(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     data = tmp_path / "x"
     async with (
         running_exchange(data, config_text=CONFIG) as handle,
@@ -86,8 +88,13 @@ async def test_an_agent_stakes_and_lends_and_a_default_is_a_journaled_tick(tmp_p
         assert balance.result["owed"] == "600.001157"
         assert balance.result["staked"] == "1000"
 
-    # The journal replays to the same state, and the CLI reads it back.
+    # The journal replays to the same state, and the CLI reads it back, in 80 columns.
+    monkeypatch.setenv("COLUMNS", "80")
     async with running_exchange(data):
+        for verb, state in ((("loans",), "defaulted"), (("stakes", "zero"), "locked")):
+            table = await run_cli(*verb, "--data", str(data))
+            assert table.status == 0 and state in table.stdout, table
+            assert max(len(line) for line in table.stdout.splitlines()) <= 80, table.stdout
         loans = await run_cli("loans", "--agent", "zero", "--data", str(data), "--json")
         assert loans.status == 0, loans.stderr
         assert [x["state"] for x in loans.json()["loans"]] == ["defaulted"]
