@@ -19,7 +19,6 @@ The agent is the file's name without ``.wallet``; its balance is ``tokens``.
 """
 
 import csv
-import io
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -76,14 +75,20 @@ def read_source(path: Path) -> ImportSource:
             return _read_wallet_dir(path)
         if path.suffix == WALLET_SUFFIX:
             return _wallets([path], f"seed-1 wallet {path.name}")
-        text = path.read_text(encoding="utf-8")
+        with path.open(encoding="utf-8", newline="") as file:
+            first = file.read(4096).lstrip()[:1]
+            file.seek(0)
+            if first == "[":
+                # One JSON array: decoded whole (msgspec needs the document).
+                return _from_postings(path, _json_postings(path, file.read()), "JSON")
+            # A CSV export is streamed row by row: memory does not grow with the file.
+            return _from_postings(path, _csv_postings(path, file), "CSV")
     except OSError as exc:
         raise ImportInputError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
     except UnicodeDecodeError as exc:
         raise ImportInputError(f"{path}: is not UTF-8 text: not an export") from exc
-    if text.lstrip().startswith("["):
-        return _from_postings(path, _json_postings(path, text), "JSON")
-    return _from_postings(path, _csv_postings(path, text), "CSV")
+    except csv.Error as exc:
+        raise ImportInputError(f"{path}: not a CSV export ({exc})") from exc
 
 
 # ----------------------------------------------------------------------------- exports
@@ -107,8 +112,8 @@ def _json_postings(path: Path, text: str) -> Iterator[_Posting]:
         raise ImportInputError(f"{path}: not valid JSON ({exc})") from exc
 
 
-def _csv_postings(path: Path, text: str) -> Iterator[_Posting]:
-    reader = csv.reader(io.StringIO(text, newline=""))
+def _csv_postings(path: Path, file: Iterable[str]) -> Iterator[_Posting]:
+    reader = csv.reader(file)
     header = next(reader, None)
     if header is None or tuple(header) != export_columns:
         raise ImportInputError(

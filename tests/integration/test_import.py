@@ -124,12 +124,14 @@ async def test_exports_that_are_not_exports_are_refused(tmp_path: Path) -> None:
         "x.csv": "seq,amount\n1,2\n",
         "y.json": '[{"debit_account": "@mint"}]',
         "z.json": "[1, 2",
+        "nul.csv": "seq,idx\0\n",
+        "latin.csv": "seq,\xe9\n",
         "w.csv": "seq,idx,at,at_ns,sender,verb,debit_account,credit_account,amount_tokens,"
         "amount_micro,kind,memo\n1,0,t,1,admin,award,@mint,zero,1,1.5,award,\n",
     }
     for file_name, text in cases.items():
         path = tmp_path / file_name
-        path.write_text(text)
+        path.write_bytes(text.encode("latin-1"))
         result = await run_cli("import", str(path), "--data", str(tmp_path / "n"), "--json")
         assert result.status != 0 and result.json()["error"]["code"] == "import_refused"
         assert str(path) in result.json()["error"]["message"]
