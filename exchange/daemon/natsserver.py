@@ -257,20 +257,48 @@ class NatsUser(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ClusterConfig(msgspec.Struct, frozen=True, kw_only=True):
-    """One node's cluster block: the cluster's name, its route port, the other nodes' routes."""
+    """One node's cluster block: the cluster's name, its route port, the other nodes' routes.
+
+    ``route_user`` and ``route_password`` (both or neither) make the route port refuse a node that
+    does not present them: without them anyone who reaches the route port joins as a node and sees
+    every message, whatever the client permissions. The routes must then carry them
+    (``nats-route://user:password@host:port``).
+    """
 
     name: str
     port: int
     routes: tuple[str, ...] = ()
+    route_user: str | None = None
+    route_password: str | None = None
 
     def __post_init__(self) -> None:
         _check_name(self.name, "cluster name")
         _check_port(self.port, "cluster port")
+        _check(
+            (self.route_user is None) == (self.route_password is None),
+            "route_user and route_password go together",
+        )
+        if self.route_user is not None:
+            _check_name(self.route_user, "route_user")
+        if self.route_password is not None:
+            _check(
+                _NAME_RE.match(self.route_password) is not None,
+                f"route_password must be 1 to {NAME_CHARS_MAX} of A-Z a-z 0-9 _ - (it is written "
+                "into route URLs)",
+            )
         for route in self.routes:
             _check(
                 "://" in route and not any(char.isspace() for char in route),
                 f"a route is a URL like nats-route://127.0.0.1:6222, got {route!r}",
             )
+
+    def __repr__(self) -> str:
+        # The route password must not reach logs or assertion output, as a user's password.
+        secret = "" if self.route_password is None else ", route_password='***'"
+        return (
+            f"ClusterConfig(name={self.name!r}, port={self.port}, "
+            f"routes=<{len(self.routes)}>{secret})"
+        )
 
 
 class TlsFiles(msgspec.Struct, frozen=True, kw_only=True):
@@ -294,6 +322,8 @@ class NatsServerConfig(msgspec.Struct, frozen=True, kw_only=True):
     port: int = RANDOM_PORT
     # None turns the HTTP monitoring endpoint off; RANDOM_PORT picks a free port.
     monitoring_port: int | None = None
+    # The monitoring endpoint's address; None: the same as ``host``.
+    monitoring_host: str | None = None
     max_payload_bytes: int = MAX_PAYLOAD_BYTES_DEFAULT
     server_name: str | None = None
     # None turns JetStream off. nats-server keeps its files in "<jetstream_store_dir>/jetstream".
@@ -311,6 +341,11 @@ class NatsServerConfig(msgspec.Struct, frozen=True, kw_only=True):
         _check_port(self.port, "port")
         if self.monitoring_port is not None:
             _check_port(self.monitoring_port, "monitoring_port")
+        _check(
+            self.monitoring_host is None
+            or (bool(self.monitoring_host) and not any(c.isspace() for c in self.monitoring_host)),
+            f"monitoring_host must be an address without spaces, got {self.monitoring_host!r}",
+        )
         _check(
             1 <= self.max_payload_bytes <= MAX_PAYLOAD_BYTES_MAX,
             f"max_payload_bytes must be 1 to {MAX_PAYLOAD_BYTES_MAX}, got {self.max_payload_bytes}",
@@ -432,7 +467,10 @@ def render_config(config: NatsServerConfig) -> str:
         f"port: {_port(config.port)}",
         f"max_payload: {config.max_payload_bytes}",
     ]
-    if config.monitoring_port is not None:
+    if config.monitoring_port is not None and config.monitoring_host is not None:
+        # nats-server takes the monitor's address only in this form ("http_host" is no option).
+        lines.append(f"http: {_quote(f'{config.monitoring_host}:{_port(config.monitoring_port)}')}")
+    elif config.monitoring_port is not None:
         lines.append(f"http_port: {_port(config.monitoring_port)}")
     if config.server_name is not None:
         lines.append(f"server_name: {_quote(config.server_name)}")
@@ -456,8 +494,16 @@ def render_config(config: NatsServerConfig) -> str:
             f"  host: {_quote(config.host)}",
             f"  port: {_port(cluster.port)}",
             f"  routes: {_quoted_list(cluster.routes)}",
-            "}",
         ]
+        if cluster.route_user is not None:
+            assert cluster.route_password is not None
+            lines += [
+                "  authorization {",
+                f"    user: {_quote(cluster.route_user)}",
+                f"    password: {_quote(cluster.route_password)}",
+                "  }",
+            ]
+        lines.append("}")
     if config.users is None:
         lines.append("# Open mode: no authorization. Loopback only, for development.")
         return "\n".join(lines) + "\n"

@@ -246,6 +246,43 @@ def test_cluster_renders_routes_and_debug_logging() -> None:
     assert '  store_dir: "/data/n1"\n' in text
 
 
+def test_cluster_with_route_credentials_renders_them_and_a_monitor_on_its_own_address() -> None:
+    config = NatsServerConfig(
+        host="0.0.0.0",
+        monitoring_port=8222,
+        monitoring_host="127.0.0.1",
+        server_name="n1",
+        jetstream_store_dir="/data",
+        cluster=ClusterConfig(
+            name="ex",
+            port=6222,
+            routes=("nats-route://route:pw@n2:6222",),
+            route_user="route",
+            route_password="pw",
+        ),
+        users=(_user("exchange"),),
+    )
+    text = render_config(config)
+    assert 'http: "127.0.0.1:8222"\n' in text
+    assert "http_port" not in text
+    assert '  authorization {\n    user: "route"\n    password: "pw"\n  }\n}\n' in text
+    assert "pw" not in repr(config)
+
+
+@pytest.mark.parametrize(
+    ("fields", "match"),
+    [
+        ({"route_user": "route"}, "go together"),
+        ({"route_password": "pw"}, "go together"),
+        ({"route_user": "route", "route_password": "p@ss"}, "route_password"),
+        ({"route_user": "a b", "route_password": "pw"}, "route_user"),
+    ],
+)
+def test_route_credentials_rules(fields: dict[str, str], match: str) -> None:
+    with pytest.raises(NatsConfigError, match=match):
+        ClusterConfig(name="ex", port=6222, **fields)  # type: ignore[arg-type]
+
+
 def test_user_repr_hides_the_password() -> None:
     assert "secret" not in repr(_user("alice"))
     assert "secret" not in repr(NatsServerConfig(users=(_user("alice"),)))
@@ -278,6 +315,7 @@ def test_password_rules(password: str, match: str) -> None:
         ({"max_payload_bytes": 64 * 1024 * 1024 + 1}, "max_payload_bytes"),
         ({"server_name": "has space"}, "server_name"),
         ({"host": "127.0.0.1 "}, "host"),
+        ({"monitoring_port": 8222, "monitoring_host": ""}, "monitoring_host"),
         (
             {"jetstream_store_dir": "/d", "cluster": ClusterConfig(name="ex", port=6222)},
             "server_name",
