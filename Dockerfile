@@ -12,7 +12,9 @@ COPY pyproject.toml README.md ./
 COPY protocols ./protocols
 COPY exchange ./exchange
 COPY agents ./agents
-RUN pip install . && mkdir -p /data && chown exchange /data
+# /secrets: where compose's bootstrap step writes the cluster's credentials (a named volume takes
+# the directory's owner, so the unprivileged user can write it).
+RUN pip install . && mkdir -p /data /secrets && chown exchange /data /secrets
 
 USER exchange
 VOLUME ["/data"]

@@ -260,7 +260,7 @@ def _main(
     argv: Sequence[str] | None, out_stream: TextIO, err_stream: TextIO, configure_logs: bool
 ) -> int:
     args_list = _limits_show(list(sys.argv[1:] if argv is None else argv))
-    if args_list[:1] and args_list[0] in _DELEGATED_HELP and args_list[1:2] != ["register"]:
+    if args_list[:1] and args_list[0] in _DELEGATED_HELP and args_list[:2] != ["agent", "register"]:
         # These commands own their arguments and output; they run their own parsers.
         if configure_logs and args_list[0] in ("hook", "issues"):
             configure_logging(level="warning", stream=err_stream)
@@ -699,6 +699,7 @@ _DELEGATED_HELP: Final = {
     "demo": "exchange demo auction: the whole system live (exchange demo auction --help)",
     "dashboard": "the live web dashboard, or a simulation's (exchange dashboard --help)",
     "gateway": "the metering OpenAI-compatible gateway and its keys (exchange gateway --help)",
+    "cluster": "the three-node cluster of compose.yaml: init, register (exchange cluster --help)",
     "agent": "run a worker: exchange agent ROLE --id ID (exchange agent --help)",
     "hook": "git post-commit rewards (exchange hook --help)",
     "issues": "beads issue rewards (exchange issues --help)",
@@ -727,6 +728,10 @@ def _delegate(verb: str, argv: list[str], stdout: TextIO, stderr: TextIO) -> int
         from exchange.gateway.cli import main as gateway_main
 
         return gateway_main(argv, stdout=stdout)
+    if verb == "cluster":
+        from exchange.deploy.cli import main as cluster_main
+
+        return cluster_main(argv, stdout=stdout, stderr=stderr)
     if verb == "agent":
         from agents.cli import main as agent_main
 

@@ -14,7 +14,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,14 +103,21 @@ class DaemonProcess:
     """``exchange up`` as a child process; its JSON log events are collected as they come."""
 
     def __init__(
-        self, data_dir: Path, port: int | None, *extra: str, ready_event: str = "exchange_ready"
+        self,
+        data_dir: Path,
+        port: int | None,
+        *extra: str,
+        ready_event: str = "exchange_ready",
+        argv: Sequence[str] | None = None,
     ) -> None:
         """``port=None`` for an exchange that joins a server (``--nats`` in ``extra``); a
-        standby is ready at ``standby_following``."""
+        standby is ready at ``standby_following``. ``argv``: the whole command line after
+        ``exchange`` instead (it must have ``up --data data_dir ... --log-json``)."""
         self.data_dir = data_dir
         self.port = port
         self.extra = extra
         self.ready_event = ready_event
+        self.argv = argv
         self.events: list[dict[str, Any]] = []
         self._changed = anyio.Event()
         self._process: Process | None = None
@@ -149,12 +156,17 @@ class DaemonProcess:
             sys.executable,
             "-m",
             "exchange.cli.main",
-            "up",
-            "--data",
-            str(self.data_dir),
-            *(() if self.port is None else ("--port", str(self.port))),
-            "--log-json",
-            *self.extra,
+            *(
+                self.argv
+                or (
+                    "up",
+                    "--data",
+                    str(self.data_dir),
+                    *(() if self.port is None else ("--port", str(self.port))),
+                    "--log-json",
+                    *self.extra,
+                )
+            ),
         ]
         process = await anyio.open_process(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         self._process = process
