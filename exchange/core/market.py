@@ -56,8 +56,11 @@ def _no_stake(agent_id: str) -> int:
     return 0
 
 
+_NO_BONUS: Final = Fraction(0)
+
+
 def _no_bonus(stake_micro: int) -> Fraction:
-    return Fraction(0)
+    return _NO_BONUS
 
 
 def _no_slash(executor: str, payee: str, memo: str) -> None:
@@ -363,12 +366,13 @@ class Market:
             stake_micro=self.stake_of(bidder.id),
         )
         tally = self._tally(task)
+        stake = record.stake_micro
         record.score = tally.record_bid(
             record.bidder,
             record.cost_micro,
             record.time_ms,
             record.confidence,
-            self.stake_bonus(record.stake_micro),
+            self.stake_bonus(stake) if stake else _NO_BONUS,
         )
         task.bids.append(record)
         if tally.everyone_answered:

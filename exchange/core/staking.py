@@ -29,6 +29,7 @@ from protocols.errors import ErrorCode
 from protocols.units import NS_PER_S
 
 _YIELD_REF: Final = "yield"
+_NO_BONUS: Final = Fraction(0)
 
 
 def stake_account(agent_id: str) -> str:
@@ -112,6 +113,8 @@ class Staking:
 
     def active_micro(self, agent_id: str) -> int:
         """S: the agent's locked stake (cooling stake counts for nothing)."""
+        if agent_id not in self._of:
+            return 0  # the common case, on every bid and ballot: no stake at all
         return sum(s.amount_micro for s in self.of(agent_id) if s.state == StakeState.locked)
 
     def total_micro(self, agent_id: str) -> int:
@@ -128,7 +131,7 @@ class Staking:
     def bid_bonus(self, stake_micro: int) -> Fraction:
         """``bid_bonus`` × min(S / stake_full, 1): what a stake adds to a bid's score."""
         if not stake_micro:
-            return Fraction(0)
+            return _NO_BONUS
         share = Fraction(min(stake_micro, self._full_micro), self._full_micro)
         return Fraction(self.config.bid_bonus) * share
 
