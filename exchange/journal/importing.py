@@ -95,6 +95,7 @@ def read_source(path: Path) -> ImportSource:
 
 
 class _Posting(msgspec.Struct, frozen=True):
+    seq: int
     debit_account: str
     credit_account: str
     amount_micro: int
@@ -126,12 +127,15 @@ def _csv_postings(path: Path, file: Iterable[str]) -> Iterator[_Posting]:
             raise ImportInputError(
                 f"{path}: row {line} has {len(row)} fields, not {len(export_columns)}"
             )
-        amount = row[index["amount_micro"]]
+        amount, seq = row[index["amount_micro"]], row[index["seq"]]
         if not amount.isascii() or not amount.isdigit():
             raise ImportInputError(
                 f"{path}: row {line}: amount_micro {amount!r} is not a whole number of micro-tokens"
             )
+        if not seq.isascii() or not seq.isdigit():
+            raise ImportInputError(f"{path}: row {line}: seq {seq!r} is not a journal entry number")
         yield _Posting(
+            int(seq),
             row[index["debit_account"]],
             row[index["credit_account"]],
             int(amount),
@@ -143,7 +147,7 @@ def _from_postings(path: Path, postings: Iterable[_Posting], fmt: str) -> Import
     balances: dict[str, int] = {}
     earned: dict[str, int] = {}
     spent: dict[str, int] = {}
-    count = 0
+    count = last_seq = 0
     for posting in postings:
         if posting.amount_micro <= 0:
             raise ImportInputError(
@@ -158,6 +162,7 @@ def _from_postings(path: Path, postings: Iterable[_Posting], fmt: str) -> Import
         if credit.startswith(_SPENT_PREFIX):
             spent[debit] = spent.get(debit, 0) + posting.amount_micro
         count += 1
+        last_seq = max(last_seq, posting.seq)
     agents = [account for account in balances if not account.startswith("@")]
     for agent in agents:
         _check_agent(path, agent)
@@ -172,7 +177,10 @@ def _from_postings(path: Path, postings: Iterable[_Posting], fmt: str) -> Import
     )
     if not openings:
         raise ImportInputError(f"{path}: the export holds no agent account: nothing to import")
-    return ImportSource(openings, f"{fmt} export {path.name} ({count} postings)")
+    # The memo of every opening names the original: the file, and the last journal entry it holds.
+    return ImportSource(
+        openings, f"{fmt} export {path.name} ({count} postings, to entry {last_seq})"
+    )
 
 
 def _check_agent(path: Path, agent: str) -> None:

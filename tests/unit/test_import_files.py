@@ -81,7 +81,7 @@ def test_an_exports_postings_sum_to_each_agents_balance(tmp_path: Path) -> None:
         Opening("spark", 1_000_000, 0, 0),
         Opening("zero", 10_003_900_000, 5_000_000, 100_000),
     )
-    assert source.description == "CSV export e.csv (4 postings)"
+    assert source.description == "CSV export e.csv (4 postings, to entry 4)"
 
 
 @pytest.mark.parametrize(
@@ -120,7 +120,9 @@ def test_an_opening_comes_from_at_import_for_the_operator_only() -> None:
     fields = {"agent": "zero", "amount": Decimal(5), "earned": Decimal(2), "spent": Decimal(1)}
     h.refused("claude", c.ImportOpening, "not_authorized", **fields)
     h.refused(ADMIN, c.ImportOpening, "unknown_agent", **(fields | {"agent": "nobody"}))
-    h.refused(ADMIN, c.ImportOpening, "amount_must_be_positive", **(fields | {"amount": Decimal(0)}))
+    h.refused(
+        ADMIN, c.ImportOpening, "amount_must_be_positive", **(fields | {"amount": Decimal(0)})
+    )
     h.refused(ADMIN, c.ImportOpening, "invalid_amount", **(fields | {"spent": Decimal(-1)}))
     h.refused(ADMIN, c.ImportOpening, "invalid_amount", **(fields | {"earned": Decimal("1e-7")}))
     h.ok(ADMIN, c.ImportOpening, **fields, source="test")
@@ -128,3 +130,26 @@ def test_an_opening_comes_from_at_import_for_the_operator_only() -> None:
     zero = h.ex.ledger.agents["zero"]
     assert (zero.earned_micro, zero.spent_micro) == (2_000_000, 1_000_000)
     h.ex.check_invariants()
+
+
+def test_import_keeps_the_given_economy_but_mints_nothing(tmp_path: Path) -> None:
+    from exchange.cli.importing import import_exchange
+
+    given = 'opening_balance = 500\n[models]\n"llama3.2" = 0.2\n'
+    report = import_exchange(
+        FIXTURES / "scheme-exchange", tmp_path / "new", config_text=given, now_ns=1
+    )
+    stored = parse_config((tmp_path / "new" / "economy.toml").read_text())
+    assert stored.opening_balance == 0 and stored.models["llama3.2"] == Decimal("0.2")
+    assert [a.id for a in stored.agents] == ["builder", "claude", "oracle-7", "zero"]
+    assert (report.agents, report.imported, report.seq) == (4, "20237.500001", 7)
+
+
+def test_a_refused_import_writes_nothing(tmp_path: Path) -> None:
+    from exchange.cli.importing import import_exchange
+
+    bad = tmp_path / "admin.wallet"
+    bad.write_text("((tokens . 1.0))")
+    with pytest.raises(ImportInputError, match="not an agent id"):
+        import_exchange(bad, tmp_path / "never", config_text=None, now_ns=1)
+    assert not (tmp_path / "never").exists()
