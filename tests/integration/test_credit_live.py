@@ -101,3 +101,7 @@ async def test_an_agent_stakes_and_lends_and_a_default_is_a_journaled_tick(
         stakes = await run_cli("stakes", "zero", "--data", str(data), "--json")
         assert stakes.json()["vote_weight"] == "0.99"  # (1.0 - 0.1 for the default) x 1.1
         assert stakes.json()["active"] == "1000"
+    # Offline, doctor replays the journal (stakes, loans and the default included) and checks
+    # every invariant, the stake and loan accounts among them.
+    doctor = await run_cli("doctor", "--data", str(data), "--json")
+    assert doctor.status == 0 and doctor.json()["ok"] is True, doctor
