@@ -70,10 +70,12 @@ class Future(msgspec.Struct):
 
 
 class FuturesState(msgspec.Struct, frozen=True, kw_only=True):
-    """The futures kept, by id in creation order, and the ended ones' ids, oldest first."""
+    """The futures kept, by id in creation order, the ended ones' ids, oldest first, and what
+    futures have moved into the ``@llm.<model>`` accounts in all (negative: out of them)."""
 
     futures: list[Future]
     ended: list[str]
+    llm_net: int = 0
 
 
 class Futures:
@@ -84,16 +86,22 @@ class Futures:
         self.config = ledger.config.futures
         self.by_id: dict[str, Future] = {}
         self.ended: deque[str] = deque()
+        # What futures moved into the @llm.<model> accounts (margins out, settlements in): the
+        # swarm metrics count those accounts as inference paid, and take this out of them.
+        self.llm_net_micro = 0
 
     # ----------------------------------------------------------------------------- snapshot
 
     def snapshot(self) -> FuturesState:
-        return FuturesState(futures=list(self.by_id.values()), ended=list(self.ended))
+        return FuturesState(
+            futures=list(self.by_id.values()), ended=list(self.ended), llm_net=self.llm_net_micro
+        )
 
     def restore(self, state: FuturesState) -> None:
         assert not self.by_id, "restore into an exchange with no futures"
         self.by_id.update((f.id, f) for f in state.futures)
         self.ended.extend(state.ended)
+        self.llm_net_micro = state.llm_net
 
     def used(self) -> bool:
         """Whether this exchange has any future (the digest hashes the part only then)."""
@@ -257,6 +265,7 @@ class Futures:
                     "future.lapse",
                     future.id,
                 )
+                self._moved_llm(future.writer, future.margin_micro)
             future.margin_micro = 0
             future.state = FUTURE.next(future.state, FutureEvent.lapse)
             self._ended(future)
@@ -280,6 +289,7 @@ class Futures:
                 ledger.book.post(
                     future.writer, margin_account(future.id), call, "future.margin", future.id
                 )
+                self._moved_llm(future.writer, -call)
                 future.margin_micro += call
         self._next_check(future)
 
@@ -403,6 +413,7 @@ class Futures:
         )
         if margin:
             ledger.book.post(writer, margin_account(future_id), margin, "future.margin", future_id)
+            self._moved_llm(writer, -margin)
         self.by_id[future_id] = future
         ledger.add_timer(expires_at_ns, "future_expiry", future_id)
         self._next_check(future)
@@ -446,10 +457,15 @@ class Futures:
                 book.post(debit, credit, amount, f"future.{event}", future.id)
         future.spot_micro, future.to_holder_micro = spot, to_holder
         future.to_writer_micro = notional + margin - to_holder
+        self._moved_llm(future.writer, future.to_writer_micro)
         future.margin_micro = 0
         future.listing_price_micro = future.listing_to = None
         future.state = FUTURE.next(future.state, event)
         self._ended(future)
+
+    def _moved_llm(self, writer: str, amount_micro: int) -> None:
+        if writer not in self.ledger.agents:  # the exchange's @llm.<model>
+            self.llm_net_micro += amount_micro
 
     def _ended(self, future: Future) -> None:
         keep_newest(self.ended, future.id, self.config.ended_futures_kept, self._forget)

@@ -383,6 +383,7 @@ class Exchange:
         settled = [e for e in self.escrows.by_id.values() if e.state in SETTLED_ESCROW_STATES]
         fees = ledger.book.balance("@fees")
         inference = sum(b for a, b in ledger.book.balances.items() if a.startswith("@llm."))
+        inference -= self.futures.llm_net_micro  # not paid for inference: futures' margins
         task_payments = gone_escrows.released_micro + sum(
             e.amount_micro for e in settled if e.state == "released"
         )

@@ -159,6 +159,7 @@ def test_the_exchange_writes_from_what_its_model_account_was_paid() -> None:
     )
     for _ in range(3):  # 3 × 75 = 225 tokens paid to @llm.claude-opus
         h.ok("claude", c.LlmRequest, task_type="coding", tokens=5000)
+    inference_cost = h.ex.metric_inputs().cost_total_micro
     view = h.ok("builder", fu.BuyFuture, model="claude-opus", tokens=10_000, expires_in_s=HOUR)
     assert (view["writer"], view["holder"], view["state"]) == (
         "@llm.claude-opus",
@@ -172,6 +173,10 @@ def test_the_exchange_writes_from_what_its_model_account_was_paid() -> None:
     ended = h.query(fu.FutureQuery(future_id=view["future_id"]))
     assert (ended["to_holder"], ended["to_writer"]) == ("120", "180")
     assert bal(h, "@llm.claude-opus") == (75 + 180) * MICRO
+    # The swarm metrics count what was paid for inference, not the exchange's futures.
+    assert h.ex.metric_inputs().cost_total_micro == inference_cost == 225 * MICRO
+    assert h.ex.futures.llm_net_micro == 30 * MICRO
+    assert restored(h.ex).futures.llm_net_micro == 30 * MICRO
     h.ex.check_invariants()
 
 

@@ -51,6 +51,7 @@ class FuturesMachine(RuleBasedStateMachine):
         self.log: list[tuple[str, c.Command, int, bytes]] = []
         self.ids = 0
         self.ended_checked = False
+        self.llm_net = 0
         for command in genesis_commands(self.config):
             self.apply(ADMIN, command)
 
@@ -62,6 +63,11 @@ class FuturesMachine(RuleBasedStateMachine):
         before = self.ex.digest()
         outcome = self.ex.apply(sender, command, now_ns=self.now_ns)
         self.log.append((sender, command, self.now_ns, outcome.reply))
+        for p in outcome.postings:  # what futures moved in and out of the model accounts
+            if p.kind.startswith("future."):
+                self.llm_net += p.amount_micro * (
+                    p.credit.startswith("@llm.") - p.debit.startswith("@llm.")
+                )
         if not outcome.ok and not outcome.postings:
             # No timer fired with it: a refusal changes nothing at all.
             assert self.ex.digest() == before, outcome.reply
@@ -185,6 +191,7 @@ class FuturesMachine(RuleBasedStateMachine):
     @invariant()
     def conserved_and_collateralised(self) -> None:
         self.ex.check_invariants()  # conservation, no negative balance, every future's accounts
+        assert self.ex.futures.llm_net_micro == self.llm_net
 
     @precondition(lambda self: self.future_ids() and not self.ended_checked)
     @rule()
