@@ -1,0 +1,259 @@
+"""Benchmark: the metering gateway against calling its upstream directly, in the same run.
+
+Run from the repository root: ``python bench/gateway.py [--duration-s 3] [--repeats 3]
+[--in-flight 1 32]``.
+
+What runs, each in its own process:
+- the exchange: ``exchange up`` (secure mode, embedded nats-server, SQLite WAL with
+  ``synchronous=FULL``) in a fresh data directory, with ``llama3.2`` priced as configured;
+- the upstream: ``python -m exchange.gateway.fake_upstream`` (deterministic chat completions);
+- the gateway: ``exchange gateway serve --upstream <the upstream>``, which for every request
+  authorizes the worst case on the exchange (one durable command), forwards the request, and
+  settles the reported usage (a second durable command) before answering;
+- the requester: this process, ``in_flight`` keep-alive connections, each posting a
+  non-streaming chat completion (``max_tokens`` 16) and awaiting its answer in a loop (a
+  minimal HTTP/1.1 client on asyncio streams, so that the load generator costs little CPU).
+
+Runs alternate direct / gateway, ``--repeats`` times per in-flight count; each figure is the
+median of the repeats. Added latency = gateway p50 (p99) - direct p50 (p99) of the same round.
+The agent's gateway limits are set high (rpm, tpm, hourly, daily) so that nothing is refused.
+Target: added p50 <= 2 ms at 32 in flight.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+READY_TIMEOUT_S = 60.0
+IN_FLIGHT = (1, 32)
+MODEL = "llama3.2"
+WARMUP_S = 0.5
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _start(command: list[str], ready: bytes, *, stream: str = "stdout") -> tuple[Any, bytes]:
+    """Starts ``command``; returns it and the first output line containing ``ready``."""
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE if stream == "stdout" else subprocess.DEVNULL,
+        stderr=subprocess.PIPE if stream == "stderr" else subprocess.DEVNULL,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    pipe = process.stdout if stream == "stdout" else process.stderr
+    assert pipe is not None
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        line = pipe.readline()
+        if not line:
+            raise RuntimeError(f"{command[:4]} exited before it was ready")
+        if ready in line:
+            _drain(pipe)
+            return process, line
+    raise RuntimeError(f"{command[:4]} was not ready in time")
+
+
+def _drain(pipe: Any) -> None:
+    import threading
+
+    threading.Thread(target=lambda: [None for _ in pipe], daemon=True).start()
+
+
+def _cli(*argv: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "exchange.cli.main", *argv],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout
+
+
+class _Connection:
+    """A minimal HTTP/1.1 keep-alive client on one asyncio stream: the load generator must cost
+    little CPU next to the servers it measures (a pooled httpx client at 32 in flight cost more
+    than the fake upstream itself on two cores), and must treat both targets alike."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, url: str) -> "_Connection":
+        parsed = urlsplit(url)
+        reader, writer = await asyncio.open_connection(parsed.hostname, parsed.port)
+        return cls(reader, writer)
+
+    async def post(self, request: bytes) -> int:
+        self.writer.write(request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        await self.reader.readexactly(length)
+        return status
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _request(url: str, key: str | None) -> bytes:
+    parsed = urlsplit(url)
+    body = json.dumps(
+        {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": "summarise the order book for btc"}],
+            "max_tokens": 16,
+        }
+    ).encode()
+    auth = f"authorization: Bearer {key}\r\n" if key else ""
+    return (
+        f"POST {parsed.path}/chat/completions HTTP/1.1\r\nhost: {parsed.netloc}\r\n"
+        f"content-type: application/json\r\ncontent-length: {len(body)}\r\n{auth}\r\n"
+    ).encode() + body
+
+
+async def _window(url: str, key: str | None, in_flight: int, duration_s: float) -> dict[str, Any]:
+    request = _request(url, key)
+    latencies: list[float] = []
+    errors = 0
+    connections = [await _Connection.open(url) for _ in range(in_flight)]
+    start = time.perf_counter()
+    measure_from = start + WARMUP_S
+    stop_at = measure_from + duration_s
+
+    async def worker(connection: _Connection) -> None:
+        nonlocal errors
+        while (now := time.perf_counter()) < stop_at:
+            status = await connection.post(request)
+            took = time.perf_counter() - now
+            if status != 200:
+                errors += 1
+            elif now >= measure_from:
+                latencies.append(took)
+
+    try:
+        await asyncio.gather(*(worker(c) for c in connections))
+    finally:
+        for connection in connections:
+            connection.close()
+    latencies.sort()
+    return {
+        "requests_per_s": len(latencies) / duration_s,
+        "p50_ms": 1000 * latencies[len(latencies) // 2],
+        "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+        "errors": errors,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration-s", type=float, default=3.0)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--in-flight", type=int, nargs="+", default=list(IN_FLIGHT))
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = parser.parse_args()
+    processes: list[Any] = []
+    with tempfile.TemporaryDirectory(prefix="bench-gateway-") as temporary:
+        data = Path(temporary) / "data"
+        try:
+            exchange, _ = _start(
+                [
+                    *(sys.executable, "-m", "exchange.cli.main", "up", "--log-json"),
+                    *("--data", str(data), "--port", str(_free_port())),
+                ],
+                b'"exchange_ready"',
+                stream="stderr",
+            )
+            processes.append(exchange)
+            upstream, line = _start(
+                [sys.executable, "-m", "exchange.gateway.fake_upstream", "--models", MODEL],
+                b"listening",
+            )
+            processes.append(upstream)
+            direct = f"http://127.0.0.1:{line.split()[1].decode()}/v1"
+            _cli(
+                *("limits", "set", "zero", "--data", str(data)),
+                *("--hourly", "1000000", "--daily", "1000000", "--rpm", "0", "--tpm", "0"),
+            )
+            key = _cli("gateway", "key", "zero", "--data", str(data)).strip()
+            gateway, line = _start(
+                [
+                    *(sys.executable, "-m", "exchange.cli.main", "gateway", "serve"),
+                    *("--data", str(data), "--upstream", direct, "--port", "0"),
+                ],
+                b"gateway at",
+            )
+            processes.append(gateway)
+            via = line.split()[2].decode()
+            results: dict[int, dict[str, list[dict[str, Any]]]] = {}
+            for in_flight in args.in_flight:
+                runs: dict[str, list[dict[str, Any]]] = {"direct": [], "gateway": []}
+                for repeat in range(args.repeats):
+                    for name, url, k in (("direct", direct, None), ("gateway", via, key)):
+                        print(f"{name} in flight {in_flight}, run {repeat + 1}", file=sys.stderr)
+                        runs[name].append(asyncio.run(_window(url, k, in_flight, args.duration_s)))
+                results[in_flight] = runs
+        finally:
+            for process in reversed(processes):
+                process.terminate()
+                process.wait(timeout=30)
+    summary = _summary(results)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        _print(summary)
+    return 0
+
+
+def _summary(results: dict[int, dict[str, list[dict[str, Any]]]]) -> list[dict[str, Any]]:
+    rows = []
+    for in_flight, runs in results.items():
+        row: dict[str, Any] = {"in_flight": in_flight}
+        for name, samples in runs.items():
+            for field in ("requests_per_s", "p50_ms", "p99_ms"):
+                row[f"{name}_{field}"] = statistics.median(s[field] for s in samples)
+            row[f"{name}_errors"] = sum(s["errors"] for s in samples)
+        pairs = list(zip(runs["direct"], runs["gateway"], strict=True))
+        row["added_p50_ms"] = statistics.median(g["p50_ms"] - d["p50_ms"] for d, g in pairs)
+        row["added_p99_ms"] = statistics.median(g["p99_ms"] - d["p99_ms"] for d, g in pairs)
+        rows.append(row)
+    return rows
+
+
+def _print(rows: list[dict[str, Any]]) -> None:
+    print(
+        f"{'in flight':>9} | {'direct req/s':>12} {'p50 ms':>7} {'p99 ms':>7} | "
+        f"{'gateway req/s':>13} {'p50 ms':>7} {'p99 ms':>7} | {'added p50':>9} {'added p99':>9}"
+    )
+    for r in rows:
+        print(
+            f"{r['in_flight']:>9} | {r['direct_requests_per_s']:>12.0f} {r['direct_p50_ms']:>7.2f} "
+            f"{r['direct_p99_ms']:>7.2f} | {r['gateway_requests_per_s']:>13.0f} "
+            f"{r['gateway_p50_ms']:>7.2f} {r['gateway_p99_ms']:>7.2f} | "
+            f"{r['added_p50_ms']:>9.2f} {r['added_p99_ms']:>9.2f}"
+        )
+    errors = sum(r["direct_errors"] + r["gateway_errors"] for r in rows)
+    if errors:
+        print(f"{errors} requests failed")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
