@@ -1,5 +1,6 @@
 """Staking (docs/economy.md, Staking): every rule and number of the page, through the Harness."""
 
+import json
 from decimal import Decimal
 
 from core_support import Harness
@@ -180,3 +181,19 @@ def test_the_yield_timer_stops_with_the_last_stake_and_a_restore_keeps_the_state
     assert not h.ex.staking.stakes
     assert not h.ex.staking.yield_armed
     assert not [t for t in h.ex.ledger.timers if t[2].startswith("stake")]
+
+
+def test_a_balance_that_never_staked_or_lent_reads_as_before() -> None:
+    """The new balance fields are left out at 0, so an old client's reply is byte for byte the
+    same; they appear once there is something to show, and go again when it is gone."""
+    h = Harness()
+    plain = json.loads(h.ex.query(q.BalanceQuery(agent="zero")))["result"]
+    assert set(plain) == {"agent", "balance", "earned", "spent", "held"}
+    stake_id = stake(h, "zero", 100)
+    assert json.loads(h.ex.query(q.BalanceQuery(agent="zero")))["result"]["staked"] == "100"
+    h.advance(DAY)
+    h.ok("zero", cr.Unstake, stake_id=stake_id)
+    h.advance(DAY)
+    h.tick()
+    again = json.loads(h.ex.query(q.BalanceQuery(agent="zero")))["result"]
+    assert set(again) == set(plain)
