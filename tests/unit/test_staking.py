@@ -2,10 +2,14 @@
 
 import json
 from decimal import Decimal
+from fractions import Fraction
 
 from core_support import Harness
 from core_support import restored as restore
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from exchange.core.bid_tally import BidTally
 from exchange.core.staking import stake_account
 from protocols import commands as c
 from protocols import credit as cr
@@ -197,3 +201,30 @@ def test_a_balance_that_never_staked_or_lent_reads_as_before() -> None:
     h.tick()
     again = json.loads(h.ex.query(q.BalanceQuery(agent="zero")))["result"]
     assert set(again) == set(plain)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    costs=st.tuples(st.integers(1, 100), st.integers(1, 100)),
+    times=st.tuples(st.integers(1, 1000), st.integers(1, 1000)),
+    confidences=st.tuples(st.floats(0, 1), st.floats(0, 1)),
+    stake_micro=st.integers(0, 10**18),
+)
+def test_stake_never_buys_an_auction_from_a_bid_better_by_more_than_the_cap(
+    costs: tuple[int, int],
+    times: tuple[int, int],
+    confidences: tuple[float, float],
+    stake_micro: int,
+) -> None:
+    """The stake term is at most ``bid_bonus`` (0.05): a staked bid beats an unstaked one only if
+    its own score is within 0.05 of it, whatever the stake."""
+    staking = Harness().ex.staking
+    bonus = staking.bid_bonus(stake_micro)
+    assert 0 <= bonus <= Fraction(1, 20)
+    tally = BidTally.start(["0.4", "0.3", "0.3"], [], 100 * 1_000_000, 1000)
+    staked = tally.score(costs[0] * 1_000_000, times[0], confidences[0], bonus)
+    plain = tally.score(costs[1] * 1_000_000, times[1], confidences[1])
+    base = tally.score(costs[0] * 1_000_000, times[0], confidences[0])
+    assert staked == base + bonus
+    if plain > base + Fraction(1, 20):
+        assert plain > staked
