@@ -39,9 +39,6 @@ AUCTION_TIMEOUT_S = 60.0
 CLI_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
 VIOLATION_TIMEOUT_S = 10.0
-# The workers that make an auction: prices, a signal, a task, two bidders. The rest of the roster
-# is registered (and has its users on the servers) but does not run, to keep the test quick.
-RUNNING = ("oracle", "scout-1", "treasury", "exec-fast", "exec-cheap")
 
 
 def _free_ports(count: int) -> tuple[int, ...]:
@@ -154,8 +151,6 @@ async def _workers(out: Path, topology: Topology, logs: Path) -> AsyncIterator[l
         processes = []
         for worker in topology.workers:
             agent = worker.agent.agent
-            if agent not in RUNNING:
-                continue
             argv = cluster.worker_argv(worker, creds=str(out / cluster.creds_file(agent)))
             with (logs / f"{agent}.log").open("wb") as log_file:
                 process = await anyio.open_process(
@@ -299,12 +294,15 @@ async def test_the_compose_topology_runs_an_auction_and_keeps_strangers_out(
         closed = await admin.nc.subscribe("swarm.task.*.closed")
         await admin.nc.flush()
         await admin.nc.flush()
-        async with _workers(out, topology, tmp_path / "logs"):
+        async with _workers(out, topology, tmp_path / "logs") as workers:
             with anyio.fail_after(AUCTION_TIMEOUT_S):
                 while True:
                     message = json.loads((await closed.next_msg(timeout=AUCTION_TIMEOUT_S)).data)
                     if message["state"] == "completed":
                         break
+            assert [w.returncode for w in workers] == [None] * len(workers)
+        # Every worker stopped cleanly on SIGTERM: none died on a permission it lacked.
+        assert [w.returncode for w in workers] == [0] * len(workers)
         task = await admin.query_envelope("task", {"task_id": message["task_id"]})
         assert task.ok and task.result["escrow_state"] == "released", task
         assert task.result["winner"] in ("exec-fast", "exec-cheap")
