@@ -66,8 +66,8 @@ def bench_futures(count: int) -> dict[str, float]:
         for i in range(count)
     ]
     started = time.perf_counter()
-    for i, command in enumerate(takes):
-        outcome = ex.apply(ROSTER[(i + 1) % 6], command, now_ns=now)
+    for i, take in enumerate(takes):
+        outcome = ex.apply(ROSTER[(i + 1) % 6], take, now_ns=now)
         assert outcome.ok, outcome.reply
     take_s = time.perf_counter() - started
     started = time.perf_counter()
