@@ -43,7 +43,7 @@ from exchange.daemon.creds import CredentialStore, nats_users, read_credentials
 from exchange.daemon.datadir import data_dir_unusable, make_data_dir
 from exchange.daemon.discovery import EndpointCounters, ServiceIdentity, control_subjects
 from exchange.daemon.endpoint import EndpointFile, remove_endpoint, write_endpoint
-from exchange.daemon.errors import DataDirInUseError
+from exchange.daemon.errors import DaemonError, DataDirInUseError
 from exchange.daemon.inbound import InboundQueue
 from exchange.daemon.liveness import Liveness
 from exchange.daemon.natsserver import (
@@ -244,6 +244,26 @@ def _tls_files(settings: Settings) -> TlsFiles | None:
     return files
 
 
+class NatsCredentialsError(DaemonError):
+    """``--nats-creds`` names no credentials file."""
+
+
+def _joining_credentials(settings: Settings) -> Credentials | None:
+    """Who the exchange joins ``--nats`` as: ``--nats-creds``'s user, or anonymous without it.
+
+    Raises NatsCredentialsError, CredentialsFileError.
+    """
+    if settings.nats_creds_file is None:
+        return None
+    credentials = read_credentials(settings.nats_creds_file)
+    if credentials is None:
+        raise NatsCredentialsError(
+            f"no credentials in {settings.nats_creds_file}; give the file the server's operator "
+            "(or `exchange cluster init`) made for the exchange"
+        )
+    return credentials
+
+
 @asynccontextmanager
 async def _nats_side(settings: Settings, exchange: Exchange) -> AsyncIterator[_NatsSide]:
     """The NATS connection, on the embedded server (started and stopped here) or at ``--nats``."""
@@ -253,7 +273,7 @@ async def _nats_side(settings: Settings, exchange: Exchange) -> AsyncIterator[_N
             log.warning(
                 "open_mode_ignored", reason="--nats joins a server the exchange does not run"
             )
-        nc = await _connect(settings.nats_url, None, settings)
+        nc = await _connect(settings.nats_url, _joining_credentials(settings), settings)
         try:
             yield _NatsSide(settings.nats_url, nc, None, store, {}, exchange)
         finally:

@@ -6,13 +6,19 @@ fail_after.
 import json
 import socket
 import sys
+from collections.abc import Callable, Iterable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import anyio
 import pytest
 from daemon_support import DaemonProcess, free_port, run_cli
 
+from exchange.daemon.natsserver import NatsServer, NatsUser
+
 pytestmark = pytest.mark.anyio
+SecureServerStarter = Callable[[Iterable[NatsUser]], AbstractAsyncContextManager[NatsServer]]
+UsersMaker = Callable[..., dict[str, NatsUser]]
 
 UP = (sys.executable, "-m", "exchange.cli.main", "up")
 
@@ -86,3 +92,33 @@ async def test_a_taken_port_is_one_line_and_creates_nothing(
         assert sorted(path.name for path in data.iterdir()) == ["exchange.lock"]
     else:
         assert not data.exists()
+
+
+async def test_joining_a_secure_server_uses_the_nats_creds_file(
+    tmp_path: Path, start_secure_nats_server: SecureServerStarter, nats_users: UsersMaker
+) -> None:
+    users = nats_users()
+    creds = tmp_path / "exchange.json"
+    exchange = users["exchange"]
+    creds.write_text(json.dumps({"url": "x", "user": "exchange", "password": exchange.password}))
+    async with start_secure_nats_server(users.values()) as server:
+        # Without the file the server refuses the exchange; with it the exchange serves.
+        with anyio.fail_after(60):
+            anonymous = await anyio.run_process(
+                [*UP, "--data", str(tmp_path / "a"), "--nats", server.url, "--log-json"],
+                check=False,
+            )
+        assert anonymous.returncode == 1
+        assert b"Authorization Violation" in anonymous.stderr
+        daemon = DaemonProcess(
+            tmp_path / "x", None, "--nats", server.url, "--nats-creds", str(creds)
+        )
+        async with daemon.running():
+            admin = tmp_path / "admin.json"
+            admin.write_text(
+                json.dumps(
+                    {"url": server.url, "user": "admin", "password": users["admin"].password}
+                )
+            )
+            status = await run_cli("status", "--creds", str(admin), "--json")
+            assert status.status == 0, status
