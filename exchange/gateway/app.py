@@ -180,7 +180,7 @@ class Gateway:
             return refusal_response(held)
         upstream = self.upstreams.for_model(model)
         auth_id = held.authorization_id
-        client = self.upstreams.client
+        client = self.upstreams.client()
         outgoing = client.build_request(
             "POST", upstream.url(path), json=body, headers=upstream.headers()
         )

@@ -14,9 +14,11 @@ Exit statuses as the CLI's: 2 bad arguments, 3 no exchange reachable.
 """
 
 import argparse
+import contextlib
 import functools
 import signal
 import socket
+import ssl
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,6 +50,10 @@ PORT_DEFAULT = 8400
 # Upper bound of one upstream call; the hold outlives it by a margin, then expires (voided).
 UPSTREAM_TIMEOUT_S = 600.0
 HOLD_MARGIN_S = 60
+# Upstream connection pools, taken in turn, and the connections of each: up to 1,024 upstream
+# calls at once, each pool small enough that httpcore's per-request scan of it stays cheap.
+UPSTREAM_POOLS = 16
+CONNECTIONS_PER_POOL = 64
 # How long a stopping gateway lets in-flight requests finish.
 SHUTDOWN_TIMEOUT_S = 10
 
@@ -234,14 +240,24 @@ async def _serve(
     keys_reload_s: float,
     task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    limits = httpx.Limits(max_connections=1024, max_keepalive_connections=256)
+    limits = httpx.Limits(
+        max_connections=CONNECTIONS_PER_POOL, max_keepalive_connections=CONNECTIONS_PER_POOL
+    )
     timeout = httpx.Timeout(UPSTREAM_TIMEOUT_S, connect=10.0)
     with anyio.CancelScope(shield=True):
         async with (
             connect(credentials, name="exchange-gateway") as client,
-            httpx.AsyncClient(limits=limits, timeout=timeout) as http,
+            contextlib.AsyncExitStack() as stack,
         ):
-            routes = Upstreams(upstreams, http)
+            # One TLS context for every pool (loading the CA bundle costs ~50 ms each).
+            verify = ssl.create_default_context()
+            pools = [
+                await stack.enter_async_context(
+                    httpx.AsyncClient(limits=limits, timeout=timeout, verify=verify)
+                )
+                for _ in range(UPSTREAM_POOLS)
+            ]
+            routes = Upstreams(upstreams, pools)
             await routes.discover()
             meter = Meter(client, hold_timeout_s=int(UPSTREAM_TIMEOUT_S) + HOLD_MARGIN_S)
             ring = KeyRing(keys, reload_s=keys_reload_s)

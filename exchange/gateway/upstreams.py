@@ -1,6 +1,11 @@
 """The upstream models: OpenAI-compatible base URLs (a provider, vLLM, Ollama, llama.cpp's
-server), reached through one pooled ``httpx.AsyncClient``. A model goes to the first upstream
-whose ``/v1/models`` lists it (asked once at start), else to the first upstream.
+server), reached through pooled ``httpx.AsyncClient``s. A model goes to the first upstream whose
+``/v1/models`` lists it (asked once at start), else to the first upstream.
+
+Requests take the clients in turn. One client's pool does work quadratic in its connections on
+every request (httpcore 1.0 counts its idle connections by scanning them all, for each one), which
+at 32 in flight cost more CPU than the rest of the gateway; several smaller pools keep each scan
+short.
 """
 
 from dataclasses import dataclass, field
@@ -36,17 +41,24 @@ def parse_upstream(spec: str) -> Upstream:
 
 
 class Upstreams:
-    def __init__(self, upstreams: list[Upstream], client: httpx.AsyncClient) -> None:
+    def __init__(self, upstreams: list[Upstream], clients: list[httpx.AsyncClient]) -> None:
         assert upstreams, "at least one upstream"
+        assert clients, "at least one client"
         self.all = upstreams
-        self.client = client
+        self.clients = clients
+        self._turn = 0
+
+    def client(self) -> httpx.AsyncClient:
+        """The next client, in turn."""
+        self._turn = (self._turn + 1) % len(self.clients)
+        return self.clients[self._turn]
 
     async def discover(self) -> None:
         """Asks each upstream which models it serves (one that does not answer serves the
         models no other lists)."""
         for upstream in self.all:
             try:
-                response = await self.client.get(
+                response = await self.client().get(
                     upstream.url("/models"), headers=upstream.headers()
                 )
                 response.raise_for_status()

@@ -7,6 +7,7 @@ was admitted never exceeds its requests or tokens per minute or its money, and t
 charged exactly the upstream's reported usage at the configured prices.
 """
 
+import contextlib
 import functools
 import sys
 from collections.abc import AsyncIterator
@@ -230,13 +231,21 @@ async def test_hundreds_of_concurrent_requests_never_exceed_a_limit(setup: Setup
     async def fire(agent: str, count: int) -> list[dict[str, Any]]:
         key = setup.key(agent)
         answers: list[dict[str, Any]] = []
-        limits = httpx.Limits(max_connections=count)
-        async with (
-            httpx.AsyncClient(base_url=setup.gateway_url, limits=limits, timeout=60) as http,
-            anyio.create_task_group() as tg,
-        ):
+        # Ten clients of 30 connections: every request has its own connection, so all of them
+        # are in flight at once, and no one httpx pool grows large (its per-request scans are
+        # quadratic in its connections).
+        limits = httpx.Limits(max_connections=30)
+        async with contextlib.AsyncExitStack() as stack:
+            clients = [
+                await stack.enter_async_context(
+                    httpx.AsyncClient(base_url=setup.gateway_url, limits=limits, timeout=60)
+                )
+                for _ in range(10)
+            ]
+            tg = await stack.enter_async_context(anyio.create_task_group())
 
             async def one(i: int) -> None:
+                http = clients[i % len(clients)]
                 body = {
                     "model": "gpt-x",
                     "messages": [{"role": "user", "content": f"request {i} " + "w " * (i % 7)}],
