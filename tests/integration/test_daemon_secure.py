@@ -25,7 +25,10 @@ async def test_credentials_are_private_files_for_admin_and_every_agent(tmp_path:
         creds_dir = tmp_path / "x" / "creds"
         names = sorted(p.stem for p in creds_dir.glob("*.json"))
         assert names == sorted(
-            ["admin", "exchange", "claude", "builder", "lambda", "spark", "observer", "zero"]
+            [
+                *("admin", "exchange", "gateway"),
+                *("claude", "builder", "lambda", "spark", "observer", "zero"),
+            ]
         )
         assert stat.S_IMODE(creds_dir.stat().st_mode) == 0o700
         for path in creds_dir.glob("*.json"):

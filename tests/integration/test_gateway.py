@@ -10,7 +10,7 @@ charged exactly the upstream's reported usage at the configured prices.
 import contextlib
 import functools
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from decimal import Decimal
@@ -19,6 +19,8 @@ from typing import Any
 
 import anyio
 import httpx
+import msgspec
+import nats
 import openai
 import pytest
 from daemon_support import client_for, running_exchange
@@ -27,7 +29,8 @@ from exchange.core.metering import metered_cost_micro
 from exchange.gateway.cli import bind, run_gateway
 from exchange.gateway.keys import issue_key, keys_path, revoke_key
 from exchange.gateway.upstreams import parse_upstream
-from protocols.client import ExchangeClient
+from protocols.client import ExchangeClient, connect, connect_options
+from protocols.credentials import Credentials
 
 pytestmark = pytest.mark.anyio
 
@@ -62,6 +65,7 @@ class Setup:
     upstream_url: str
     data_dir: Path
     admin: ExchangeClient
+    credentials: Callable[[str], Credentials]
 
     def key(self, agent: str) -> str:
         return issue_key(keys_path(self.data_dir), agent)[0]
@@ -105,7 +109,7 @@ async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
             )
             with anyio.fail_after(START_TIMEOUT_S):
                 url = await tg.start(serve)
-            yield Setup(url, upstream_url, tmp_path, admin)
+            yield Setup(url, upstream_url, tmp_path, admin, handle.credentials)
             tg.cancel_scope.cancel()  # the gateway stops cleanly before the exchange does
     finally:
         sock.close()
@@ -223,6 +227,37 @@ async def test_an_upstream_error_releases_the_hold(setup: Setup) -> None:
     assert await setup.balance("builder") == before
     status = (await setup.admin.query_envelope("status")).result
     assert status["open_holds"] == 0
+
+
+async def test_only_the_gateway_meters_and_it_acts_for_no_one_else(setup: Setup) -> None:
+    """An agent cannot send gateway.* (the exchange refuses it); the gateway's login cannot send
+    another sender's commands (the NATS server refuses it: nothing reaches the exchange)."""
+    body = {"agent": "zero", "model": "gpt-x", "prompt_tokens": 1, "max_tokens": 1}
+    async with connect(setup.credentials("zero"), reconnect=False, attempts_max=1) as zero:
+        refused = await zero.command_envelope("zero", "gateway.authorize", body)
+    assert refused.error is not None and refused.error.code == "not_authorized"
+    before = (await setup.admin.query_envelope("status")).result
+    violations: list[str] = []
+    seen = anyio.Event()
+
+    async def on_error(error: Exception) -> None:
+        violations.append(str(error))
+        seen.set()
+
+    creds = setup.credentials("gateway")
+    forger = await nats.connect(
+        creds.url, **connect_options(creds), allow_reconnect=False, error_cb=on_error
+    )
+    try:
+        steal = msgspec.json.encode({"request_id": "x", "to": "zero", "amount": "5"})
+        await forger.publish("exchange.cmd.claude.transfer", steal, reply=forger.new_inbox())
+        with anyio.fail_after(START_TIMEOUT_S):
+            await seen.wait()
+    finally:
+        await forger.close()
+    assert any("permissions violation" in v.lower() for v in violations), violations
+    after = (await setup.admin.query_envelope("status")).result
+    assert after["digest"] == before["digest"]
 
 
 async def test_hundreds_of_concurrent_requests_never_exceed_a_limit(setup: Setup) -> None:
