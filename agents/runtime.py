@@ -196,7 +196,13 @@ class WorkerContext:
         with self._lifecycle.task():
             next_at = anyio.current_time()
             while not self.stop_requested:
-                await tick()
+                try:
+                    await tick()
+                except ClientError as exc:
+                    # As for a message: this round's work is lost (the exchange refused, or none
+                    # answered, as during a failover); the next round tries again, which is what a
+                    # periodic sweep is for. The worker must not die of it.
+                    self.log.warning("tick_dropped", error=str(exc))
                 next_at = max(next_at + interval_s, anyio.current_time())
                 await self.wait_stop_requested(next_at - anyio.current_time())
 

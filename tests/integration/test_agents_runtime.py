@@ -209,6 +209,34 @@ async def test_no_exchange_means_unavailable_after_the_attempts(
     assert unavailable.value.attempts == 2
 
 
+class Sweeper:
+    """Asks the exchange for its status every 10 ms, as the arbiter sweeps for disputes."""
+
+    def __init__(self) -> None:
+        self.ticks = 0
+        self.twice = anyio.Event()
+
+    async def setup(self, ctx: WorkerContext) -> None:
+        async def tick() -> None:
+            self.ticks += 1
+            if self.ticks == 2:
+                self.twice.set()
+            await ctx.bus.query("status", StatusQuery(), Result)
+
+        ctx.every(10, tick, name="sweep")
+
+
+async def test_a_tick_no_exchange_answers_is_dropped_and_the_next_one_runs(
+    nats_server: NatsServer,
+) -> None:
+    # No exchange, as while a standby takes over: the worker lives on and ticks again.
+    worker = Sweeper()
+    config = _config(nats_server.url, "arbiter", request_attempts=1, request_timeout_ms=50)
+    async with running(config, worker):
+        with anyio.fail_after(WAIT_S):
+            await worker.twice.wait()
+
+
 class Slow:
     """Handles each message on ``in`` by waiting for ``release``, then publishing on ``out``."""
 
