@@ -404,7 +404,10 @@ async def _connect(config: RuntimeConfig, log: Logger) -> Client:
     client = Client()
     try:
         await client.connect(
-            servers=[credentials.url],
+            # "nats://a:4222,nats://b:4222": the nodes of a cluster, the first preferred (its
+            # placement) and the others taken when it is down, in the order given.
+            servers=[part.strip() for part in credentials.url.split(",") if part.strip()],
+            dont_randomize=True,
             name=f"agent:{config.agent_id}",
             allow_reconnect=True,
             max_reconnect_attempts=config.reconnect_attempts,

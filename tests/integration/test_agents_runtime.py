@@ -5,6 +5,7 @@ port. Workers run in-process in a task group; every wait is for a message under 
 
 import json
 import random
+import socket
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from decimal import Decimal
@@ -289,6 +290,19 @@ async def test_the_grace_period_bounds_a_stop(nats_server: NatsServer) -> None:
             ctx.request_stop()
     # The handler never got its release: the runtime cancelled it after the grace period.
     assert not worker.release.is_set()
+
+
+async def test_a_url_list_connects_to_the_first_node_that_answers(
+    nats_server: NatsServer, nats_client: ClientOpener
+) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        dead = f"nats://127.0.0.1:{closed.getsockname()[1]}"
+    config = _config(f"{dead}, {nats_server.url}", "oracle", heartbeat_interval_ms=20)
+    async with nats_client(nats_server) as client:
+        beats = await client.subscribe(subjects.command("oracle", "heartbeat"))
+        async with running(config, Idle()):
+            assert (await _next(beats)).subject == subjects.command("oracle", "heartbeat")
 
 
 async def test_an_unreachable_server_is_a_connection_error(tmp_path: Path) -> None:
