@@ -169,10 +169,14 @@ def roles(topology: Topology) -> dict[str, str | None]:
 
 
 def url_for(topology: Topology, user: str) -> str:
-    """The URL in ``user``'s credentials file: a worker's own node; every node for the others."""
+    """The URLs in ``user``'s credentials file: every node; a worker's own node first (a worker
+    takes the first that answers, so it joins its node and moves on only when that one is down).
+    """
     for worker in topology.workers:
         if worker.agent.agent == user:
-            return topology.node(worker.node).url
+            own = topology.node(worker.node)
+            others = [node.url for node in topology.nodes if node is not own]
+            return ",".join([own.url, *others])
     assert user in (EXCHANGE, ADMIN), user
     return topology.url
 

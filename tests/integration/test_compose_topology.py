@@ -199,7 +199,10 @@ async def _check_a_worker_is_no_admin(out: Path, admin: ExchangeClient) -> None:
     worker = _credentials(out, "exec-fast")
     violations = Violations()
     nc = await nats.connect(
-        worker.url, allow_reconnect=False, error_cb=violations.callback, **connect_options(worker)
+        worker.url.split(","),
+        allow_reconnect=False,
+        error_cb=violations.callback,
+        **connect_options(worker),
     )
     try:
         award = {"request_id": "forged-1", "agent": "exec-fast", "amount": "1000000", "source": "x"}

@@ -243,7 +243,9 @@ def test_init_writes_private_files_and_keeps_its_secrets(tmp_path: Path) -> None
     worker = json.loads(contents["exec-fast"])
     assert worker["inbox_prefix"] == "_INBOX_exec-fast"
     placed = next(w.node for w in topology.workers if w.agent.agent == "exec-fast")
-    assert worker["url"] == topology.node(placed).url
+    urls = worker["url"].split(",")
+    assert urls[0] == topology.node(placed).url
+    assert sorted(urls) == sorted(node.url for node in topology.nodes)
     assert json.loads(contents["admin"])["url"] == topology.url
 
 
