@@ -10,13 +10,15 @@ agent's limits for the seconds a request runs, never money.
 
 from typing import Any, Final
 
+from exchange.errors import ExchangeError
+
 # Chat-template tokens per message (role markers, separators) and per request (the assistant's
 # opening); real templates use 3-4 and 3.
 PER_MESSAGE_TOKENS: Final = 8
 PER_REQUEST_TOKENS: Final = 8
 
 
-class RequestError(ValueError):
+class RequestError(ExchangeError, ValueError):
     """The body is not a request the gateway can bound (the message says what is wrong)."""
 
 
