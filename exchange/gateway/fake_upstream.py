@@ -6,7 +6,8 @@ Replies and usage are functions of the request alone: a chat's answer is the wor
 message echoed back (at most ``max_tokens`` of them), one token per word; its prompt tokens are
 the words of every message plus 3 per message. Streaming sends one chunk per word, then a final
 chunk with ``usage`` when ``stream_options.include_usage`` is set. Embeddings are 8 numbers
-from a hash of each input. ``/v1/models`` lists the models it was started with.
+from a hash of each input. ``/v1/models`` lists the models it was started with. A request's
+``metadata.chunk_delay_ms`` spaces its stream's chunks (a slow model, for cancellation tests).
 """
 
 import argparse
@@ -18,6 +19,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -80,9 +82,13 @@ def make_app(models: tuple[str, ...]) -> Starlette:
         }
         if body.get("stream"):
             include = bool((body.get("stream_options") or {}).get("include_usage"))
+            # A test's slow model: metadata.chunk_delay_ms between chunks.
+            delay_s = float((body.get("metadata") or {}).get("chunk_delay_ms", 0)) / 1000
 
             async def chunks() -> AsyncIterator[bytes]:
                 for i, word in enumerate(words):
+                    if i and delay_s:
+                        await anyio.sleep(delay_s)
                     chunk = {
                         "id": "chatcmpl-fake",
                         "object": "chat.completion.chunk",

@@ -229,6 +229,38 @@ async def test_an_upstream_error_releases_the_hold(setup: Setup) -> None:
     assert status["open_holds"] == 0
 
 
+async def test_a_stream_the_client_abandons_releases_its_hold(setup: Setup) -> None:
+    key = setup.key("builder")
+    before = await setup.balance("builder")
+    events = await setup.admin.nc.subscribe("exchange.event.builder.>")
+    await setup.admin.nc.flush()
+    body = {
+        "model": "gpt-x",
+        "messages": [{"role": "user", "content": "a b c d e f g h i j"}],
+        "stream": True,
+        "metadata": {"chunk_delay_ms": 300},  # the fake upstream's slow model
+    }
+    async with (
+        httpx.AsyncClient(base_url=setup.gateway_url) as http,
+        http.stream(
+            "POST", "/chat/completions", json=body, headers={"authorization": f"Bearer {key}"}
+        ) as response,
+    ):
+        assert response.status_code == 200
+        async for line in response.aiter_lines():
+            if line.startswith("data: "):
+                break  # the first chunk came; the client goes away
+    kinds = []
+    with anyio.fail_after(START_TIMEOUT_S):
+        while "void.gateway" not in kinds:
+            message = await events.next_msg(timeout=START_TIMEOUT_S)
+            kinds.append(msgspec.json.decode(message.data)["kind"])
+    await events.unsubscribe()
+    assert kinds == ["hold.gateway", "void.gateway"]
+    assert await setup.balance("builder") == before
+    assert (await setup.admin.query_envelope("status")).result["open_holds"] == 0
+
+
 async def test_only_the_gateway_meters_and_it_acts_for_no_one_else(setup: Setup) -> None:
     """An agent cannot send gateway.* (the exchange refuses it); the gateway's login cannot send
     another sender's commands (the NATS server refuses it: nothing reaches the exchange)."""
