@@ -183,14 +183,6 @@ def output_price(price: "Decimal | ModelPrice") -> Decimal:
     return price.output if isinstance(price, ModelPrice) else price
 
 
-class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The metering gateway's defaults (docs/gateway.md)."""
-
-    # The completion tokens held for a request that names no max_tokens (and sent upstream as
-    # its max_tokens, so the hold bounds the answer).
-    default_max_tokens: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 1024
-
-
 def _default_models() -> dict[str, "Decimal | ModelPrice"]:
     """Price in tokens per 1,000 inference tokens."""
     return {
@@ -296,7 +288,6 @@ class EconomyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     staking: StakingConfig = msgspec.field(default_factory=StakingConfig)
     lending: LendingConfig = msgspec.field(default_factory=LendingConfig)
     futures: FuturesConfig = msgspec.field(default_factory=FuturesConfig)
-    gateway: GatewayConfig = msgspec.field(default_factory=GatewayConfig)
     # Settled or voided LLM authorizations kept (a settle sent again is told the authorization
     # is closed); beyond this many the oldest is forgotten, so holds do not grow with every
     # inference ever paid.

@@ -30,13 +30,13 @@ import msgspec
 import uvicorn
 from anyio.abc import TaskStatus
 
-from exchange.core.config import GatewayConfig
 from exchange.daemon.creds import CredentialsFileError, read_credentials
 from exchange.daemon.endpoint import EndpointFileError
 from exchange.daemon.settings import DataPaths
 from exchange.gateway.app import Gateway
 from exchange.gateway.keys import KeyRing, KeysError, issue_key, keys_path, read_keys, revoke_key
 from exchange.gateway.meter import Meter
+from exchange.gateway.tokens import DEFAULT_MAX_TOKENS
 from exchange.gateway.upstreams import Upstream, Upstreams, parse_upstream
 from exchange.locate import DATA_DIR_DEFAULT, LocateError, locate
 from exchange.render import EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
@@ -76,7 +76,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     serve.add_argument(
         "--default-max-tokens",
         type=int,
-        default=GatewayConfig().default_max_tokens,
+        default=DEFAULT_MAX_TOKENS,
         help="completion tokens held (and sent upstream) for a request that names none",
     )
     key = sub.add_parser("key", help="issue an API key for AGENT (printed once)")
@@ -201,7 +201,7 @@ async def run_gateway(
     sock: socket.socket,
     keys: Path,
     *,
-    default_max_tokens: int = GatewayConfig().default_max_tokens,
+    default_max_tokens: int = DEFAULT_MAX_TOKENS,
     keys_reload_s: float = 1.0,
     task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED,
 ) -> None:

@@ -12,6 +12,9 @@ from typing import Any, Final
 
 from exchange.errors import ExchangeError
 
+# The completion tokens held for a request that names no max_tokens (and sent upstream as its
+# max_tokens, so that the hold bounds the answer); `exchange gateway serve --default-max-tokens`.
+DEFAULT_MAX_TOKENS: Final = 1024
 # Chat-template tokens per message (role markers, separators) and per request (the assistant's
 # opening); real templates use 3-4 and 3.
 PER_MESSAGE_TOKENS: Final = 8
