@@ -23,7 +23,7 @@ import msgspec
 import nats
 import openai
 import pytest
-from daemon_support import client_for, running_exchange
+from daemon_support import client_for, run_cli, running_exchange
 
 from exchange.core.metering import metered_cost_micro
 from exchange.gateway.cli import bind, run_gateway
@@ -366,3 +366,21 @@ async def test_hundreds_of_concurrent_requests_never_exceed_a_limit(setup: Setup
     assert await setup.balance("@llm.gpt-x") - sink_before == total
     status = (await setup.admin.query_envelope("status")).result
     assert status["open_holds"] == 0
+
+
+async def test_the_key_verbs(tmp_path: Path) -> None:
+    data = ("--data", str(tmp_path))
+    issued = await run_cli("gateway", "key", "zero", *data)
+    assert issued.status == 0, issued
+    key = issued.stdout.strip()
+    key_id = key.split("-")[1]
+    assert key.startswith(f"axk-{key_id}-")
+    assert key not in (tmp_path / "gateway-keys.json").read_text()
+    listed = await run_cli("gateway", "keys", *data)
+    assert listed.stdout.split("\t")[0:2] == [key_id, "zero"]
+    assert listed.stdout.rstrip().endswith("active")
+    assert (await run_cli("gateway", "revoke", key_id, *data)).status == 0
+    assert (await run_cli("gateway", "keys", *data)).stdout.rstrip().endswith("revoked")
+    assert (await run_cli("gateway", "revoke", "nope", *data)).status == 2
+    assert (await run_cli("gateway", "key", "Not An Id", *data)).status == 2
+    assert (await run_cli("gateway", "serve", "--upstream", "ftp://x", *data)).status == 2
