@@ -7,8 +7,6 @@
 - ``exchange cluster register --creds ADMIN_FILE [--nats URLS]``: registers every
   worker of the roster as admin; a re-run gets the first replies. Prints one JSON line.
 - ``exchange cluster compose``: prints compose.yaml (the committed file is exactly this).
-- ``exchange cluster nodes --out DIR``: prints each node's config path, one per line (what to run
-  ``nats-server -c`` with on loopback).
 
 The ports options are for ``--hosts loopback`` (compose's nodes all use 4222, 6222 and 8222).
 Exit statuses as the CLI's: 1 refused, 2 bad arguments, 3 no exchange answered.
@@ -74,8 +72,6 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     register.add_argument("--nats", metavar="URLS", help="default: the credentials file's")
     register.add_argument("--log-json", action="store_true")
     sub.add_parser("compose", help="print compose.yaml")
-    nodes = sub.add_parser("nodes", help="print each node's config file (loopback)")
-    nodes.add_argument("--out", type=Path, required=True, metavar="DIR")
     return parser.parse_args(argv)
 
 
@@ -105,10 +101,6 @@ def main(
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     if args.action == "compose":
         out.write(cluster.compose_text())
-        return EXIT_OK
-    if args.action == "nodes":
-        for node in (node.name for node in cluster.compose_topology().nodes):
-            out.write(f"{args.out / cluster.node_dir(node) / cluster.NODE_CONFIG_FILE}\n")
         return EXIT_OK
     configure_logging(
         log_format="json" if getattr(args, "log_json", False) else "auto",

@@ -356,7 +356,7 @@ def compose_document(topology: Topology) -> dict[str, object]:
         services[node.name] = service
     exchange_creds = f"{CREDS_MOUNT}/{EXCHANGE}.json"
     for name, standby in (("exchange", False), ("exchange-standby", True)):
-        services[name] = {
+        exchange: dict[str, object] = {
             **_project_image(),
             "command": exchange_argv(
                 topology, creds=exchange_creds, data_dir=DATA_MOUNT, standby=standby
@@ -370,14 +370,15 @@ def compose_document(topology: Topology) -> dict[str, object]:
             ),
             "restart": "unless-stopped",
         }
-    leader = services["exchange"]
-    assert isinstance(leader, dict)
-    leader["healthcheck"] = {
-        "test": ["CMD", "exchange", *exchange_health_argv(topology, creds=exchange_creds)],
-        "interval": "5s",
-        "timeout": "5s",
-        "retries": 12,
-    }
+        if not standby:
+            # What the standby, the registration and Prometheus wait for.
+            exchange["healthcheck"] = {
+                "test": ["CMD", "exchange", *exchange_health_argv(topology, creds=exchange_creds)],
+                "interval": "5s",
+                "timeout": "5s",
+                "retries": 12,
+            }
+        services[name] = exchange
     services["register"] = {
         **_project_image(),
         "command": register_argv(topology, creds=f"{CREDS_MOUNT}/{ADMIN}.json"),

@@ -19,7 +19,7 @@ INDENT: Final = "  "
 # A list of scalars longer than this on one line is written one item per line.
 LINE_CHARS_MAX: Final = 100
 # Bare: starts with a letter or "/", then letters, digits and _ . / : - (not ending with ":").
-_BARE_RE: Final = re.compile(r"^[A-Za-z/][A-Za-z0-9_./:-]*$")
+_BARE_RE: Final = re.compile(r"[A-Za-z/][A-Za-z0-9_./:-]*")
 # Words a YAML 1.1 parser reads as booleans or null (1.2 reads a subset of them so).
 _RESERVED: Final = frozenset(
     {"y", "n", "yes", "no", "true", "false", "on", "off", "null", "nan", "inf"}
@@ -33,7 +33,7 @@ def scalar(value: str | int | bool) -> str:
     if isinstance(value, int):
         return str(value)
     bare = (
-        _BARE_RE.match(value) is not None
+        _BARE_RE.fullmatch(value) is not None
         and not value.endswith(":")
         and value.lower() not in _RESERVED
     )

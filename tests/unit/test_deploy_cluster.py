@@ -4,6 +4,7 @@ was made from, is valid against the compose-spec JSON Schema, and says what the 
 anonymous access, workers with their own identities, only loopback published); the YAML writer
 round-trips any tree (Hypothesis); init keeps its secrets and writes them private."""
 
+import io
 import json
 import os
 import stat
@@ -21,6 +22,7 @@ from exchange.daemon.creds import nats_users, new_nkey_seed
 from exchange.daemon.natsserver import permissions_for, render_config
 from exchange.deploy import cluster, yaml_text
 from exchange.deploy.bootstrap import ClusterInitError, init_cluster
+from exchange.deploy.cli import main as cluster_main
 from protocols.credentials import Credentials
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -205,7 +207,24 @@ def test_the_yaml_writer_round_trips_any_tree(document: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize(
-    "word", ["yes", "No", "on", "OFF", "true", "null", "~", "1", "0x1f", "1e3", "12:30", "-", ""]
+    "word",
+    [
+        "yes",
+        "No",
+        "on",
+        "OFF",
+        "true",
+        "null",
+        "~",
+        "1",
+        "0x1f",
+        "1e3",
+        "12:30",
+        "-",
+        "",
+        "a\n",
+        "a: b",
+    ],
 )
 def test_strings_that_read_as_something_else_are_quoted(word: str) -> None:
     assert yaml.safe_load(f"k: {yaml_text.scalar(word)}") == {"k": word}
@@ -255,3 +274,39 @@ def test_init_refuses_a_route_secret_it_did_not_write(tmp_path: Path) -> None:
     (out / cluster.ROUTE_SECRET_FILE).write_text("not json")
     with pytest.raises(ClusterInitError, match="delete it and re-run init"):
         init_cluster(out, cluster.loopback_topology(str(out)))
+
+
+def _cli(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    status = cluster_main(list(argv), stdout=out, stderr=err)
+    return status, out.getvalue(), err.getvalue()
+
+
+def test_the_cli_prints_compose_yaml() -> None:
+    assert _cli("compose") == (0, COMPOSE.read_text(), "")
+
+
+@pytest.mark.parametrize("ports", ["4222,4223", "1,2,x", "0,1,2", "4222,4223,70000"])
+def test_init_refuses_ports_that_are_not_three_ports(
+    tmp_path: Path, ports: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, _, _ = _cli("init", "--out", str(tmp_path / "s"), "--client-ports", ports)
+    # argparse reports on the process's stderr.
+    assert status == 2 and "expected three ports" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
+def test_register_refuses_a_missing_or_bad_credentials_file(tmp_path: Path) -> None:
+    status, _, err = _cli("register", "--creds", str(tmp_path / "none.json"))
+    assert status == 2 and "creds/admin/admin.json" in err
+    (tmp_path / "bad.json").write_text("{}")
+    status, _, err = _cli("register", "--creds", str(tmp_path / "bad.json"))
+    assert status == 2 and "not a credentials file" in err
+
+
+def test_init_reports_a_route_secret_it_cannot_read(tmp_path: Path) -> None:
+    out = tmp_path / "s"
+    out.mkdir()
+    (out / cluster.ROUTE_SECRET_FILE).write_text("[]")
+    status, _, err = _cli("init", "--out", str(out), "--hosts", "loopback")
+    assert status == 1 and "delete it and re-run init" in err
