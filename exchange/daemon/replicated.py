@@ -41,14 +41,14 @@ from exchange.daemon.app import (
     _close,
     _connect,
     _data_dir_lock,
+    _joining_credentials,
     _NatsSide,
     _Recovered,
     _serve,
 )
 from exchange.daemon.clock import ExchangeClock
-from exchange.daemon.creds import CredentialStore, read_credentials
+from exchange.daemon.creds import CredentialStore
 from exchange.daemon.datadir import make_data_dir
-from exchange.daemon.errors import DaemonError
 from exchange.daemon.lease import Lease, LeaseLostError, lease_bucket
 from exchange.daemon.recovery import (
     ConfigMismatchError,
@@ -72,10 +72,6 @@ from exchange.journal import Entry
 from protocols.units import NS_PER_MS
 
 log = structlog.get_logger()
-
-
-class NodeCredentialsError(DaemonError):
-    """``--creds`` names no readable credentials file."""
 
 
 @dataclass(slots=True)
@@ -202,7 +198,7 @@ async def _lead(
     lease: Lease,
     handle: ExchangeHandle,
     settings: Settings,
-    side: _NatsSide,
+    nc: Client,
     wall_ns: Callable[[], int],
 ) -> None:
     """Serves as the leader until a clean stop; raises LeaseLostError or JournalFencedError
@@ -213,7 +209,12 @@ async def _lead(
         # The first leader of a new cluster journal begins it, as a new SQLite journal is.
         await journal.append(apply_genesis(exchange, now_ns=clock.now_ns()))
         log.info("journal_created", stream=journal.names.journal_stream, genesis=exchange.seq)
-    side.exchange = exchange
+    # No embedded server: registrations need no credentials here (the cluster's operator made
+    # them, see docs/deploy.md), so the store stays unused.
+    assert settings.nats_url is not None
+    side = _NatsSide(
+        settings.nats_url, nc, None, CredentialStore(settings.paths.creds_dir), {}, exchange
+    )
     recovered = _Recovered(exchange, clock, journal.tail.base_seq)
     await _serve(
         settings,
@@ -249,21 +250,14 @@ async def run_replicated_exchange(
 
     Reports its handle once it follows the stream (a standby is ready when it has loaded).
     Raises ClusterStorageError, ConfigMismatchError, RecoveryError (a stream that does not replay),
-    NodeCredentialsError.
+    NatsCredentialsError, CredentialsFileError.
     """
     assert settings.nats_url is not None
     paths = settings.paths
     make_data_dir(paths.root)
     names = ClusterNames(settings.cluster_name)
     stream_settings = StreamSettings(replicas=settings.replicas)
-    credentials = None
-    if settings.nats_creds_file is not None:
-        credentials = read_credentials(settings.nats_creds_file)
-        if credentials is None:
-            raise NodeCredentialsError(
-                f"no credentials in {settings.nats_creds_file}; give the file `exchange creds` or "
-                "the cluster's bootstrap wrote for the exchange"
-            )
+    credentials = _joining_credentials(settings)
     node_id = f"{settings.cluster_name}-{uuid.uuid4().hex[:12]}"
     with _data_dir_lock(paths.lock):
         nc = await _connect(settings.nats_url, credentials, settings)
@@ -275,14 +269,6 @@ async def run_replicated_exchange(
             )
             lease = Lease(kv, node_id, settings.lease_ttl_s)
             handle = ExchangeHandle(settings.nats_url, settings.data_dir, False, node_id)
-            side = _NatsSide(
-                settings.nats_url,
-                nc,
-                None,
-                CredentialStore(paths.creds_dir),
-                {},
-                Exchange(parse_config(default_toml())),
-            )
             reported = False
             while True:
                 node = await _load(nc, names, stream_settings, settings)
@@ -307,7 +293,7 @@ async def run_replicated_exchange(
                     )
                     return
                 try:
-                    await _lead(node, lease, handle, settings, side, wall_ns)
+                    await _lead(node, lease, handle, settings, nc, wall_ns)
                 except BaseExceptionGroup as group:
                     if not _deposed(group):
                         raise
