@@ -345,13 +345,18 @@ class Metering:
     # ------------------------------------------------------------------------------ snapshot
 
     def snapshot(self) -> MeteringState:
+        """The limits, and the requests inside the minute as of the exchange's clock: those
+        older are left out whether or not a command has evicted them yet, so evicting them (a
+        refused request does, on its way to the refusal) never changes the digest."""
         limits: dict[str, tuple[int | None, int | None, list[str]]] = {}
         minute: dict[str, list[tuple[int, int, str]]] = {}
+        cutoff = self.ledger.book.now_ns - MINUTE_NS
         for agent_id, rates in sorted(self.rates.items()):
             if rates.limited:
                 limits[agent_id] = (rates.rpm, rates.tpm, list(rates.models))
-            if rates.entries:
-                minute[agent_id] = [(e.at_ns, e.tokens, e.hold_id) for e in rates.entries]
+            inside = [(e.at_ns, e.tokens, e.hold_id) for e in rates.entries if e.at_ns > cutoff]
+            if inside:
+                minute[agent_id] = inside
         return MeteringState(gateway_rates=limits, gateway_minute=minute)
 
     def restore(self, state: MeteringState) -> None:

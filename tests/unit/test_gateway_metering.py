@@ -234,6 +234,22 @@ def test_tokens_per_minute_count_the_worst_case_then_the_usage() -> None:
     assert h.limits("zero")["rates"]["tokens_used"] == 0
 
 
+def test_a_refusal_that_evicts_old_requests_leaves_the_digest_as_it_was() -> None:
+    h = Harness(PRICED)
+    h.ok(ADMIN, c.SetLimits, agent="zero", limits=c.LimitsSpec(), rates=c.RatesSpec(tpm=100))
+    authorize(h, prompt_tokens=10, max_tokens=10)
+    h.at(61)  # the request left the minute; only a command evicts it
+    h.refused(  # checked after the eviction: it can never fit
+        GATEWAY,
+        c.GatewayAuthorize,
+        ErrorCode.rate_limited_tpm,
+        agent="zero",
+        model="gpt-x",
+        prompt_tokens=50,
+        max_tokens=51,
+    )
+
+
 def test_money_limits_apply_to_the_worst_case() -> None:
     h = Harness(PRICED)
     # The default burst is 500 tokens: 100_000 output tokens at 10/1K is 1000.
