@@ -230,14 +230,18 @@ class Gateway:
     async def _stream(
         self, response: httpx.Response, auth_id: str, prompt: int, wants_usage: bool
     ) -> AsyncIterator[bytes]:
-        """Passes the upstream's events through, reading each for content and usage; settles by
-        the reported usage (else the prompt bound and one token per content chunk) when the
-        stream ends, releases if it was cancelled or failed before its end."""
+        """Passes the upstream's events through, reading each for content and usage.
+
+        At the stream's end: settles by the reported usage, else by the prompt bound and one
+        token per content chunk. Cut short (the client went away, the upstream failed): settles
+        the chunks already handed to the client the same way, so that dropping the connection
+        before the usage chunk does not make an answer free; releases if none was."""
         usage: Usage | None = None
-        chunks = 0
+        delivered = 0
         finished = False
         try:
             async for line in response.aiter_lines():
+                content = False
                 if line.startswith("data: ") and line != "data: [DONE]":
                     try:
                         event = json.loads(line[6:])
@@ -248,19 +252,21 @@ class Gateway:
                             usage = reported
                             if not wants_usage and not event.get("choices"):
                                 continue  # the usage chunk the client did not ask for
-                        for choice in event.get("choices") or ():
-                            delta = choice.get("delta") or {}
-                            if delta.get("content") or choice.get("text"):
-                                chunks += 1
+                        content = any(
+                            (choice.get("delta") or {}).get("content") or choice.get("text")
+                            for choice in event.get("choices") or ()
+                            if isinstance(choice, dict)
+                        )
                 yield (line + "\n").encode()
+                delivered += content
             finished = True
         finally:
             with anyio.CancelScope(shield=True):
                 await response.aclose()
-                if finished:
-                    await self._settle(auth_id, usage or Usage(prompt, chunks))
+                if finished or usage is not None or delivered:
+                    await self._settle(auth_id, usage or Usage(prompt, delivered))
                 else:
-                    await self._release(auth_id, "stream cancelled or failed")
+                    await self._release(auth_id, "stream cancelled or failed before any content")
 
     async def _settle(self, auth_id: str, usage: Usage) -> None:
         try:
