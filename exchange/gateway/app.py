@@ -4,7 +4,8 @@ A thin shell: a request's agent comes from its API key (``keys``), its worst cas
 (``tokens``), admission from the exchange (``meter``: a hold, or a refusal made an OpenAI-style
 error), the answer from an upstream (``upstreams``), and the charge from the upstream's reported
 usage. Every admitted request ends in exactly one settle or release, whatever happens to the
-upstream call or the client (a cancelled stream releases under a shielded scope).
+upstream call or the client (a stream cut short settles what it delivered, under a shielded
+scope).
 """
 
 import json
