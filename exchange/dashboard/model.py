@@ -200,7 +200,8 @@ class Board:
                 self._on_coalition(msgspec.convert(envelope.result, CoalitionResult, strict=False))
             return
         error = envelope.error
-        assert error is not None, "an envelope with ok=false carries its error"
+        if error is None:
+            return  # Not the exchange's (its refusals always carry one): anyone may publish here.
         self.refusals.append(
             RefusalView(
                 at_ms=now_ms, agent=sender, verb=verb, code=error.code, message=error.message
