@@ -264,7 +264,7 @@ def _main(
         # These commands own their arguments and output; they run their own parsers.
         if configure_logs and args_list[0] in ("hook", "issues"):
             configure_logging(level="warning", stream=err_stream)
-        return _delegate(args_list[0], args_list[1:], out_stream, err_stream)
+        return _delegate(args_list[0], args_list[1:], out_stream, err_stream, configure_logs)
     try:
         args = build_parser().parse_args(args_list)
     except SystemExit as exc:
@@ -706,9 +706,12 @@ _DELEGATED_HELP: Final = {
 }
 
 
-def _delegate(verb: str, argv: list[str], stdout: TextIO, stderr: TextIO) -> int:
+def _delegate(
+    verb: str, argv: list[str], stdout: TextIO, stderr: TextIO, configure_logs: bool
+) -> int:
     """Hands the rest of the command line to the module that owns ``verb`` (imported lazily, so
-    plain verbs do not pay for the simulator's or the demo's imports)."""
+    plain verbs do not pay for the simulator's or the demo's imports). ``configure_logs=False``
+    (an in-process caller, such as the tests) keeps them from reconfiguring logging."""
     if verb == "simulate":
         from exchange.sim.cli import main as simulate_main
 
@@ -723,15 +726,15 @@ def _delegate(verb: str, argv: list[str], stdout: TextIO, stderr: TextIO) -> int
     if verb == "dashboard":
         from exchange.dashboard.cli import main as dashboard_main
 
-        return dashboard_main(argv, stdout=stdout)
+        return dashboard_main(argv, stdout=stdout, configure_logs=configure_logs)
     if verb == "gateway":
         from exchange.gateway.cli import main as gateway_main
 
-        return gateway_main(argv, stdout=stdout)
+        return gateway_main(argv, stdout=stdout, configure_logs=configure_logs)
     if verb == "cluster":
         from exchange.deploy.cli import main as cluster_main
 
-        return cluster_main(argv, stdout=stdout, stderr=stderr)
+        return cluster_main(argv, stdout=stdout, stderr=stderr, configure_logs=configure_logs)
     if verb == "agent":
         from agents.cli import main as agent_main
 

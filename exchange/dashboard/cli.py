@@ -57,13 +57,20 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return parser.parse_args(list(argv))
 
 
-def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    stdout: TextIO | None = None,
+    configure_logs: bool = True,
+) -> int:
+    """``exchange dashboard``; ``configure_logs=False`` leaves logging as the caller set it."""
     out = stdout or sys.stdout
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    configure_logging(level="warning", stream=sys.stderr)
+    if configure_logs:
+        configure_logging(level="warning", stream=sys.stderr)
     if args.poll_s <= 0:
         return _fail("--poll-s must be above 0 seconds", EXIT_USAGE)
     try:

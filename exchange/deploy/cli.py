@@ -91,8 +91,13 @@ def _print_json(stdout: TextIO, value: object) -> None:
 
 
 def main(
-    argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None
+    argv: Sequence[str] | None = None,
+    *,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+    configure_logs: bool = True,
 ) -> int:
+    """``exchange cluster``; ``configure_logs=False`` leaves logging as the caller set it."""
     out = stdout or sys.stdout
     err = stderr or sys.stderr
     try:
@@ -102,11 +107,12 @@ def main(
     if args.action == "compose":
         out.write(cluster.compose_text())
         return EXIT_OK
-    configure_logging(
-        log_format="json" if getattr(args, "log_json", False) else "auto",
-        level="warning",
-        stream=err,
-    )
+    if configure_logs:
+        configure_logging(
+            log_format="json" if getattr(args, "log_json", False) else "auto",
+            level="warning",
+            stream=err,
+        )
     if args.action == "init":
         try:
             report = init_cluster(args.out, topology_for(args, args.out))

@@ -115,7 +115,8 @@ def _sequence(
     if all(isinstance(item, (str, int, bool)) for item in items):
         texts = [scalar(item) for item in items if isinstance(item, (str, int, bool))]
         flow = f"{head} [{', '.join(texts)}]"
-        if len(flow) <= LINE_CHARS_MAX:
+        # An empty list has no block form (a key with nothing under it reads as null).
+        if len(flow) <= LINE_CHARS_MAX or not texts:
             lines.append(flow)
         else:
             lines += [head, *(f"{pad}- {text}" for text in texts)]

@@ -91,7 +91,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return parser.parse_args(list(argv))
 
 
-def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    stdout: TextIO | None = None,
+    configure_logs: bool = True,
+) -> int:
+    """``exchange gateway``; ``configure_logs=False`` leaves logging as the caller set it."""
     out = stdout or sys.stdout
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv)
@@ -118,7 +124,8 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> 
             return EXIT_OK
     except KeysError as exc:
         return _fail(str(exc), EXIT_USAGE)
-    configure_logging(level="warning", stream=sys.stderr)
+    if configure_logs:
+        configure_logging(level="warning", stream=sys.stderr)
     try:
         upstreams = [parse_upstream(spec) for spec in args.upstream]
     except ValueError as exc:
