@@ -47,6 +47,9 @@ log = structlog.get_logger()
 # JetStream's "wrong last sequence" error (JSStreamWrongLastSequenceErrF): the stream moved.
 _WRONG_LAST_SEQUENCE: Final = 10071
 FENCE_HEADER: Final = "Exchange-Fence"
+# What the events stream keeps (docs/replication.md, Events you can replay).
+EVENT_SUBJECTS: Final = "exchange.event.>"
+MARKET_SUBJECTS: Final = "swarm.task.>"
 _SNAPSHOT_OBJECT: Final = "snapshot"
 _CONFIG_OBJECT: Final = "economy.toml"
 # Room left in a message for headers and framing, under the server's max_payload.
@@ -182,8 +185,11 @@ async def _ensure_storage_once(
             js,
             api.StreamConfig(
                 name=names.events_stream,
-                description="the exchange's events (postings, market, swarm), bounded",
-                subjects=["exchange.event.>"],
+                description="the exchange's posting events and the market's messages, bounded",
+                subjects=[EVENT_SUBJECTS, MARKET_SUBJECTS],
+                # Stored without a reply: a request on a market subject gets its answer from
+                # the peer it asked, never a JetStream acknowledgement in its place.
+                no_ack=True,
                 num_replicas=settings.replicas,
                 storage=api.StorageType.FILE,
                 retention=api.RetentionPolicy.LIMITS,

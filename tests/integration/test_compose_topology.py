@@ -25,6 +25,7 @@ import pytest
 from anyio.abc import ByteReceiveStream, Process
 from daemon_support import DaemonProcess
 from nats.aio.client import Client
+from nats.js.api import DeliverPolicy
 
 from exchange.daemon.natsserver import find_nats_server
 from exchange.deploy import cluster
@@ -193,6 +194,22 @@ class Violations:
                 await self._changed.wait()
 
 
+async def _kept_market_subjects(admin: ExchangeClient) -> set[str]:
+    """The subjects of every market message in the events stream, read from its first."""
+    js = admin.nc.jetstream()
+    subscription = await js.subscribe(
+        "swarm.task.>", ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+    )
+    subjects: set[str] = set()
+    with anyio.fail_after(10):
+        async for msg in subscription.messages:
+            subjects.add(msg.subject)
+            if msg.metadata.num_pending == 0:
+                break
+    await subscription.unsubscribe()
+    return subjects
+
+
 async def _check_a_worker_is_no_admin(out: Path, admin: ExchangeClient) -> None:
     """exec-fast's own credentials: no admin command, no journal read or write, nothing minted."""
     supply = await _supply(admin)
@@ -316,6 +333,9 @@ async def test_the_compose_topology_runs_an_auction_and_keeps_strangers_out(
             assert [w.returncode for w in workers] == [None] * len(workers)
         # Every worker stopped cleanly on SIGTERM: none died on a permission it lacked.
         assert [w.returncode for w in workers] == [0] * len(workers)
+        # The market's messages are kept for whoever was away: both awards are in the stream.
+        kept = await _kept_market_subjects(admin)
+        assert {f"swarm.task.{first}.award", f"swarm.task.{second}.closed"} <= kept
         for task_id in (first, second):
             task = await admin.query_envelope("task", {"task_id": task_id})
             assert task.ok and task.result["escrow_state"] == "released", task
