@@ -26,6 +26,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from exchange.dashboard.hub import Hub
+from exchange.listen import listening_socket
 
 __all__ = ["STATIC_DIR", "bind", "build_app", "serve"]
 
@@ -78,17 +79,7 @@ async def _stream(hub: Hub) -> AsyncIterator[bytes]:
 
 def bind(host: str, port: int) -> socket.socket:
     """A listening TCP socket (``port`` 0: a free one). Raises OSError (address in use...)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(128)
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return sock
+    return listening_socket(host, port, backlog=128)
 
 
 def url_of(sock: socket.socket) -> str:

@@ -38,6 +38,7 @@ from exchange.gateway.keys import KeyRing, KeysError, issue_key, keys_path, read
 from exchange.gateway.meter import Meter
 from exchange.gateway.tokens import DEFAULT_MAX_TOKENS
 from exchange.gateway.upstreams import Upstream, Upstreams, parse_upstream
+from exchange.listen import listening_socket
 from exchange.locate import DATA_DIR_DEFAULT, LocateError, locate
 from exchange.render import EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
 from protocols.client import connect
@@ -191,15 +192,7 @@ def gateway_credentials(nats_url: str | None, data_dir: Path, creds: Path | None
 
 
 def bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # proto=IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP,
-    # and accepted sockets inherit it. Without it a keep-alive client waits for a delayed ACK
-    # (40 ms) on every response sent in two writes.
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
-    return sock
+    return listening_socket(host, port, backlog=2048)
 
 
 async def run_gateway(

@@ -13,7 +13,6 @@ from a hash of each input. ``/v1/models`` lists the models it was started with. 
 import argparse
 import hashlib
 import json
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -25,6 +24,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from exchange.listen import listening_socket
 
 DEFAULT_MODELS = ("gpt-x", "llama3.2", "claude-sonnet")
 
@@ -198,10 +199,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS))
     args = parser.parse_args(argv)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((args.host, args.port))
-    sock.listen(1024)
+    sock = listening_socket(args.host, args.port)
     app = make_app(tuple(m for m in args.models.split(",") if m))
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
     server = uvicorn.Server(config)
