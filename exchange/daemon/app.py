@@ -106,14 +106,19 @@ class ExchangeHandle:
 
 
 @dataclass(frozen=True, slots=True)
-class _Recovered:
+class RecoveredState:
+    """The state a term serves from: the exchange, its clock, and the latest snapshot's seq."""
+
     exchange: Exchange
     clock: ExchangeClock
     snapshot_seq: int
 
 
 @dataclass(slots=True)
-class _NatsSide:
+class NatsSide:
+    """The exchange's NATS connection, and its embedded server with the credentials it made
+    (``server`` None when it joined ``--nats``)."""
+
     url: str
     nc: Client
     server: SupervisedNatsServer | None
@@ -146,7 +151,7 @@ class _NatsSide:
 
 
 @contextmanager
-def _data_dir_lock(lock_path: Path) -> Iterator[None]:
+def data_dir_lock(lock_path: Path) -> Iterator[None]:
     """Holds an exclusive lock on the data directory; the kernel drops it if the process dies.
 
     Raises DataDirInUseError when another live process holds it, DataDirUnusableError when the
@@ -171,7 +176,7 @@ def _data_dir_lock(lock_path: Path) -> Iterator[None]:
 
 def _recover_or_create(
     journal: Journal, config: EconomyConfig, wall_ns: Callable[[], int]
-) -> _Recovered:
+) -> RecoveredState:
     """The state of the journal (a new journal gets its genesis batch). Runs in a worker thread."""
     started_ns = time.perf_counter_ns()
     recovered = recover(journal, config)
@@ -187,7 +192,7 @@ def _recover_or_create(
         replayed=recovered.replayed_count,
         recover_ms=(time.perf_counter_ns() - started_ns) // NS_PER_MS,
     )
-    return _Recovered(exchange, clock, recovered.snapshot_seq)
+    return RecoveredState(exchange, clock, recovered.snapshot_seq)
 
 
 async def _log_nats_error(error: Exception) -> None:
@@ -202,7 +207,7 @@ async def _log_reconnected() -> None:
     log.info("nats_reconnected")
 
 
-async def _connect(url: str, credentials: Credentials | None, settings: Settings) -> Client:
+async def connect_nats(url: str, credentials: Credentials | None, settings: Settings) -> Client:
     options: dict[str, Any] = {
         "name": EXCHANGE,
         "connect_timeout": settings.connect_timeout_s,
@@ -221,7 +226,7 @@ async def _connect(url: str, credentials: Credentials | None, settings: Settings
         return await nats.connect(servers, **options)
 
 
-async def _close(nc: Client, timeout_s: float) -> None:
+async def close_nats(nc: Client, timeout_s: float) -> None:
     with anyio.move_on_after(timeout_s, shield=True):
         await nc.close()
 
@@ -248,7 +253,7 @@ class NatsCredentialsError(DaemonError):
     """``--nats-creds`` names no credentials file."""
 
 
-def _joining_credentials(settings: Settings) -> Credentials | None:
+def joining_credentials(settings: Settings) -> Credentials | None:
     """Who the exchange joins ``--nats`` as: ``--nats-creds``'s user, or anonymous without it.
 
     Raises NatsCredentialsError, CredentialsFileError.
@@ -265,7 +270,7 @@ def _joining_credentials(settings: Settings) -> Credentials | None:
 
 
 @asynccontextmanager
-async def _nats_side(settings: Settings, exchange: Exchange) -> AsyncIterator[_NatsSide]:
+async def _nats_side(settings: Settings, exchange: Exchange) -> AsyncIterator[NatsSide]:
     """The NATS connection, on the embedded server (started and stopped here) or at ``--nats``."""
     store = CredentialStore(settings.paths.creds_dir)
     if settings.nats_url is not None:
@@ -273,11 +278,11 @@ async def _nats_side(settings: Settings, exchange: Exchange) -> AsyncIterator[_N
             log.warning(
                 "open_mode_ignored", reason="--nats joins a server the exchange does not run"
             )
-        nc = await _connect(settings.nats_url, _joining_credentials(settings), settings)
+        nc = await connect_nats(settings.nats_url, joining_credentials(settings), settings)
         try:
-            yield _NatsSide(settings.nats_url, nc, None, store, {}, exchange)
+            yield NatsSide(settings.nats_url, nc, None, store, {}, exchange)
         finally:
-            await _close(nc, settings.drain_timeout_s)
+            await close_nats(nc, settings.drain_timeout_s)
         return
     users = [EXCHANGE, ADMIN, GATEWAY, *sorted(exchange.ledger.agents)]
     credentials: dict[str, Credentials] = {}
@@ -308,9 +313,9 @@ async def _nats_side(settings: Settings, exchange: Exchange) -> AsyncIterator[_N
             credentials = store.ensure(
                 users, url=server.url, passwords=settings.passwords, tls_ca_file=tls_ca_file
             )
-        nc = await _connect(server.url, credentials.get(EXCHANGE), settings)
+        nc = await connect_nats(server.url, credentials.get(EXCHANGE), settings)
         try:
-            yield _NatsSide(
+            yield NatsSide(
                 server.url,
                 nc,
                 server,
@@ -321,7 +326,7 @@ async def _nats_side(settings: Settings, exchange: Exchange) -> AsyncIterator[_N
                 tls_ca_file,
             )
         finally:
-            await _close(nc, settings.drain_timeout_s)
+            await close_nats(nc, settings.drain_timeout_s)
 
 
 async def _serve_metrics_until_cancelled(
@@ -422,7 +427,7 @@ async def run_exchange(
         # later says the same, but after the journal and the credentials were created).
         check_port_free(settings.nats_host, settings.nats_port)
     make_data_dir(paths.root)
-    with _data_dir_lock(paths.lock):
+    with data_dir_lock(paths.lock):
         if settings.embedded:
             # Again after the lock (a second exchange here is named as such, not by its port) and
             # before the replay, which may take seconds, and the credentials.
@@ -435,7 +440,7 @@ async def run_exchange(
                 handle = ExchangeHandle(
                     side.url, settings.data_dir, settings.secure, uuid.uuid4().hex
                 )
-                await _serve(
+                await serve_term(
                     settings,
                     SqliteStore(journal),
                     recovered,
@@ -451,7 +456,7 @@ async def run_exchange(
 
 @dataclass(slots=True)
 class _Service:
-    """Everything ``_serve`` runs, built and subscribed before any loop starts."""
+    """Everything ``serve_term`` runs, built and subscribed before any loop starts."""
 
     handle: ExchangeHandle
     pipeline: Pipeline
@@ -468,8 +473,8 @@ class _Service:
 async def _build(
     settings: Settings,
     store: JournalStore,
-    recovered: _Recovered,
-    side: _NatsSide,
+    recovered: RecoveredState,
+    side: NatsSide,
     handle: ExchangeHandle,
 ) -> _Service:
     routes = default_routes()
@@ -493,7 +498,7 @@ async def _build(
     # Subscribed before the batcher runs: what arrives meanwhile waits in the inbound queue.
     inbound = InboundQueue(settings.inbound_queue_size_max)
     liveness = Liveness(settings.liveness_agents_max)
-    # Starts no process until a stateless query comes; ``_serve`` runs it, ``_drain`` closes it.
+    # Starts no process until a stateless query comes; ``serve_term`` runs it, ``_drain`` closes it.
     query_pool = QueryPool(
         publish=publish,
         processes_max=settings.query_processes_max,
@@ -547,11 +552,11 @@ async def _build(
     )
 
 
-async def _serve(
+async def serve_term(
     settings: Settings,
     store: JournalStore,
-    recovered: _Recovered,
-    side: _NatsSide,
+    recovered: RecoveredState,
+    side: NatsSide,
     handle: ExchangeHandle,
     task_status: TaskStatus[ExchangeHandle],
     *,
@@ -616,7 +621,7 @@ async def _serve(
 
 
 def _announce_ready(
-    settings: Settings, side: _NatsSide, recovered: _Recovered, handle: ExchangeHandle
+    settings: Settings, side: NatsSide, recovered: RecoveredState, handle: ExchangeHandle
 ) -> None:
     write_endpoint(
         settings.paths.endpoint,

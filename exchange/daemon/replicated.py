@@ -12,7 +12,7 @@ Every node runs the same loop, whether started as the first or with ``--standby`
    leader lease (``lease.py``) whenever it is free.
 3. **take over**: with the lease, append a fence to the stream (from then on a former leader's
    appends are refused), read up to the fence, then serve exactly as a single-node exchange does
-   (``app._serve``), with the stream as its journal: every batch is appended, acknowledged by a
+   (``app.serve_term``), with the stream as its journal: every batch is appended, acknowledged by a
    quorum of replicas, before any of its replies is sent.
 4. **step down**: if the lease is lost or an append is refused (another node fenced this one),
    stop answering at once (the batch in flight is never replied), drop the state and go back to
@@ -38,13 +38,13 @@ from exchange.core.machine import Exchange
 from exchange.daemon import limits
 from exchange.daemon.app import (
     ExchangeHandle,
-    _close,
-    _connect,
-    _data_dir_lock,
-    _joining_credentials,
-    _NatsSide,
-    _Recovered,
-    _serve,
+    NatsSide,
+    RecoveredState,
+    close_nats,
+    connect_nats,
+    data_dir_lock,
+    joining_credentials,
+    serve_term,
 )
 from exchange.daemon.clock import ExchangeClock
 from exchange.daemon.creds import CredentialStore
@@ -212,11 +212,11 @@ async def _lead(
     # No embedded server: registrations need no credentials here (the cluster's operator made
     # them, see docs/deploy.md), so the store stays unused.
     assert settings.nats_url is not None
-    side = _NatsSide(
+    side = NatsSide(
         settings.nats_url, nc, None, CredentialStore(settings.paths.creds_dir), {}, exchange
     )
-    recovered = _Recovered(exchange, clock, journal.tail.base_seq)
-    await _serve(
+    recovered = RecoveredState(exchange, clock, journal.tail.base_seq)
+    await serve_term(
         settings,
         journal,
         recovered,
@@ -257,10 +257,10 @@ async def run_replicated_exchange(
     make_data_dir(paths.root)
     names = ClusterNames(settings.cluster_name)
     stream_settings = StreamSettings(replicas=settings.replicas)
-    credentials = _joining_credentials(settings)
+    credentials = joining_credentials(settings)
     node_id = f"{settings.cluster_name}-{uuid.uuid4().hex[:12]}"
-    with _data_dir_lock(paths.lock):
-        nc = await _connect(settings.nats_url, credentials, settings)
+    with data_dir_lock(paths.lock):
+        nc = await connect_nats(settings.nats_url, credentials, settings)
         try:
             js = nc.jetstream(timeout=stream_settings.append_timeout_s)
             await ensure_storage(js, names, stream_settings)
@@ -308,4 +308,4 @@ async def run_replicated_exchange(
                 await lease.give_back()
                 return
         finally:
-            await _close(nc, settings.drain_timeout_s)
+            await close_nats(nc, settings.drain_timeout_s)
