@@ -50,6 +50,7 @@ from exchange.demo.view import (
     render_summary,
 )
 from exchange.gateway.cli import run_gateway
+from exchange.gateway.fake_upstream import fake_upstream_process
 from exchange.gateway.keys import issue_key, keys_path
 from exchange.gateway.upstreams import parse_upstream
 from protocols.client import ExchangeClient, connect
@@ -254,36 +255,24 @@ async def _metrics(client: ExchangeClient) -> list[dict[str, Any]]:
 async def _gateway(handle: ExchangeHandle) -> AsyncIterator[tuple[str, str]]:
     """The fake upstream model (a process) and the metering gateway in front of it (here);
     yields the gateway's URL and the analyst's key (docs/gateway.md)."""
-    command = [sys.executable, "-m", "exchange.gateway.fake_upstream", "--port", "0"]
-    async with await anyio.open_process(command, stderr=None) as upstream:
+    async with fake_upstream_process(start_timeout_s=worker_stop_timeout_s) as upstream_url:
+        keys = keys_path(handle.data_dir)
+        key, _ = issue_key(keys, "analyst")
+        sock = bind("127.0.0.1", 0)
         try:
-            assert upstream.stdout is not None
-            line = b""
-            with anyio.fail_after(worker_stop_timeout_s):
-                while not line.endswith(b"\n"):
-                    line += await upstream.stdout.receive(1)
-            upstream_url = f"http://127.0.0.1:{line.split()[1].decode()}/v1"
-            keys = keys_path(handle.data_dir)
-            key, _ = issue_key(keys, "analyst")
-            sock = bind("127.0.0.1", 0)
-            try:
-                async with anyio.create_task_group() as tg:
-                    serve = functools.partial(
-                        run_gateway,
-                        handle.credentials("gateway"),
-                        [parse_upstream(upstream_url)],
-                        sock,
-                        keys,
-                    )
-                    url = await tg.start(serve)
-                    yield url, key
-                    tg.cancel_scope.cancel()
-            finally:
-                sock.close()
+            async with anyio.create_task_group() as tg:
+                serve = functools.partial(
+                    run_gateway,
+                    handle.credentials("gateway"),
+                    [parse_upstream(upstream_url)],
+                    sock,
+                    keys,
+                )
+                url = await tg.start(serve)
+                yield url, key
+                tg.cancel_scope.cancel()
         finally:
-            upstream.terminate()
-            with anyio.CancelScope(shield=True):
-                await upstream.wait()
+            sock.close()
 
 
 @asynccontextmanager

@@ -16,6 +16,7 @@ import json
 import sys
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -191,6 +192,29 @@ def make_app(models: tuple[str, ...]) -> Starlette:
             Route("/v1/embeddings", embeddings, methods=["POST"]),
         ]
     )
+
+
+@asynccontextmanager
+async def fake_upstream_process(*, start_timeout_s: float) -> AsyncIterator[str]:
+    """The fake upstream as its own process on a free port; yields its base URL (``.../v1``)
+    once it listens, and stops it on the way out. Raises TimeoutError when it does not start
+    within ``start_timeout_s``."""
+    command = [sys.executable, "-m", "exchange.gateway.fake_upstream", "--port", "0"]
+    async with await anyio.open_process(command, stderr=None) as process:
+        try:
+            assert process.stdout is not None
+            line = b""
+            with anyio.fail_after(start_timeout_s):
+                while not line.endswith(b"\n"):
+                    line += await process.stdout.receive(1)
+            word, port = line.decode().split()
+            if word != "listening":
+                raise RuntimeError(f"the fake upstream said {line!r}, not `listening <port>`")
+            yield f"http://127.0.0.1:{port}/v1"
+        finally:
+            process.terminate()
+            with anyio.CancelScope(shield=True):
+                await process.wait()
 
 
 def main(argv: list[str] | None = None) -> None:

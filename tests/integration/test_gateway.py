@@ -9,9 +9,7 @@ charged exactly the upstream's reported usage at the configured prices.
 
 import contextlib
 import functools
-import sys
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -27,6 +25,7 @@ from daemon_support import client_for, run_cli, running_exchange
 
 from exchange.core.metering import metered_cost_micro
 from exchange.gateway.cli import bind, run_gateway
+from exchange.gateway.fake_upstream import fake_upstream_process
 from exchange.gateway.keys import issue_key, keys_path, revoke_key
 from exchange.gateway.tokens import prompt_bound
 from exchange.gateway.upstreams import parse_upstream
@@ -38,26 +37,6 @@ pytestmark = pytest.mark.anyio
 CONFIG = "[models]\ngpt-x = { input = 2.5, output = 10 }\n"
 PRICE_IN, PRICE_OUT = 2_500_000, 10_000_000  # micro-tokens per 1,000
 START_TIMEOUT_S = 30.0
-
-
-@asynccontextmanager
-async def fake_upstream() -> AsyncIterator[str]:
-    """The fake upstream as its own process; yields its base URL once it listens."""
-    command = [sys.executable, "-m", "exchange.gateway.fake_upstream", "--port", "0"]
-    async with await anyio.open_process(command) as process:
-        try:
-            assert process.stdout is not None
-            with anyio.fail_after(START_TIMEOUT_S):
-                line = b""
-                while not line.endswith(b"\n"):
-                    line += await process.stdout.receive(1)
-            word, port = line.decode().split()
-            assert word == "listening"
-            yield f"http://127.0.0.1:{port}/v1"
-        finally:
-            process.terminate()
-            with anyio.CancelScope(shield=True):
-                await process.wait()
 
 
 @dataclass
@@ -96,7 +75,7 @@ async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
         async with (
             running_exchange(tmp_path, config_text=CONFIG) as handle,
             client_for(handle) as admin,
-            fake_upstream() as upstream_url,
+            fake_upstream_process(start_timeout_s=START_TIMEOUT_S) as upstream_url,
             anyio.create_task_group() as tg,
         ):
             serve = functools.partial(
