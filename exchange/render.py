@@ -88,7 +88,7 @@ class Output:
         if self.json_mode:
             self.json(value)
         else:
-            render(self.console, value, title=title, view=view or View())
+            render(self.console, value, title=title, view=view)
         return EXIT_OK
 
     def error(self, error: Mapping[str, Any], *, status: int = EXIT_REFUSED) -> int:

@@ -24,7 +24,7 @@ from exchange.daemon.settings import DataPaths
 from exchange.journal import Journal
 from exchange.journal.importing import ImportInputError, ImportSource, Opening, read_source
 from protocols import commands as c
-from protocols.amounts import format_micro
+from protocols.amounts import format_micro, tokens_of
 from protocols.ids import ADMIN
 from protocols.registry import VERB_OF
 
@@ -68,9 +68,9 @@ def import_exchange(
         command = c.ImportOpening(
             request_id=f"import-{opening.agent}",
             agent=opening.agent,
-            amount=Decimal(opening.balance_micro).scaleb(-6),
-            earned=Decimal(opening.earned_micro).scaleb(-6),
-            spent=Decimal(opening.spent_micro).scaleb(-6),
+            amount=tokens_of(opening.balance_micro),
+            earned=tokens_of(opening.earned_micro),
+            spent=tokens_of(opening.spent_micro),
             source=source.description,
         )
         outcome = exchange.apply(ADMIN, command, now_ns=now_ns)

@@ -90,6 +90,21 @@ def _drop_none(body: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in body.items() if value is not None}
 
 
+def _kept_list(query: str, help: str) -> NetVerb:
+    """A query verb listing what is kept (``loans``, ``futures``), with ``--agent`` and
+    ``--limit``."""
+    return NetVerb(
+        (query,),
+        help,
+        _with(
+            _positional(),
+            ("--agent", {"default": None}),
+            ("--limit", {"type": int, "default": 100}),
+        ),
+        lambda a: QueryRequest(query, _drop_none({"agent": a.agent, "limit": a.limit})),
+    )
+
+
 _LIMIT_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = tuple(
     (f"--{name}", {"default": None, "metavar": "TOKENS", "help": text})
     for name, text in (
@@ -656,16 +671,7 @@ NET_VERBS: tuple[NetVerb, ...] = (
         _positional("loan_id"),
         lambda a: QueryRequest("loan", {"loan_id": a.loan_id}),
     ),
-    NetVerb(
-        ("loans",),
-        "the loans kept (with --agent, those it lent or borrowed)",
-        _with(
-            _positional(),
-            ("--agent", {"default": None}),
-            ("--limit", {"type": int, "default": 100}),
-        ),
-        lambda a: QueryRequest("loans", _drop_none({"agent": a.agent, "limit": a.limit})),
-    ),
+    _kept_list("loans", "the loans kept (with --agent, those it lent or borrowed)"),
     NetVerb(
         ("future", "write"),
         "WRITER offers TOKENS of MODEL at PRICE per 1K, expiring in EXPIRES_S seconds; its "
@@ -727,16 +733,7 @@ NET_VERBS: tuple[NetVerb, ...] = (
         _positional("future_id"),
         lambda a: QueryRequest("future", {"future_id": a.future_id}),
     ),
-    NetVerb(
-        ("futures",),
-        "the futures kept (with --agent, those it wrote, holds or may take)",
-        _with(
-            _positional(),
-            ("--agent", {"default": None}),
-            ("--limit", {"type": int, "default": 100}),
-        ),
-        lambda a: QueryRequest("futures", _drop_none({"agent": a.agent, "limit": a.limit})),
-    ),
+    _kept_list("futures", "the futures kept (with --agent, those it wrote, holds or may take)"),
 )
 
 

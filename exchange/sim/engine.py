@@ -54,6 +54,9 @@ from protocols.units import (
 
 __all__ = ["SimulationResult", "Simulator", "refusal_line", "simulate"]
 
+# Credit verbs whose reply names what the ledger made: the placeholder's prefix, the reply's key.
+_MADE_IDS: Final = {"stake": ("stake", "stake_id"), "loan.offer": ("loan", "loan_id")}
+
 LLM_ACCOUNT_PREFIX: Final = "@llm."
 # A burst refusal is retried (smaller) this long after, like the seed's log: 23:51:34 then :35.
 burst_retry_delay_s: Final = 1
@@ -318,7 +321,7 @@ class Simulator:
         if not outcome.ok:
             self._refused(event, outcome, action.verb, hour)
             return
-        made = {"stake": ("stake", "stake_id"), "loan.offer": ("loan", "loan_id")}.get(action.verb)
+        made = _MADE_IDS.get(action.verb)
         if made is not None:
             prefix, key = made
             number = command.request_id.rsplit("-", 1)[1]

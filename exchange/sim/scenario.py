@@ -13,6 +13,7 @@ import tomllib
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Annotated, Any, Final
 
@@ -457,20 +458,25 @@ def default_scenario() -> Scenario:
     return parse_scenario(default_scenario_text())
 
 
+def _shipped_folder() -> Traversable:
+    return resources.files("exchange.sim").joinpath(SHIPPED_SCENARIOS_FOLDER)
+
+
 def shipped_scenarios() -> list[str]:
     """The names of the scenarios shipped in ``exchange/sim/scenarios/`` (``credit``...)."""
-    folder = resources.files("exchange.sim").joinpath(SHIPPED_SCENARIOS_FOLDER)
     return sorted(
-        p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml")
+        p.name.removesuffix(".toml")
+        for p in _shipped_folder().iterdir()
+        if p.name.endswith(".toml")
     )
 
 
 def shipped_scenario(name: str) -> Scenario:
     """A shipped scenario by name. Raises ``ScenarioError`` for an unknown name."""
-    if name not in shipped_scenarios():
-        raise ScenarioError(f"no shipped scenario {name!r}; there are {shipped_scenarios()}")
-    folder = resources.files("exchange.sim").joinpath(SHIPPED_SCENARIOS_FOLDER)
-    text = folder.joinpath(f"{name}.toml").read_text(encoding="utf-8")
+    names = shipped_scenarios()
+    if name not in names:
+        raise ScenarioError(f"no shipped scenario {name!r}; there are {names}")
+    text = _shipped_folder().joinpath(f"{name}.toml").read_text(encoding="utf-8")
     return parse_scenario(text)
 
 
