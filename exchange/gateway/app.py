@@ -188,27 +188,35 @@ class Gateway:
         try:
             response = await client.send(outgoing, stream=stream)
         except BaseException as exc:
-            with anyio.CancelScope(shield=True):
-                await self._release(auth_id, f"upstream call failed: {exc!r}")
-            if isinstance(exc, httpx.HTTPError):
-                return openai_error(502, "upstream_unavailable", f"upstream failed: {exc!r}")
-            raise
+            return await self._upstream_failed(exc, auth_id, "upstream call failed")
         if response.status_code >= 400 or not stream:
             try:
                 content = await response.aread()
             except BaseException as exc:
-                with anyio.CancelScope(shield=True):
-                    await response.aclose()
-                    await self._release(auth_id, f"upstream read failed: {exc!r}")
-                if isinstance(exc, httpx.HTTPError):
-                    return openai_error(502, "upstream_unavailable", f"upstream failed: {exc!r}")
-                raise
+                return await self._upstream_failed(exc, auth_id, "upstream read failed", response)
             return await self._answer(response, content, auth_id, prompt, completion)
         return StreamingResponse(
             self._stream(response, auth_id, prompt, wants_usage),
             status_code=response.status_code,
             media_type="text/event-stream",
         )
+
+    async def _upstream_failed(
+        self,
+        exc: BaseException,
+        auth_id: str,
+        reason: str,
+        response: httpx.Response | None = None,
+    ) -> Response:
+        """Releases the hold of a request whose upstream call or read failed (shielded); an HTTP
+        failure becomes a 502, anything else (a cancellation) is raised again."""
+        with anyio.CancelScope(shield=True):
+            if response is not None:
+                await response.aclose()
+            await self._release(auth_id, f"{reason}: {exc!r}")
+        if isinstance(exc, httpx.HTTPError):
+            return openai_error(502, "upstream_unavailable", f"upstream failed: {exc!r}")
+        raise exc
 
     async def _answer(
         self, response: httpx.Response, content: bytes, auth_id: str, prompt: int, completion: int
