@@ -193,16 +193,10 @@ class Lending:
 
     def accept(self, sender: str, cmd: cr.AcceptLoan) -> msgspec.Struct | Refusal:
         ledger = self.ledger
-        borrower = ledger.acting_agent(sender)
-        if isinstance(borrower, Refusal):
-            return borrower
-        loan = self.find(cmd.loan_id)
-        if isinstance(loan, Refusal):
-            return loan
-        if loan.borrower != borrower.id:
-            return refuse(ErrorCode.not_authorized, f"{loan.id} is offered to {loan.borrower}")
-        if (closed := LOAN.refusal(loan.state, LoanEvent.accept, loan.id)) is not None:
-            return closed
+        found = self._borrowers_loan(sender, cmd.loan_id, LoanEvent.accept, "is offered to")
+        if isinstance(found, Refusal):
+            return found
+        borrower, loan = found
         if loan.collateral_micro:
             denied = ledger.check_debit(borrower, loan.collateral_micro)
             if denied is not None:
@@ -234,16 +228,10 @@ class Lending:
 
     def repay(self, sender: str, cmd: cr.RepayLoan) -> msgspec.Struct | Refusal:
         ledger = self.ledger
-        borrower = ledger.acting_agent(sender)
-        if isinstance(borrower, Refusal):
-            return borrower
-        loan = self.find(cmd.loan_id)
-        if isinstance(loan, Refusal):
-            return loan
-        if loan.borrower != borrower.id:
-            return refuse(ErrorCode.not_authorized, f"{loan.id} is owed by {loan.borrower}")
-        if (closed := LOAN.refusal(loan.state, LoanEvent.repay, loan.id)) is not None:
-            return closed
+        found = self._borrowers_loan(sender, cmd.loan_id, LoanEvent.repay, "is owed by")
+        if isinstance(found, Refusal):
+            return found
+        borrower, loan = found
         owed = loan.owed_micro
         if not owed:
             return refuse(ErrorCode.loan_closed, f"{loan.id} is {loan.state} and owes nothing")
@@ -257,6 +245,23 @@ class Lending:
             return denied
         self._pay(loan, amount, "loan.repay")
         return self.view(loan)
+
+    def _borrowers_loan(
+        self, sender: str, loan_id: str, event: LoanEvent, relation: str
+    ) -> tuple[Agent, Loan] | Refusal:
+        """The acting borrower and its loan, if the loan is the sender's and may take ``event``
+        (``relation`` words the refusal of anyone else: "is offered to", "is owed by")."""
+        borrower = self.ledger.acting_agent(sender)
+        if isinstance(borrower, Refusal):
+            return borrower
+        loan = self.find(loan_id)
+        if isinstance(loan, Refusal):
+            return loan
+        if loan.borrower != borrower.id:
+            return refuse(ErrorCode.not_authorized, f"{loan.id} {relation} {loan.borrower}")
+        if (closed := LOAN.refusal(loan.state, event, loan.id)) is not None:
+            return closed
+        return borrower, loan
 
     # ------------------------------------------------------------------------ timers and hooks
 

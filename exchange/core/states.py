@@ -263,6 +263,7 @@ COALITION: Final[Machine[CoalitionState, CoalitionEvent]] = Machine(
 )
 
 # A pool is open or closed: a bool (``Pool.closed``), kept so since it is part of the digest.
+
 # ----------------------------------------------------------------------------- futures
 
 
@@ -295,8 +296,6 @@ ENDED_FUTURE_STATES: Final = frozenset(
     {FutureState.settled, FutureState.liquidated, FutureState.lapsed}
 )
 
-
-MACHINES: Final = (TASK, ESCROW, HOLD, PROPOSAL, ACTION, COALITION, FUTURE)
 
 # ----------------------------------------------------------------------------- stakes
 
@@ -360,3 +359,5 @@ LOAN: Final[Machine[LoanState, LoanEvent]] = Machine(
 )
 # The loans that end no more: forgotten past ``lending.ended_loans_kept`` (with owed 0).
 ENDED_LOAN_STATES: Final = frozenset({_L.repaid, _L.cancelled, _L.expired, _L.defaulted})
+
+MACHINES: Final = (TASK, ESCROW, HOLD, PROPOSAL, ACTION, COALITION, FUTURE, STAKE, LOAN)

@@ -7,10 +7,11 @@ from decimal import Decimal
 from typing import Any, Final
 
 import msgspec
+from hypothesis.stateful import RuleBasedStateMachine
 
 from exchange.core.config import EconomyConfig
 from exchange.core.ledger import Outcome, RememberedRow, RememberedRows
-from exchange.core.machine import Exchange
+from exchange.core.machine import Exchange, genesis_commands
 from protocols import commands as c
 from protocols import queries as q
 from protocols.ids import ADMIN, EXCHANGE
@@ -171,3 +172,40 @@ def decode_error(verb: str, body: dict[str, Any] | bytes) -> str:
     except msgspec.ValidationError as exc:
         return str(exc)
     raise AssertionError(f"{verb} decoded {raw!r} without complaint")
+
+
+class ReplayedMachine(RuleBasedStateMachine):
+    """A Hypothesis state machine over one exchange from genesis: every command is applied at
+    the machine's clock and logged with its reply, a refusal that fired no timer must change
+    nothing, and ``check_replay`` folds the log into a fresh exchange and restores a snapshot,
+    both to the same digest."""
+
+    def __init__(self, config: EconomyConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.ex = Exchange(config)
+        self.now_ns = 0
+        self.log: list[tuple[str, c.Command, int, bytes]] = []
+        self.ids = 0
+        for command in genesis_commands(config):
+            self.apply(ADMIN, command)
+
+    def rid(self) -> str:
+        self.ids += 1
+        return f"r{self.ids}"
+
+    def apply(self, sender: str, command: c.Command) -> Outcome:
+        before = self.ex.digest()
+        outcome = self.ex.apply(sender, command, now_ns=self.now_ns)
+        self.log.append((sender, command, self.now_ns, outcome.reply))
+        if not outcome.ok and not outcome.postings:
+            # No timer fired with it: a refusal changes nothing at all.
+            assert self.ex.digest() == before, outcome.reply
+        return outcome
+
+    def check_replay(self) -> None:
+        fresh = Exchange(self.config)
+        for sender, command, at_ns, reply in self.log:
+            assert fresh.apply(sender, command, now_ns=at_ns).reply == reply
+        assert fresh.digest() == self.ex.digest()
+        assert restored(self.ex).digest() == self.ex.digest()

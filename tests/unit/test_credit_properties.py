@@ -10,14 +10,12 @@ folding the log into a fresh exchange and restoring a snapshot both give the sam
 from decimal import Decimal
 from typing import Final
 
-from core_support import remembered_rows_of
+from core_support import ROSTER, ReplayedMachine
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import invariant, precondition, rule
 
 from exchange.core.config import EconomyConfig, LendingConfig, StakingConfig
-from exchange.core.ledger import Outcome
-from exchange.core.machine import Exchange, genesis_commands
 from exchange.core.staking import stake_account
 from exchange.core.states import ENDED_LOAN_STATES
 from protocols import commands as c
@@ -26,7 +24,6 @@ from protocols import swarm as s
 from protocols.ids import ADMIN, EXCHANGE
 from protocols.units import NS_PER_S
 
-ROSTER: Final = ("claude", "builder", "lambda", "spark", "observer", "zero")
 # Short periods, so that locks end, coolings release, yields pay and loans fall due in a run.
 LOCK_S: Final = 3600
 TERM_MAX_S: Final = 4 * 3600
@@ -47,27 +44,9 @@ locks = st.sampled_from([0, LOCK_S - 1, LOCK_S, 2 * LOCK_S])
 picks = st.integers(min_value=0, max_value=1000)
 
 
-class CreditMachine(RuleBasedStateMachine):
+class CreditMachine(ReplayedMachine):
     def __init__(self) -> None:
-        super().__init__()
-        self.ex = Exchange(CONFIG)
-        self.now_ns = 0
-        self.log: list[tuple[str, c.Command, int, bytes]] = []
-        self.ids = 0
-        for command in genesis_commands(CONFIG):
-            self.apply(ADMIN, command)
-
-    def rid(self) -> str:
-        self.ids += 1
-        return f"r{self.ids}"
-
-    def apply(self, sender: str, command: c.Command) -> Outcome:
-        before = self.ex.digest()
-        outcome = self.ex.apply(sender, command, now_ns=self.now_ns)
-        self.log.append((sender, command, self.now_ns, outcome.reply))
-        if not outcome.ok and not outcome.postings:
-            assert self.ex.digest() == before, outcome.reply  # a refusal changes nothing
-        return outcome
+        super().__init__(CONFIG)
 
     def pick_loan(self, index: int) -> str:
         ids = list(self.ex.lending.loans)
@@ -218,14 +197,6 @@ class CreditMachine(RuleBasedStateMachine):
         if self.ex.staking.yield_paid_micro:
             event("a yield was paid")
         self.check_replay()
-
-    def check_replay(self) -> None:
-        fresh = Exchange(CONFIG)
-        for sender, command, at_ns, reply in self.log:
-            assert fresh.apply(sender, command, now_ns=at_ns).reply == reply
-        assert fresh.digest() == self.ex.digest()
-        again = Exchange.restore(CONFIG, self.ex.snapshot(), remembered_rows_of(self.ex))
-        assert again.digest() == self.ex.digest()
 
 
 TestCredit = CreditMachine.TestCase

@@ -10,15 +10,14 @@ import json
 from decimal import Decimal
 from typing import Final
 
-from core_support import remembered_rows_of
+from core_support import ROSTER, ReplayedMachine
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import invariant, precondition, rule
 
 from exchange.core.config import EconomyConfig
 from exchange.core.futures import future_account, margin_account
 from exchange.core.ledger import Outcome
-from exchange.core.machine import Exchange, genesis_commands
 from exchange.core.states import ENDED_FUTURE_STATES
 from protocols import commands as c
 from protocols import futures as fu
@@ -26,7 +25,6 @@ from protocols import swarm as s
 from protocols.ids import ADMIN, EXCHANGE
 from protocols.units import NS_PER_S
 
-ROSTER: Final = ("claude", "builder", "lambda", "spark", "observer", "zero")
 MODELS: Final = ("claude-opus", "claude-sonnet", "llama3.2")
 MAX_EXPIRY_S: Final = 6 * 3600
 
@@ -42,35 +40,20 @@ new_prices = st.sampled_from([Decimal("0.1"), Decimal(2), Decimal(15), Decimal(3
 picks = st.integers(min_value=0, max_value=1000)
 
 
-class FuturesMachine(RuleBasedStateMachine):
+class FuturesMachine(ReplayedMachine):
     def __init__(self) -> None:
-        super().__init__()
-        self.config = EconomyConfig()
-        self.ex = Exchange(self.config)
-        self.now_ns = 0
-        self.log: list[tuple[str, c.Command, int, bytes]] = []
-        self.ids = 0
+        # Set before the genesis commands, which ``apply`` below sees.
         self.ended_checked = False
         self.llm_net = 0
-        for command in genesis_commands(self.config):
-            self.apply(ADMIN, command)
-
-    def rid(self) -> str:
-        self.ids += 1
-        return f"r{self.ids}"
+        super().__init__(EconomyConfig())
 
     def apply(self, sender: str, command: c.Command) -> Outcome:
-        before = self.ex.digest()
-        outcome = self.ex.apply(sender, command, now_ns=self.now_ns)
-        self.log.append((sender, command, self.now_ns, outcome.reply))
+        outcome = super().apply(sender, command)
         for p in outcome.postings:  # what futures moved in and out of the model accounts
             if p.kind.startswith("future."):
                 self.llm_net += p.amount_micro * (
                     p.credit.startswith("@llm.") - p.debit.startswith("@llm.")
                 )
-        if not outcome.ok and not outcome.postings:
-            # No timer fired with it: a refusal changes nothing at all.
-            assert self.ex.digest() == before, outcome.reply
         return outcome
 
     def future_ids(self) -> list[str]:
@@ -208,14 +191,6 @@ class FuturesMachine(RuleBasedStateMachine):
             assert book.balance(future_account(future.id)) == 0
             assert book.balance(margin_account(future.id)) == 0
         self.check_replay()
-
-    def check_replay(self) -> None:
-        fresh = Exchange(self.config)
-        for sender, command, at_ns, reply in self.log:
-            assert fresh.apply(sender, command, now_ns=at_ns).reply == reply
-        assert fresh.digest() == self.ex.digest()
-        again = Exchange.restore(self.config, self.ex.snapshot(), remembered_rows_of(self.ex))
-        assert again.digest() == self.ex.digest()
 
 
 TestFutures = FuturesMachine.TestCase
