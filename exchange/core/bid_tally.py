@@ -15,13 +15,14 @@ import math
 from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
+from typing import Final
 
 from protocols.amounts import format_micro
 
 # Score display: 6 decimal places, like an amount.
 _score_display_scale: int = 10**6
-# A bid with no stake term (docs/economy.md, Staking).
-_NO_BONUS = Fraction(0)
+# A bid with no stake term (docs/economy.md, Staking); market and staking use it too.
+NO_BONUS: Final = Fraction(0)
 
 
 @dataclass(slots=True)
@@ -79,7 +80,7 @@ class BidTally:
         return self.weight_scale * self.max_cost_micro * self.deadline_ms
 
     def score(
-        self, cost_micro: int, time_ms: int, confidence: float, bonus: Fraction = _NO_BONUS
+        self, cost_micro: int, time_ms: int, confidence: float, bonus: Fraction = NO_BONUS
     ) -> Fraction:
         """0.4 × (1 − cost/max) + 0.3 × (1 − time/deadline) + 0.3 × confidence + bonus, exactly
         (``bonus``: the bidder's stake term, docs/economy.md, Staking)."""
@@ -87,7 +88,7 @@ class BidTally:
         return Fraction(num, den * self.unit)
 
     def _score_ratio(
-        self, cost_micro: int, time_ms: int, confidence: float, bonus: Fraction = _NO_BONUS
+        self, cost_micro: int, time_ms: int, confidence: float, bonus: Fraction = NO_BONUS
     ) -> tuple[int, int]:
         """The score times ``unit``, as num / den (den: the confidence's power of two, times
         the bonus's denominator when there is a bonus)."""
@@ -115,7 +116,7 @@ class BidTally:
         cost_micro: int,
         time_ms: int,
         confidence: float,
-        bonus: Fraction = _NO_BONUS,
+        bonus: Fraction = NO_BONUS,
     ) -> str:
         """Counts a bid (the next in order); returns its score rounded to 6 places, as text.
 

@@ -23,7 +23,7 @@ from typing import Any, Final
 
 import msgspec
 
-from exchange.core.bid_tally import BidTally
+from exchange.core.bid_tally import NO_BONUS, BidTally
 from exchange.core.config import EconomyConfig
 from exchange.core.escrow import Escrow, Escrows
 from exchange.core.ledger import Agent, Ledger
@@ -56,11 +56,8 @@ def _no_stake(agent_id: str) -> int:
     return 0
 
 
-_NO_BONUS: Final = Fraction(0)
-
-
 def _no_bonus(stake_micro: int) -> Fraction:
-    return _NO_BONUS
+    return NO_BONUS
 
 
 def _no_slash(executor: str, payee: str, memo: str) -> None:
@@ -372,7 +369,7 @@ class Market:
             record.cost_micro,
             record.time_ms,
             record.confidence,
-            self.stake_bonus(stake) if stake else _NO_BONUS,
+            self.stake_bonus(stake) if stake else NO_BONUS,
         )
         task.bids.append(record)
         if tally.everyone_answered:

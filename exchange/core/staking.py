@@ -18,6 +18,7 @@ from typing import Final
 import msgspec
 
 from exchange.core import accounts as acc
+from exchange.core.bid_tally import NO_BONUS
 from exchange.core.config import StakingConfig
 from exchange.core.ledger import Agent, Ledger
 from exchange.core.money import micro_of, scale
@@ -29,7 +30,6 @@ from protocols.errors import ErrorCode
 from protocols.units import NS_PER_S
 
 _YIELD_REF: Final = "yield"
-_NO_BONUS: Final = Fraction(0)
 
 
 def stake_account(agent_id: str) -> str:
@@ -131,7 +131,7 @@ class Staking:
     def bid_bonus(self, stake_micro: int) -> Fraction:
         """``bid_bonus`` × min(S / stake_full, 1): what a stake adds to a bid's score."""
         if not stake_micro:
-            return _NO_BONUS
+            return NO_BONUS
         share = Fraction(min(stake_micro, self._full_micro), self._full_micro)
         return Fraction(self.config.bid_bonus) * share
 
