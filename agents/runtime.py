@@ -35,6 +35,7 @@ from agents.config import RuntimeConfig
 from agents.errors import ConnectionLostError
 from protocols.client import ExchangeClient, connect_options
 from protocols.client_errors import ClientError
+from protocols.credentials import server_urls
 from protocols.nesting import depth_beyond
 from protocols.swarm import Heartbeat
 from protocols.units import MS_PER_S, NS_PER_MS
@@ -406,7 +407,7 @@ async def _connect(config: RuntimeConfig, log: Logger) -> Client:
         await client.connect(
             # "nats://a:4222,nats://b:4222": the nodes of a cluster, the first preferred (its
             # placement) and the others taken when it is down, in the order given.
-            servers=[part.strip() for part in credentials.url.split(",") if part.strip()],
+            servers=server_urls(credentials.url),
             dont_randomize=True,
             name=f"agent:{config.agent_id}",
             allow_reconnect=True,

@@ -37,7 +37,7 @@ from nats.aio.client import Client
 
 from protocols import subjects
 from protocols.client_errors import ExchangeUnavailableError, RefusedError, ReplyDecodeError
-from protocols.credentials import Credentials
+from protocols.credentials import Credentials, server_urls
 from protocols.errors import ErrorCode
 from protocols.nesting import depth_beyond
 from protocols.results import Envelope, ErrorBody
@@ -329,8 +329,8 @@ async def connect(
     try:
         options = connect_options(credentials)
         nc = await nats.connect(
-            # "nats://a:4222,nats://b:4222": the nodes of a cluster, any of which will do.
-            [part.strip() for part in credentials.url.split(",") if part.strip()],
+            # The nodes of a cluster, any of which will do.
+            server_urls(credentials.url),
             name=name,
             connect_timeout=connect_timeout_s,
             allow_reconnect=reconnect,

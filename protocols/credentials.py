@@ -27,6 +27,12 @@ import msgspec
 DEFAULT_INBOX_PREFIX: Final = "_INBOX"
 
 
+def server_urls(url: str) -> list[str]:
+    """The servers a URL names: one, or the nodes of a cluster, comma-separated
+    (``nats://a:4222,nats://b:4222``), as nats-py takes them."""
+    return [part.strip() for part in url.split(",") if part.strip()]
+
+
 class Credentials(msgspec.Struct, frozen=True, kw_only=True):
     """Where and as whom to connect. ``user=None`` is open mode (no authentication).
 

@@ -30,7 +30,8 @@ from exchange.errors import ExchangeError
 from exchange.journal import Entry, Journal, JournalError, Snapshot, VerifyProblem, verify_file
 from exchange.journal.tail import BundledSnapshot, JournalTail
 from protocols.amounts import format_micro
-from protocols.client import connect_options
+from protocols.client import connect
+from protocols.client_errors import ClientError
 from protocols.credentials import Credentials
 
 
@@ -125,7 +126,7 @@ def run_stream_doctor(url: str, cluster_name: str, creds_file: Path | None) -> D
     found = _Findings(journal=f"{names.journal_stream} at {url}")
     try:
         copy = anyio.run(_read_cluster, url, names, creds_file)
-    except (ExchangeError, OSError, TimeoutError, nats.errors.Error) as exc:
+    except (ExchangeError, ClientError, OSError, TimeoutError, nats.errors.Error) as exc:
         found.problems.append(f"cannot read the journal from the cluster: {exc}")
         return found.report()
     if copy.config_text is None:
@@ -155,12 +156,9 @@ async def _read_cluster(
     credentials = Credentials(url=url) if creds_file is None else read_credentials(creds_file)
     if credentials is None:
         raise OSError(f"no credentials in {creds_file}")
-    servers = [part.strip() for part in url.split(",") if part.strip()]
-    nc = await nats.connect(servers, allow_reconnect=False, **connect_options(credentials))
-    try:
-        return await read_cluster_journal(nc.jetstream(), names)
-    finally:
-        await nc.close()
+    as_user = msgspec.structs.replace(credentials, url=url)  # --nats, not the file's URL
+    async with connect(as_user, reconnect=False) as client:
+        return await read_cluster_journal(client.nc.jetstream(), names)
 
 
 class _StreamCopy:

@@ -63,7 +63,7 @@ from exchange.daemon.store import JournalStore, SqliteStore
 from exchange.daemon.tls import check_tls_files, ensure_generated_tls
 from exchange.journal import Journal, JournalClosedError
 from protocols.client import connect_options
-from protocols.credentials import Credentials
+from protocols.credentials import Credentials, server_urls
 from protocols.ids import ADMIN, EXCHANGE, GATEWAY
 from protocols.units import NS_PER_MS
 
@@ -220,10 +220,8 @@ async def connect_nats(url: str, credentials: Credentials | None, settings: Sett
     }
     if credentials is not None:
         options.update(connect_options(credentials))
-    # "nats://a:4222,nats://b:4222": every node of a cluster, tried in turn.
-    servers = [part.strip() for part in url.split(",") if part.strip()]
     with anyio.fail_after(2 * settings.connect_timeout_s):
-        return await nats.connect(servers, **options)
+        return await nats.connect(server_urls(url), **options)
 
 
 async def close_nats(nc: Client, timeout_s: float) -> None:
