@@ -15,7 +15,7 @@ from typing import Final
 
 import msgspec
 
-from exchange.daemon.creds import read_credentials
+from exchange.daemon.creds import CredentialsFileError, read_credentials
 from exchange.daemon.endpoint import read_endpoint
 from exchange.daemon.settings import DataPaths
 from exchange.errors import ExchangeError
@@ -55,3 +55,22 @@ def locate(nats_url: str | None, data_dir: Path) -> Located:
     if admin is None:
         return Located(Credentials(url=url), source)
     return Located(msgspec.structs.replace(admin, url=url), source)
+
+
+def acting_credentials(
+    nats_url: str | None, data_dir: Path, creds_file: Path | None
+) -> Credentials:
+    """Admin's (``locate``), or ``--creds``'s, its URL replaced by ``--nats`` when given: who a
+    client verb or the dashboard acts as.
+
+    Raises LocateError, CredentialsFileError, EndpointFileError.
+    """
+    if creds_file is None:
+        return locate(nats_url, data_dir).credentials
+    found = read_credentials(creds_file)
+    if found is None:
+        raise CredentialsFileError(
+            f"--creds {creds_file}: no such file (the exchange writes DATA/creds/<agent>.json "
+            "when it registers an agent; `exchange creds AGENT` prints one)"
+        )
+    return found if nats_url is None else msgspec.structs.replace(found, url=nats_url)

@@ -47,7 +47,7 @@ from exchange.journal import (
     export_postings,
     high_water_path,
 )
-from exchange.locate import DATA_DIR_DEFAULT, LocateError, locate
+from exchange.locate import DATA_DIR_DEFAULT, LocateError, acting_credentials
 from exchange.render import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, Output
 from protocols.client import connect
 from protocols.client_errors import ClientError, ExchangeUnavailableError
@@ -316,15 +316,7 @@ def _credentials(args: argparse.Namespace) -> Credentials:
 
     Raises LocateError, CredentialsFileError, EndpointFileError.
     """
-    if args.creds is None:
-        return locate(args.nats, args.data).credentials
-    found = read_credentials(args.creds)
-    if found is None:
-        raise CredentialsFileError(
-            f"--creds {args.creds}: no such file (the exchange writes DATA/creds/<agent>.json "
-            "when it registers an agent; `exchange creds AGENT` prints one)"
-        )
-    return found if args.nats is None else msgspec.structs.replace(found, url=args.nats)
+    return acting_credentials(args.nats, args.data, args.creds)
 
 
 def _sender(request: verbs.CommandRequest, user: str | None) -> str:

@@ -21,14 +21,14 @@ import anyio
 import msgspec
 from anyio.abc import TaskStatus
 
-from exchange.daemon.creds import CredentialsFileError, read_credentials
+from exchange.daemon.creds import CredentialsFileError
 from exchange.daemon.endpoint import EndpointFileError
 from exchange.dashboard.feed import POLL_INTERVAL_S_DEFAULT, run_feed
 from exchange.dashboard.hub import Hub
 from exchange.dashboard.model import Board
 from exchange.dashboard.server import bind, serve
 from exchange.dashboard.simulation import SimulationFolderError, simulation_view
-from exchange.locate import DATA_DIR_DEFAULT, LocateError, locate
+from exchange.locate import DATA_DIR_DEFAULT, LocateError, acting_credentials
 from exchange.render import EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
 from protocols.client_errors import ExchangeUnavailableError
 from protocols.credentials import Credentials
@@ -140,12 +140,7 @@ def _simulation_render(folder: Path) -> Callable[[], bytes]:
 
 def _credentials(args: argparse.Namespace) -> Credentials:
     """Admin's, found as the CLI finds them, or ``--creds``'s, with ``--nats`` as the URL."""
-    if args.creds is None:
-        return locate(args.nats, args.data).credentials
-    found = read_credentials(args.creds)
-    if found is None:
-        raise CredentialsFileError(f"--creds {args.creds}: no such file")
-    return found if args.nats is None else msgspec.structs.replace(found, url=args.nats)
+    return acting_credentials(args.nats, args.data, args.creds)
 
 
 def _fail(message: str, status: int) -> int:
