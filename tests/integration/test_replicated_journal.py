@@ -228,7 +228,11 @@ async def test_the_exchange_serves_on_when_a_nats_node_dies(
                 )
             ).ok
         await nats_cluster[2].crash()
-        with anyio.fail_after(20):
+        # When the killed node led the stream, the leader's append waits out its 5 s timeout,
+        # steps down, reloads and leads again (measured 4-15 s; it failed once at 20 s with three
+        # other suites sharing the two cores), so the bound is wide: this test is about serving
+        # on, the failover time is the other test's.
+        with anyio.fail_after(45):
             for index in range(5):
                 while True:
                     try:
