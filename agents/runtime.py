@@ -33,7 +33,7 @@ from agents import limits
 from agents.bus import Bus
 from agents.config import RuntimeConfig
 from agents.errors import ConnectionLostError
-from protocols.client import ExchangeClient, connect_options
+from protocols.client import ExchangeClient, connect_options, flush_commands
 from protocols.client_errors import ClientError
 from protocols.credentials import server_urls
 from protocols.nesting import depth_beyond
@@ -302,8 +302,8 @@ async def _serve(
     )
     ctx.every(config.heartbeat_interval_ms, _heartbeat(ctx), name="heartbeat")
     await worker.setup(ctx)
-    # A round trip, so the server has every subscription before anyone is told "ready".
-    await client.flush()
+    # The server has every subscription before anyone is told "ready".
+    await flush_commands(client)
     log.info("worker_started")
     task_status.started(ctx)
     await lifecycle.stop_requested.wait()

@@ -49,6 +49,7 @@ __all__ = [
     "ExchangeClient",
     "connect",
     "connect_options",
+    "flush_commands",
     "new_request_id",
 ]
 
@@ -302,6 +303,19 @@ def connect_options(credentials: Credentials) -> dict[str, Any]:
         options["user"] = credentials.user
         options["password"] = credentials.password or ""
     return options
+
+
+async def flush_commands(nc: Client) -> None:
+    """Returns once the server has every command ``nc`` sent before the call (SUB, PUB...): what
+    a "ready" after subscribing must mean, or a publisher may send before the subscription exists.
+
+    One ``flush()`` is not enough with nats-py 2.16: its PING is written straight to the socket,
+    ahead of commands still waiting in the client's send buffer, so it can return before a new
+    subscription reaches the server (one run in eight of a worker test on a loaded machine). The
+    first round trip lets the client's flusher write the buffer out; the second PING follows it.
+    """
+    await nc.flush()
+    await nc.flush()
 
 
 async def _log_nats_error(error: Exception) -> None:

@@ -62,7 +62,7 @@ from exchange.daemon.settings import DataPaths, Settings
 from exchange.daemon.store import JournalStore, SqliteStore
 from exchange.daemon.tls import check_tls_files, ensure_generated_tls
 from exchange.journal import Journal, JournalClosedError
-from protocols.client import connect_options
+from protocols.client import connect_options, flush_commands
 from protocols.credentials import Credentials, server_urls
 from protocols.ids import ADMIN, EXCHANGE, GATEWAY
 from protocols.units import NS_PER_MS
@@ -535,7 +535,7 @@ async def _build(
         )
         for subject in control_subjects(handle.service_id)
     ]
-    await side.nc.flush()
+    await flush_commands(side.nc)
     return _Service(
         handle,
         pipeline,

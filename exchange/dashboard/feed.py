@@ -26,7 +26,7 @@ from nats.aio.subscription import Subscription
 from exchange.dashboard.hub import Hub
 from exchange.dashboard.model import Board
 from protocols import subjects
-from protocols.client import ExchangeClient, connect
+from protocols.client import ExchangeClient, connect, flush_commands
 from protocols.client_errors import ClientError
 from protocols.credentials import DEFAULT_INBOX_PREFIX, Credentials
 from protocols.results import (
@@ -76,7 +76,7 @@ async def run_feed(
                 for subject in _WATCHED:
                     await watcher.watch(subject)
                 await watcher.watch(f"{DEFAULT_INBOX_PREFIX}.>")
-                await client.nc.flush()
+                await flush_commands(client.nc)
                 await watcher.poll()
                 task_status.started()
                 while True:

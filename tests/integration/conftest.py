@@ -20,7 +20,7 @@ mark tests with ``@pytest.mark.anyio``. The fixtures:
 functions), so any module under tests/integration can use them without importing this file.
 Subscribe, then ``await nats_flush(client)`` before anything else publishes to that subject: a
 plain ``client.flush()`` does not guarantee the subscription has reached the server (see
-``flush_subscriptions``).
+``protocols.client.flush_commands``).
 """
 
 import secrets
@@ -41,6 +41,7 @@ from exchange.daemon.natsserver import (
     run_nats_cluster,
     run_nats_server,
 )
+from protocols.client import flush_commands
 from protocols.ids import ADMIN, EXCHANGE
 
 SecureServerStarter = Callable[[Iterable[NatsUser]], AbstractAsyncContextManager[NatsServer]]
@@ -94,18 +95,6 @@ async def open_nats_client(
         await client.close()
 
 
-async def flush_subscriptions(client: Client) -> None:
-    """Return once the server has every command ``client`` sent before the call (SUB, PUB...).
-
-    One ``flush()`` is not enough with nats-py 2.16: its PING is written straight to the socket,
-    ahead of commands still waiting in the client's send buffer, so it can return before a new
-    subscription reaches the server (about one run in twenty here). The first round trip lets the
-    client's flusher write the buffer out; the second PING then follows those commands.
-    """
-    await client.flush()
-    await client.flush()
-
-
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
@@ -123,7 +112,7 @@ def nats_client() -> ClientOpener:
 
 @pytest.fixture
 def nats_flush() -> Callable[[Client], Awaitable[None]]:
-    return flush_subscriptions
+    return flush_commands
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from nats.aio.client import Client
 
 from exchange.daemon.natsserver import NatsServer, NatsServerConfig, run_nats_server
 from protocols import subjects
+from protocols.client import flush_commands
 from protocols.swarm import Heartbeat, PriceUpdate
 
 pytestmark = pytest.mark.anyio
@@ -62,7 +63,7 @@ async def test_oracle_process_publishes_and_stops_cleanly(
 ) -> None:
     async with nats_client(nats_server) as client:
         prices = await client.subscribe(subjects.price("*"))
-        await client.flush()
+        await flush_commands(client)
         argv = ("oracle", "--id", "oracle", "--nats", nats_server.url, "--tick-ms", "20")
         async with worker_process(*argv, "--seed", "1") as process:
             with anyio.fail_after(WAIT_S):
@@ -82,7 +83,7 @@ async def test_executor_process_heartbeats_with_its_capabilities(
 ) -> None:
     async with nats_client(nats_server) as client:
         beats = await client.subscribe(subjects.command("exec-a", "heartbeat"))
-        await client.flush()
+        await flush_commands(client)
         argv = ("executor", "--id", "exec-a", "--nats", nats_server.url, "--heartbeat-ms", "50")
         async with worker_process(*argv, "--capabilities", "execute,hedge") as process:
             with anyio.fail_after(WAIT_S):

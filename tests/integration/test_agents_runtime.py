@@ -34,6 +34,7 @@ from exchange.daemon.natsserver import (
     run_nats_server,
 )
 from protocols import subjects
+from protocols.client import flush_commands
 from protocols.client_errors import ExchangeUnavailableError, RefusedError
 from protocols.credentials import Credentials
 from protocols.queries import StatusQuery
@@ -93,7 +94,7 @@ async def test_oracle_publishes_prices_a_subscriber_receives(
     options = OracleOptions(tick_ms=20, start_prices={"BTC": Decimal(100), "ETH": Decimal(10)})
     async with nats_client(nats_server) as client:
         prices = await client.subscribe(subjects.price("*"))
-        await client.flush()
+        await flush_commands(client)
         worker = OracleWorker(options, random.Random(1))
         async with running(_config(nats_server.url, "oracle"), worker):
             updates = [msgspec.json.decode((await _next(prices)).data, type=PriceUpdate)]
@@ -172,7 +173,7 @@ class Responder:
 
     async def serve(self, client: Client, subject: str, *, task_status: TaskStatus[None]) -> None:
         subscription = await client.subscribe(subject)
-        await client.flush()
+        await flush_commands(client)
         task_status.started()
         async for msg in subscription.messages:
             self.seen.append(json.loads(msg.data))
@@ -273,7 +274,7 @@ async def test_a_stop_lets_in_flight_work_finish_and_takes_no_new_work(
             ctx.request_stop()
             # Sent after the stop: the worker has unsubscribed, so it is never handled.
             await client.publish(subjects.price("IN"), b"{}")
-            await client.flush()
+            await flush_commands(client)
             worker.release.set()
             assert (await _next(done)).subject == subjects.price("DONE")
     assert worker.handled == 1

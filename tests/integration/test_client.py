@@ -19,7 +19,7 @@ from nats.aio.client import Client
 
 from exchange.daemon.natsserver import NatsServer, NatsServerConfig, run_nats_server
 from protocols import subjects
-from protocols.client import connect, new_request_id
+from protocols.client import connect, flush_commands, new_request_id
 from protocols.client_errors import ExchangeUnavailableError, RefusedError, ReplyDecodeError
 from protocols.commands import Transfer
 from protocols.credentials import Credentials
@@ -47,7 +47,7 @@ class Responder:
 
     async def serve(self, client: Client, subject: str, *, task_status: TaskStatus[None]) -> None:
         subscription = await client.subscribe(subject)
-        await client.flush()
+        await flush_commands(client)
         task_status.started()
         async for msg in subscription.messages:
             self.seen.append(json.loads(msg.data))

@@ -30,7 +30,7 @@ from nats.js.api import DeliverPolicy
 from exchange.daemon.natsserver import find_nats_server
 from exchange.deploy import cluster
 from exchange.deploy.cluster import Node, Topology
-from protocols.client import ExchangeClient, connect, connect_options
+from protocols.client import ExchangeClient, connect, connect_options, flush_commands
 from protocols.credentials import Credentials
 
 pytestmark = pytest.mark.anyio
@@ -229,7 +229,7 @@ async def _check_a_worker_is_no_admin(out: Path, admin: ExchangeClient) -> None:
             "$JS.API.STREAM.INFO.EXCHANGE_JOURNAL",
         ):
             await nc.publish(subject, json.dumps(award).encode(), reply=f"_INBOX_exec-fast.{1}")
-            await nc.flush()
+            await flush_commands(nc)
             await violations.wait_for(subject)
         # Its own subject reaches the exchange, whose rules refuse a mint from anyone but admin.
         reply = await nc.request(
@@ -239,7 +239,7 @@ async def _check_a_worker_is_no_admin(out: Path, admin: ExchangeClient) -> None:
         assert not envelope["ok"], envelope
         # Reading the journal is no better than writing it.
         await nc.subscribe("exchange.journal.>")
-        await nc.flush()
+        await flush_commands(nc)
         await violations.wait_for("exchange.journal.>")
     finally:
         await nc.close()
@@ -313,8 +313,7 @@ async def test_the_compose_topology_runs_an_auction_and_keeps_strangers_out(
         await _check_a_worker_is_no_admin(out, admin)
 
         closed = await admin.nc.subscribe("swarm.task.*.closed")
-        await admin.nc.flush()
-        await admin.nc.flush()
+        await flush_commands(admin.nc)
 
         async def completed_auction() -> str:
             with anyio.fail_after(AUCTION_TIMEOUT_S):

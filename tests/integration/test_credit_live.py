@@ -11,6 +11,7 @@ import pytest
 from daemon_support import client_for, run_cli, running_exchange
 
 from protocols import subjects
+from protocols.client import flush_commands
 
 pytestmark = pytest.mark.anyio
 
@@ -52,7 +53,7 @@ async def test_an_agent_stakes_and_lends_and_a_default_is_a_journaled_tick(
         assert zero_term.error is not None and zero_term.error.code == "parameter_out_of_bounds"
 
         events = await claude.nc.subscribe(subjects.event("claude", "posting"))
-        await claude.nc.flush()
+        await flush_commands(claude.nc)
         offered = await claude.command_envelope(
             "claude",
             "loan.offer",

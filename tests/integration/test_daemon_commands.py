@@ -14,7 +14,7 @@ from nats.aio.msg import Msg
 
 from exchange.journal import Journal
 from protocols import subjects
-from protocols.client import new_request_id
+from protocols.client import flush_commands, new_request_id
 
 pytestmark = pytest.mark.anyio
 
@@ -95,7 +95,7 @@ async def test_a_query_sent_after_a_command_sees_it(tmp_path: Path) -> None:
 async def test_postings_are_published_to_the_agents_they_touch(tmp_path: Path) -> None:
     async with running_exchange(tmp_path / "x") as handle, client_for(handle) as admin:
         subscription = await admin.nc.subscribe(subjects.event("zero", "posting"))
-        await admin.nc.flush()
+        await flush_commands(admin.nc)
         reply = await admin.command_envelope(
             "claude", "transfer", {"to": "zero", "amount": "4", "memo": "m"}
         )
@@ -112,7 +112,7 @@ async def test_postings_are_published_to_the_agents_they_touch(tmp_path: Path) -
 async def test_a_timer_fires_through_a_journaled_tick(tmp_path: Path) -> None:
     async with running_exchange(tmp_path / "x") as handle, client_for(handle) as admin:
         subscription = await admin.nc.subscribe(subjects.event("claude", "posting"))
-        await admin.nc.flush()
+        await flush_commands(admin.nc)
         held = await admin.command_envelope(
             "claude", "llm.authorize", {"task_type": "code", "tokens": 1000, "timeout_s": 1}
         )
@@ -200,7 +200,7 @@ async def test_a_clean_stop_answers_every_command_already_received(tmp_path: Pat
             for index in range(200):
                 tg.start_soon(send, index)
             await anyio.wait_all_tasks_blocked()
-            await admin.nc.flush()
+            await flush_commands(admin.nc)
             handle.stop()
     assert replies == [True] * 200
     async with running_exchange(tmp_path / "x") as handle, client_for(handle) as admin:

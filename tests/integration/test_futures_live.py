@@ -11,6 +11,7 @@ from daemon_support import client_for, run_cli, running_exchange
 
 from exchange.journal import Journal
 from protocols import subjects
+from protocols.client import flush_commands
 
 pytestmark = pytest.mark.anyio
 
@@ -47,7 +48,7 @@ async def test_a_future_is_written_taken_resold_and_settled_at_expiry(tmp_path: 
         )
         assert listed.ok, listed
         subscription = await lambda_.nc.subscribe(subjects.event("lambda", "posting"))
-        await lambda_.nc.flush()
+        await flush_commands(lambda_.nc)
         bought = await lambda_.command_envelope(
             "lambda", "future.take", {"future_id": future_id, "price": "151"}
         )

@@ -29,7 +29,7 @@ from exchange.gateway.fake_upstream import fake_upstream_process
 from exchange.gateway.keys import issue_key, keys_path, revoke_key
 from exchange.gateway.tokens import prompt_bound
 from exchange.gateway.upstreams import parse_upstream
-from protocols.client import ExchangeClient, connect, connect_options
+from protocols.client import ExchangeClient, connect, connect_options, flush_commands
 from protocols.credentials import Credentials
 
 pytestmark = pytest.mark.anyio
@@ -215,7 +215,7 @@ async def test_a_stream_the_client_abandons_pays_for_what_it_received(setup: Set
     key = setup.key("builder")
     before = await setup.balance("builder")
     events = await setup.admin.nc.subscribe("exchange.event.builder.>")
-    await setup.admin.nc.flush()
+    await flush_commands(setup.admin.nc)
     words = "a b c d e f g h i j"
     body = {
         "model": "gpt-x",

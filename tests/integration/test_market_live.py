@@ -13,7 +13,7 @@ import nats
 import pytest
 from daemon_support import client_for, run_cli, running_exchange
 
-from protocols.client import connect_options
+from protocols.client import connect_options, flush_commands
 from protocols.credentials import Credentials
 
 pytestmark = pytest.mark.anyio
@@ -106,7 +106,7 @@ async def test_auction_example_escrow_fee_referral_signal_and_vote(tmp_path: Pat
             # A signal from a bare client, raw JSON: recorded and deposited in the pheromone map.
             signal = {"confidence": 0.8, "direction": "long", "metadata": {"scanner": "mom"}}
             await alice.publish("swarm.signal.alice.opportunity.ETH", json.dumps(signal).encode())
-            await alice.flush()
+            await flush_commands(alice)
             recent = await _cli(data, "signals", "recent")
             assert recent["signals"][0]["asset"] == "ETH"
             assert recent["signals"][0]["sender"] == "alice"
