@@ -1,13 +1,17 @@
 """Benchmark: the metering gateway against calling its upstream directly, in the same run.
 
 Run from the repository root: ``python bench/gateway.py [--duration-s 3] [--repeats 3]
-[--in-flight 1 32]``.
+[--in-flight 1 32] [--upstream-latency-ms 0 100]``.
 
 What runs, each in its own process:
 - the exchange: ``exchange up`` (secure mode, embedded nats-server, SQLite WAL with
   ``synchronous=FULL``) in a fresh data directory, with ``llama3.2`` priced as configured;
-- the upstream: ``python -m exchange.gateway.fake_upstream`` (deterministic chat completions);
-- the gateway: ``exchange gateway serve --upstream <the upstream>``, which for every request
+- the upstream: ``python -m exchange.gateway.fake_upstream`` (deterministic chat completions),
+  one per ``--upstream-latency-ms``: 0 answers at once (the gateway's CPU then competes with
+  everything else on the machine), 100 waits 100 ms before answering, as a model takes time to
+  answer without spending this machine's CPU;
+- the gateway: ``exchange gateway serve --upstream <the upstream>``, one per upstream, which for
+  every request
   authorizes the worst case on the exchange (one durable command), forwards the request, and
   settles the reported usage (a second durable command) before answering;
 - the requester: this process, ``in_flight`` keep-alive connections, each posting a
@@ -36,6 +40,7 @@ from urllib.parse import urlsplit
 
 READY_TIMEOUT_S = 60.0
 IN_FLIGHT = (1, 32)
+UPSTREAM_LATENCY_MS = (0.0, 100.0)
 MODEL = "llama3.2"
 WARMUP_S = 0.5
 
@@ -168,9 +173,13 @@ def main() -> int:
     parser.add_argument("--duration-s", type=float, default=3.0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--in-flight", type=int, nargs="+", default=list(IN_FLIGHT))
+    parser.add_argument(
+        "--upstream-latency-ms", type=float, nargs="+", default=list(UPSTREAM_LATENCY_MS)
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
     processes: list[Any] = []
+    results: dict[tuple[float, int], dict[str, list[dict[str, Any]]]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-gateway-") as temporary:
         data = Path(temporary) / "data"
         try:
@@ -183,38 +192,30 @@ def main() -> int:
                 stream="stderr",
             )
             processes.append(exchange)
-            upstream, line = _start(
-                [sys.executable, "-m", "exchange.gateway.fake_upstream", "--models", MODEL],
-                b"listening",
-            )
-            processes.append(upstream)
-            direct = f"http://127.0.0.1:{line.split()[1].decode()}/v1"
             _cli(
                 *("limits", "set", "zero", "--data", str(data)),
                 *("--hourly", "1000000", "--daily", "1000000", "--rpm", "0", "--tpm", "0"),
             )
             key = _cli("gateway", "key", "zero", "--data", str(data)).strip()
-            gateway, line = _start(
-                [
-                    *(sys.executable, "-m", "exchange.cli.main", "gateway", "serve"),
-                    *("--data", str(data), "--upstream", direct, "--port", "0"),
-                ],
-                b"gateway at",
-            )
-            processes.append(gateway)
-            via = line.split()[2].decode()
-            results: dict[int, dict[str, list[dict[str, Any]]]] = {}
-            for in_flight in args.in_flight:
-                runs: dict[str, list[dict[str, Any]]] = {"direct": [], "gateway": []}
-                for repeat in range(args.repeats):
-                    for name, url, k in (("direct", direct, None), ("gateway", via, key)):
-                        print(f"{name} in flight {in_flight}, run {repeat + 1}", file=sys.stderr)
-                        runs[name].append(asyncio.run(_window(url, k, in_flight, args.duration_s)))
-                results[in_flight] = runs
+            for latency_ms in args.upstream_latency_ms:
+                direct, via, pair = _upstream_and_gateway(data, latency_ms)
+                processes.extend(pair)
+                for in_flight in args.in_flight:
+                    runs: dict[str, list[dict[str, Any]]] = {"direct": [], "gateway": []}
+                    for repeat in range(args.repeats):
+                        for name, url, k in (("direct", direct, None), ("gateway", via, key)):
+                            print(
+                                f"upstream latency {latency_ms:g} ms, {name}, in flight "
+                                f"{in_flight}, run {repeat + 1}",
+                                file=sys.stderr,
+                            )
+                            window = _window(url, k, in_flight, args.duration_s)
+                            runs[name].append(asyncio.run(window))
+                    results[latency_ms, in_flight] = runs
+                _stop(pair)
+                processes = [p for p in processes if p not in pair]
         finally:
-            for process in reversed(processes):
-                process.terminate()
-                process.wait(timeout=30)
+            _stop(list(reversed(processes)))
     summary = _summary(results)
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -223,10 +224,42 @@ def main() -> int:
     return 0
 
 
-def _summary(results: dict[int, dict[str, list[dict[str, Any]]]]) -> list[dict[str, Any]]:
+def _upstream_and_gateway(data: Path, latency_ms: float) -> tuple[str, str, list[Any]]:
+    """A fake upstream answering after ``latency_ms``, and a gateway in front of it."""
+    upstream, line = _start(
+        [
+            *(sys.executable, "-m", "exchange.gateway.fake_upstream", "--models", MODEL),
+            *("--latency-ms", str(latency_ms)),
+        ],
+        b"listening",
+    )
+    direct = f"http://127.0.0.1:{line.split()[1].decode()}/v1"
+    try:
+        gateway, line = _start(
+            [
+                *(sys.executable, "-m", "exchange.cli.main", "gateway", "serve"),
+                *("--data", str(data), "--upstream", direct, "--port", "0"),
+            ],
+            b"gateway at",
+        )
+    except BaseException:
+        _stop([upstream])
+        raise
+    return direct, line.split()[2].decode(), [upstream, gateway]
+
+
+def _stop(processes: list[Any]) -> None:
+    for process in processes:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _summary(
+    results: dict[tuple[float, int], dict[str, list[dict[str, Any]]]],
+) -> list[dict[str, Any]]:
     rows = []
-    for in_flight, runs in results.items():
-        row: dict[str, Any] = {"in_flight": in_flight}
+    for (latency_ms, in_flight), runs in results.items():
+        row: dict[str, Any] = {"upstream_latency_ms": latency_ms, "in_flight": in_flight}
         for name, samples in runs.items():
             for field in ("requests_per_s", "p50_ms", "p99_ms"):
                 row[f"{name}_{field}"] = statistics.median(s[field] for s in samples)
@@ -240,12 +273,14 @@ def _summary(results: dict[int, dict[str, list[dict[str, Any]]]]) -> list[dict[s
 
 def _print(rows: list[dict[str, Any]]) -> None:
     print(
-        f"{'in flight':>9} | {'direct req/s':>12} {'p50 ms':>7} {'p99 ms':>7} | "
+        f"{'upstream ms':>11} {'in flight':>9} | "
+        f"{'direct req/s':>12} {'p50 ms':>7} {'p99 ms':>7} | "
         f"{'gateway req/s':>13} {'p50 ms':>7} {'p99 ms':>7} | {'added p50':>9} {'added p99':>9}"
     )
     for r in rows:
         print(
-            f"{r['in_flight']:>9} | {r['direct_requests_per_s']:>12.0f} {r['direct_p50_ms']:>7.2f} "
+            f"{r['upstream_latency_ms']:>11g} {r['in_flight']:>9} | "
+            f"{r['direct_requests_per_s']:>12.0f} {r['direct_p50_ms']:>7.2f} "
             f"{r['direct_p99_ms']:>7.2f} | {r['gateway_requests_per_s']:>13.0f} "
             f"{r['gateway_p50_ms']:>7.2f} {r['gateway_p99_ms']:>7.2f} | "
             f"{r['added_p50_ms']:>9.2f} {r['added_p99_ms']:>9.2f}"

@@ -8,13 +8,13 @@ upstream call or the client (a stream cut short settles what it delivered, under
 scope).
 """
 
-import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Final
 
+import aiohttp
 import anyio
-import httpx
+import msgspec
 import structlog
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -24,7 +24,7 @@ from starlette.routing import Route
 from exchange.gateway.keys import KeyRing
 from exchange.gateway.meter import Meter
 from exchange.gateway.tokens import RequestError, completion_bound, prompt_bound
-from exchange.gateway.upstreams import Upstreams
+from exchange.gateway.upstreams import UPSTREAM_ERRORS, Upstreams
 from protocols import results as r
 from protocols.client_errors import ExchangeUnavailableError
 from protocols.errors import ErrorCode
@@ -155,7 +155,7 @@ class Gateway:
         if agent is None:
             return self._no_key()
         try:
-            body = json.loads(await request.body())
+            body = msgspec.json.decode(await request.body())
             if not isinstance(body, dict):
                 raise RequestError("the body is a JSON object")
             model = body.get("model")
@@ -163,7 +163,7 @@ class Gateway:
                 raise RequestError("model is required")
             prompt = prompt_bound(kind, body)
             completion = completion_bound(kind, body, self.default_max_tokens)
-        except (ValueError, RequestError) as exc:
+        except (msgspec.DecodeError, RecursionError, RequestError) as exc:
             return openai_error(400, "invalid_request", f"invalid request: {exc}")
         if kind != "embedding" and "max_tokens" not in body and "max_completion_tokens" not in body:
             body["max_tokens"] = self.default_max_tokens
@@ -181,23 +181,25 @@ class Gateway:
             return refusal_response(held)
         upstream = self.upstreams.for_model(model)
         auth_id = held.authorization_id
-        client = self.upstreams.client()
-        outgoing = client.build_request(
-            "POST", upstream.url(path), json=body, headers=upstream.headers()
-        )
         try:
-            response = await client.send(outgoing, stream=stream)
+            response = await self.upstreams.session.post(
+                upstream.url(path),
+                data=msgspec.json.encode(body),
+                headers={"content-type": "application/json", **upstream.headers()},
+                proxy=upstream.proxy,
+            )
         except BaseException as exc:
             return await self._upstream_failed(exc, auth_id, "upstream call failed")
-        if response.status_code >= 400 or not stream:
+        if response.status >= 400 or not stream:
             try:
-                content = await response.aread()
+                content = await response.read()
             except BaseException as exc:
                 return await self._upstream_failed(exc, auth_id, "upstream read failed", response)
+            response.release()
             return await self._answer(response, content, auth_id, prompt, completion)
         return StreamingResponse(
             self._stream(response, auth_id, prompt, wants_usage),
-            status_code=response.status_code,
+            status_code=response.status,
             media_type="text/event-stream",
         )
 
@@ -206,38 +208,43 @@ class Gateway:
         exc: BaseException,
         auth_id: str,
         reason: str,
-        response: httpx.Response | None = None,
+        response: aiohttp.ClientResponse | None = None,
     ) -> Response:
         """Releases the hold of a request whose upstream call or read failed (shielded); an HTTP
         failure becomes a 502, anything else (a cancellation) is raised again."""
         with anyio.CancelScope(shield=True):
             if response is not None:
-                await response.aclose()
+                response.close()
             await self._release(auth_id, f"{reason}: {exc!r}")
-        if isinstance(exc, httpx.HTTPError):
+        if isinstance(exc, UPSTREAM_ERRORS):
             return openai_error(502, "upstream_unavailable", f"upstream failed: {exc!r}")
         raise exc
 
     async def _answer(
-        self, response: httpx.Response, content: bytes, auth_id: str, prompt: int, completion: int
+        self,
+        response: aiohttp.ClientResponse,
+        content: bytes,
+        auth_id: str,
+        prompt: int,
+        completion: int,
     ) -> Response:
         headers = {"content-type": response.headers.get("content-type", "application/json")}
-        if response.status_code >= 400:
-            await self._release(auth_id, f"upstream answered {response.status_code}")
-            return Response(content, status_code=response.status_code, headers=headers)
+        if response.status >= 400:
+            await self._release(auth_id, f"upstream answered {response.status}")
+            return Response(content, status_code=response.status, headers=headers)
         try:
-            usage = usage_of(json.loads(content))
-        except ValueError:
+            usage = usage_of(msgspec.json.decode(content))
+        except (msgspec.DecodeError, RecursionError):
             usage = None
         if usage is None:
             # An answer without usage is charged its worst case (documented): the exchange must
             # not take an unmeasured answer as free.
             usage = Usage(prompt, completion)
         await self._settle(auth_id, usage)
-        return Response(content, status_code=response.status_code, headers=headers)
+        return Response(content, status_code=response.status, headers=headers)
 
     async def _stream(
-        self, response: httpx.Response, auth_id: str, prompt: int, wants_usage: bool
+        self, response: aiohttp.ClientResponse, auth_id: str, prompt: int, wants_usage: bool
     ) -> AsyncIterator[bytes]:
         """Passes the upstream's events through, reading each for content and usage.
 
@@ -249,12 +256,13 @@ class Gateway:
         delivered = 0
         finished = False
         try:
-            async for line in response.aiter_lines():
+            async for raw in response.content:
+                line = raw.decode(errors="replace").rstrip("\r\n")
                 content = False
                 if line.startswith("data: ") and line != "data: [DONE]":
                     try:
-                        event = json.loads(line[6:])
-                    except ValueError:
+                        event = msgspec.json.decode(line[6:])
+                    except (msgspec.DecodeError, RecursionError):
                         event = None
                     if isinstance(event, dict):
                         if (reported := usage_of(event)) is not None:
@@ -271,7 +279,10 @@ class Gateway:
             finished = True
         finally:
             with anyio.CancelScope(shield=True):
-                await response.aclose()
+                if finished:
+                    response.release()  # the connection goes back to the pool
+                else:
+                    response.close()
                 if finished or usage is not None or delivered:
                     await self._settle(auth_id, usage or Usage(prompt, delivered))
                 else:

@@ -14,7 +14,6 @@ Exit statuses as the CLI's: 2 bad arguments, 3 no exchange reachable.
 """
 
 import argparse
-import contextlib
 import functools
 import signal
 import socket
@@ -24,8 +23,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
+import aiohttp
 import anyio
-import httpx
 import msgspec
 import uvicorn
 from anyio.abc import TaskStatus
@@ -51,10 +50,10 @@ PORT_DEFAULT = 8400
 # Upper bound of one upstream call; the hold outlives it by a margin, then expires (voided).
 UPSTREAM_TIMEOUT_S = 600.0
 HOLD_MARGIN_S = 60
-# Upstream connection pools, taken in turn, and the connections of each: up to 1,024 upstream
-# calls at once, each pool small enough that httpcore's per-request scan of it stays cheap.
-UPSTREAM_POOLS = 16
-CONNECTIONS_PER_POOL = 64
+# Upstream calls at once (connections of the pool, kept alive), all upstreams together.
+UPSTREAM_CONNECTIONS_MAX = 1024
+# The longest line of an upstream's event stream (one streamed chunk) the gateway reads.
+STREAM_LINE_BYTES_MAX = 1 << 20
 # How long a stopping gateway lets in-flight requests finish.
 SHUTDOWN_TIMEOUT_S = 10
 
@@ -240,24 +239,12 @@ async def _serve(
     keys_reload_s: float,
     task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    limits = httpx.Limits(
-        max_connections=CONNECTIONS_PER_POOL, max_keepalive_connections=CONNECTIONS_PER_POOL
-    )
-    timeout = httpx.Timeout(UPSTREAM_TIMEOUT_S, connect=10.0)
     with anyio.CancelScope(shield=True):
         async with (
             connect(credentials, name="exchange-gateway") as client,
-            contextlib.AsyncExitStack() as stack,
+            _upstream_session() as session,
         ):
-            # One TLS context for every pool (loading the CA bundle costs ~50 ms each).
-            verify = ssl.create_default_context()
-            pools = [
-                await stack.enter_async_context(
-                    httpx.AsyncClient(limits=limits, timeout=timeout, verify=verify)
-                )
-                for _ in range(UPSTREAM_POOLS)
-            ]
-            routes = Upstreams(upstreams, pools)
+            routes = Upstreams(upstreams, session)
             await routes.discover()
             meter = Meter(client, hold_timeout_s=int(UPSTREAM_TIMEOUT_S) + HOLD_MARGIN_S)
             ring = KeyRing(keys, reload_s=keys_reload_s)
@@ -278,6 +265,21 @@ async def _serve(
                 task_status.started(f"http://{host}:{port}/v1")
                 await stop.wait()
                 server.should_exit = True
+
+
+def _upstream_session() -> aiohttp.ClientSession:
+    """One pooled client for every upstream. aiohttp rather than httpx: at 32 requests in flight
+    httpx cost ~3.7 ms of CPU per call (its pool scans its connections on every request), aiohttp
+    ~0.25 ms, measured against the fake upstream on this project's 2-core machine. Each upstream
+    carries its proxy from the environment (``Upstream.proxy``), so the session does not look."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(
+            limit=UPSTREAM_CONNECTIONS_MAX, ssl=ssl.create_default_context()
+        ),
+        timeout=aiohttp.ClientTimeout(total=UPSTREAM_TIMEOUT_S, connect=10.0),
+        read_bufsize=STREAM_LINE_BYTES_MAX,
+        trust_env=False,
+    )
 
 
 def _fail(message: str, status: int) -> int:

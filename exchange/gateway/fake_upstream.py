@@ -8,6 +8,8 @@ the words of every message plus 3 per message. Streaming sends one chunk per wor
 chunk with ``usage`` when ``stream_options.include_usage`` is set. Embeddings are 8 numbers
 from a hash of each input. ``/v1/models`` lists the models it was started with. A request's
 ``metadata.chunk_delay_ms`` spaces its stream's chunks (a slow model, for cancellation tests).
+``--latency-ms`` makes every chat answer wait that long first (a model's time to answer, spent
+waiting rather than computing: the benchmark's realistic upstream).
 """
 
 import argparse
@@ -51,7 +53,7 @@ def chat_answer(body: dict[str, Any]) -> tuple[list[str], int]:
     return answer, prompt
 
 
-def make_app(models: tuple[str, ...]) -> Starlette:
+def make_app(models: tuple[str, ...], *, latency_ms: float = 0.0) -> Starlette:
     async def list_models(request: Request) -> Response:
         return JSONResponse(
             {
@@ -75,6 +77,8 @@ def make_app(models: tuple[str, ...]) -> Starlette:
                 },
                 status_code=404,
             )
+        if latency_ms:
+            await anyio.sleep(latency_ms / 1000)
         words, prompt = chat_answer(body)
         created = int(time.time())
         usage = {
@@ -222,9 +226,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS))
+    parser.add_argument(
+        "--latency-ms", type=float, default=0.0, help="wait this long before each chat answer"
+    )
     args = parser.parse_args(argv)
     sock = listening_socket(args.host, args.port)
-    app = make_app(tuple(m for m in args.models.split(",") if m))
+    models = tuple(m for m in args.models.split(",") if m)
+    app = make_app(models, latency_ms=args.latency_ms)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
     server = uvicorn.Server(config)
     print(f"listening {sock.getsockname()[1]}", flush=True)

@@ -1,19 +1,19 @@
 """The upstream models: OpenAI-compatible base URLs (a provider, vLLM, Ollama, llama.cpp's
-server), reached through pooled ``httpx.AsyncClient``s. A model goes to the first upstream whose
-``/v1/models`` lists it (asked once at start), else to the first upstream.
-
-Requests take the clients in turn. One client's pool does work quadratic in its connections on
-every request (httpcore 1.0 counts its idle connections by scanning them all, for each one), which
-at 32 in flight cost more CPU than the rest of the gateway; several smaller pools keep each scan
-short.
+server), reached through one pooled ``aiohttp.ClientSession``. A model goes to the first upstream
+whose ``/v1/models`` lists it (asked once at start), else to the first upstream.
 """
 
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass, field
 
-import httpx
+import aiohttp
 import structlog
 
 log = structlog.get_logger("exchange.gateway")
+
+# What a failed upstream call raises: aiohttp's own errors, and TimeoutError for its timeouts.
+UPSTREAM_ERRORS: tuple[type[Exception], ...] = (aiohttp.ClientError, TimeoutError)
 
 
 @dataclass(slots=True)
@@ -21,6 +21,9 @@ class Upstream:
     base_url: str  # ending in /v1
     api_key: str | None = None
     models: set[str] = field(default_factory=set)
+    # The HTTP proxy to reach it through, from the environment (HTTPS_PROXY, NO_PROXY...) read
+    # once at start: aiohttp reads it per request in a worker thread when left to do so.
+    proxy: str | None = None
 
     def url(self, path: str) -> str:
         return self.base_url.rstrip("/") + path
@@ -37,35 +40,46 @@ def parse_upstream(spec: str) -> Upstream:
         raise ValueError(f"an upstream is an http(s) base URL, got {spec!r}")
     if url.count("/") == 2:
         url += "/v1"
-    return Upstream(base_url=url, api_key=key or None)
+    return Upstream(base_url=url, api_key=key or None, proxy=env_proxy(url))
+
+
+def env_proxy(url: str) -> str | None:
+    """The proxy the environment names for ``url``, as curl and httpx would choose it."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.hostname is None or urllib.request.proxy_bypass(parts.netloc):
+        return None
+    return urllib.request.getproxies().get(parts.scheme)
 
 
 class Upstreams:
-    def __init__(self, upstreams: list[Upstream], clients: list[httpx.AsyncClient]) -> None:
+    def __init__(self, upstreams: list[Upstream], session: aiohttp.ClientSession) -> None:
         assert upstreams, "at least one upstream"
-        assert clients, "at least one client"
         self.all = upstreams
-        self.clients = clients
-        self._turn = 0
-
-    def client(self) -> httpx.AsyncClient:
-        """The next client, in turn."""
-        self._turn = (self._turn + 1) % len(self.clients)
-        return self.clients[self._turn]
+        self.session = session
 
     async def discover(self) -> None:
         """Asks each upstream which models it serves (one that does not answer serves the
         models no other lists)."""
         for upstream in self.all:
             try:
-                response = await self.client().get(
-                    upstream.url("/models"), headers=upstream.headers()
-                )
-                response.raise_for_status()
-                upstream.models = {m["id"] for m in response.json().get("data", [])}
-            except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+                async with self.session.get(
+                    upstream.url("/models"),
+                    headers=upstream.headers(),
+                    proxy=upstream.proxy,
+                    raise_for_status=True,
+                ) as response:
+                    listed = await response.json(content_type=None)
+                upstream.models = {m["id"] for m in listed.get("data", [])}
+            except (
+                aiohttp.ClientError,
+                TimeoutError,
+                ValueError,
+                KeyError,
+                TypeError,
+                AttributeError,
+            ) as exc:
                 log.warning(
-                    "gateway_upstream_models_unknown", upstream=upstream.base_url, error=str(exc)
+                    "gateway_upstream_models_unknown", upstream=upstream.base_url, error=repr(exc)
                 )
 
     def for_model(self, model: str) -> Upstream:

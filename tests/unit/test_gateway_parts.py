@@ -17,6 +17,7 @@ from exchange.gateway.app import refusal_response, usage_of
 from exchange.gateway.fake_upstream import chat_answer
 from exchange.gateway.keys import KeyRing, KeysError, issue_key, read_keys, revoke_key
 from exchange.gateway.tokens import RequestError, completion_bound, prompt_bound
+from exchange.gateway.upstreams import parse_upstream
 from protocols.results import ErrorBody
 
 
@@ -123,3 +124,19 @@ def test_the_analysts_gateway_mode_needs_a_model_and_a_key(
     options = analyst.options_from_args(_analyst_args("--gateway", "http://h/v1", "--model", "m"))
     assert (options.gateway_url, options.gateway_key) == ("http://h/v1", "from-env")
     assert analyst.options_from_args(_analyst_args()).gateway_url is None
+
+
+def test_an_upstream_takes_its_proxy_from_the_environment_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("http_proxy", "https_proxy", "no_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    assert parse_upstream("https://api.example.com").proxy is None
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1,.lan")
+    upstream = parse_upstream("https://api.example.com#sk-1")
+    assert (upstream.base_url, upstream.api_key) == ("https://api.example.com/v1", "sk-1")
+    assert upstream.proxy == "http://proxy.internal:3128"
+    assert parse_upstream("http://127.0.0.1:8000/v1").proxy is None  # NO_PROXY, and no HTTP_PROXY
+    assert parse_upstream("https://gpu.lan/v1").proxy is None
