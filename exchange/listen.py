@@ -26,3 +26,9 @@ def listening_socket(host: str, port: int, *, backlog: int = 1024) -> socket.soc
         sock.close()
         raise
     return sock
+
+
+def url_of(sock: socket.socket, path: str = "/") -> str:
+    """The http URL of a listening socket, an IPv6 address in brackets: ``http://[::1]:8400/``."""
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}{path}" if ":" in host else f"http://{host}:{port}{path}"

@@ -26,7 +26,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from exchange.dashboard.hub import Hub
-from exchange.listen import listening_socket
+from exchange.listen import listening_socket, url_of
 
 __all__ = ["STATIC_DIR", "bind", "build_app", "serve"]
 
@@ -80,11 +80,6 @@ async def _stream(hub: Hub) -> AsyncIterator[bytes]:
 def bind(host: str, port: int) -> socket.socket:
     """A listening TCP socket (``port`` 0: a free one). Raises OSError (address in use...)."""
     return listening_socket(host, port, backlog=128)
-
-
-def url_of(sock: socket.socket) -> str:
-    host, port = sock.getsockname()[:2]
-    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
 class _Server(uvicorn.Server):

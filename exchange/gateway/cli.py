@@ -37,7 +37,7 @@ from exchange.gateway.keys import KeyRing, KeysError, issue_key, keys_path, read
 from exchange.gateway.meter import Meter
 from exchange.gateway.tokens import DEFAULT_MAX_TOKENS
 from exchange.gateway.upstreams import Upstream, Upstreams, parse_upstream
-from exchange.listen import listening_socket
+from exchange.listen import listening_socket, url_of
 from exchange.locate import DATA_DIR_DEFAULT, LocateError, locate
 from exchange.render import EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
 from protocols.client import connect
@@ -257,12 +257,11 @@ async def _serve(
                 timeout_graceful_shutdown=SHUTDOWN_TIMEOUT_S,
             )
             server = uvicorn.Server(config)
-            host, port = sock.getsockname()[:2]
             async with anyio.create_task_group() as tg:
                 tg.start_soon(functools.partial(server.serve, sockets=[sock]))
                 # The socket already listens: a connection made now waits in its backlog until
                 # the server accepts it, so the gateway is reachable from here on.
-                task_status.started(f"http://{host}:{port}/v1")
+                task_status.started(url_of(sock, "/v1"))
                 await stop.wait()
                 server.should_exit = True
 
