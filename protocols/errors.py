@@ -56,6 +56,7 @@ class ErrorCode(StrEnum):
     rate_limited_rpm = "rate_limited_rpm"
     rate_limited_tpm = "rate_limited_tpm"
     model_not_allowed = "model_not_allowed"
+    gateway_required = "gateway_required"
     # Pools.
     unknown_pool = "unknown_pool"
     pool_closed = "pool_closed"

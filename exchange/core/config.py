@@ -114,6 +114,15 @@ class StakingConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
             raise ValueError("staking: expected lock_min_s <= lock_max_s")
 
 
+class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The metering gateway (docs/gateway.md). ``required``: agents may not report their own
+    inference (``llm``, ``llm.authorize`` are refused ``gateway_required``), so the only way to
+    spend on a model is through the gateway, which charges what the upstream reports. Holds
+    opened before it was set may still be settled."""
+
+    required: bool = False
+
+
 class LendingConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Loans between agents (docs/economy.md, Lending): bounds, offers, defaults, recovery."""
 
@@ -288,6 +297,7 @@ class EconomyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     staking: StakingConfig = msgspec.field(default_factory=StakingConfig)
     lending: LendingConfig = msgspec.field(default_factory=LendingConfig)
     futures: FuturesConfig = msgspec.field(default_factory=FuturesConfig)
+    gateway: GatewayConfig = msgspec.field(default_factory=GatewayConfig)
     # Settled or voided LLM authorizations kept (a settle sent again is told the authorization
     # is closed); beyond this many the oldest is forgotten, so holds do not grow with every
     # inference ever paid.

@@ -66,6 +66,13 @@ class Spending:
         agent = self.ledger.acting_agent(sender)
         if isinstance(agent, Refusal):
             return agent
+        if self.ledger.config.gateway.required:
+            return refuse(
+                ErrorCode.gateway_required,
+                "this exchange charges inference only through its metering gateway: send the "
+                "OpenAI-compatible requests to the gateway with your key (an operator issues it "
+                "with `exchange gateway key AGENT`); docs/gateway.md",
+            )
         chosen = self.ledger.model_for(agent, task_type, model)
         if isinstance(chosen, Refusal):
             return chosen

@@ -3,11 +3,12 @@ and output prices, requests and tokens per minute, the model allowlist, and who 
 
 from decimal import Decimal
 
-from core_support import Harness, restored
+from core_support import Harness, remembered_rows_of, restored
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exchange.core.config import parse_config
+from exchange.core.machine import Exchange
 from exchange.core.metering import metered_cost_micro
 from protocols import commands as c
 from protocols.errors import ErrorCode
@@ -377,3 +378,34 @@ def test_admission_never_exceeds_a_window_and_spend_equals_usage(
     for auth_id in open_ids:
         h.ok(GATEWAY, c.GatewayRelease, authorization_id=auth_id)
     assert start - h.balance("zero") == D(charged).scaleb(-6)
+
+
+def test_a_required_gateway_refuses_self_reported_inference_and_settles_older_holds() -> None:
+    """With ``[gateway] required``, an agent cannot report its own token counts: ``llm`` and
+    ``llm.authorize`` are refused (nothing changes), the gateway's holds work as before, and a
+    self-reported hold opened before the switch can still be settled."""
+    open_config = PRICED
+    required = parse_config(
+        "[models]\ngpt-x = { input = 2.5, output = 10 }\n[gateway]\nrequired = true\n"
+    )
+    assert required.gateway.required and not open_config.gateway.required
+    h = Harness(open_config)
+    start = h.balance("zero")
+    older = h.ok("zero", c.LlmAuthorize, task_type="research", tokens=1000, model="gpt-x")
+    h.ex = Exchange.restore(required, h.ex.snapshot(), remembered_rows_of(h.ex))
+    error = h.refused("zero", c.LlmRequest, "gateway_required", task_type="research", tokens=10)
+    assert "exchange gateway key" in error["message"]
+    h.refused("zero", c.LlmAuthorize, "gateway_required", task_type="research", tokens=10)
+    settled = h.ok("zero", c.LlmSettle, authorization_id=older["authorization_id"], tokens=400)
+    assert D(settled["cost"]) == 1  # 400 tokens at 2.5 per 1,000; the rest of the hold is freed
+    assert h.balance("zero") == start - 1
+    auth = authorize(h)
+    done = h.ok(
+        GATEWAY,
+        c.GatewaySettle,
+        authorization_id=auth["authorization_id"],
+        prompt_tokens=100,
+        completion_tokens=10,
+    )
+    assert D(done["cost"]) == D(metered_cost_micro(2_500_000, 10_000_000, 100, 10)).scaleb(-6)
+    h.ex.check_invariants()
