@@ -20,6 +20,7 @@ Must not: apply commands (``replicated.py`` does, through ``recovery``), or deci
 (``lease.py``).
 """
 
+import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -113,13 +114,20 @@ class StreamSettings:
     ready_timeout_s: float = 30.0
 
 
+# The settings of a stream the exchange brings up to date when it finds the stream made with
+# others (a new --replicas, a new events retention); the rest cannot change after creation.
+_UPDATABLE: Final = ("description", "subjects", "num_replicas", "max_age", "max_bytes", "no_ack")
+
+
 async def _ensure_stream(js: JetStreamContext, config: api.StreamConfig) -> None:
     assert config.name is not None
     try:
-        await js.stream_info(config.name)
-        return
+        info = await js.stream_info(config.name)
     except nats.js.errors.NotFoundError:
         pass
+    else:
+        await _update_stream(js, info.config, config)
+        return
     try:
         await js.add_stream(config)
     except nats.js.errors.BadRequestError as exc:
@@ -131,6 +139,44 @@ async def _ensure_stream(js: JetStreamContext, config: api.StreamConfig) -> None
             raise ClusterStorageError(
                 f"JetStream refused to create stream {config.name}: {exc.description}"
             ) from exc
+
+
+async def _update_stream(
+    js: JetStreamContext, found: api.StreamConfig, wanted: api.StreamConfig
+) -> None:
+    """Brings ``found`` to ``wanted`` where they differ in an updatable setting. A change the
+    server refuses (too few nodes for more replicas...) is logged and the stream kept as it is:
+    the exchange still works on it, and the operator sees why the setting did not take."""
+    changed = [
+        name
+        for name in _UPDATABLE
+        if getattr(wanted, name) is not None  # None: the server's default, whatever it is
+        and _setting(getattr(found, name)) != _setting(getattr(wanted, name))
+    ]
+    if not changed:
+        return
+    try:
+        update = dataclasses.replace(found, **{name: getattr(wanted, name) for name in changed})
+        await js.update_stream(update)
+    except nats.js.errors.APIError as exc:
+        log.warning(
+            "stream_config_kept",
+            stream=wanted.name,
+            settings=changed,
+            error=exc.description,
+            code=exc.err_code,
+        )
+    else:
+        log.info("stream_config_updated", stream=wanted.name, settings=changed)
+
+
+def _setting(value: object) -> object:
+    # The server reports durations back as floats of seconds, and lists may come back reordered.
+    if isinstance(value, float):
+        return round(value, 3)
+    if isinstance(value, list):
+        return sorted(value)
+    return value
 
 
 # JetStream answers these while a cluster is still forming (no meta leader yet, peers not yet

@@ -23,7 +23,7 @@ import pytest
 from daemon_support import DaemonProcess, run_cli
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
-from exchange.daemon.natsserver import NatsServer
+from exchange.daemon.natsserver import NatsServer, NatsServerConfig, run_nats_server
 from exchange.daemon.stream_journal import (
     ClusterNames,
     JournalFencedError,
@@ -334,3 +334,24 @@ async def test_a_batch_too_big_for_one_message_is_appended_whole_or_not_at_all(
             )
         after = await read_cluster_journal(js, names)
         assert [len(batch or ()) for _, batch in after.messages] == sizes
+
+
+async def test_a_stream_made_with_other_settings_is_brought_up_to_date(tmp_path: Path) -> None:
+    """A restart with a new events retention updates the stream made before (one JetStream
+    node, R1); a change the server refuses (3 replicas on 1 node) leaves the stream working."""
+    config = NatsServerConfig(jetstream_store_dir=str(tmp_path / "js"))
+    names = ClusterNames("upd")
+    async with (
+        run_nats_server(config, data_dir=tmp_path / "nats") as server,
+        connect(Credentials(url=server.url)) as client,
+    ):
+        js = client.nc.jetstream()
+        await ensure_storage(js, names, StreamSettings(replicas=1))
+        assert (await js.stream_info(names.events_stream)).config.max_age == 24 * 3600
+        longer = StreamSettings(replicas=1, events_max_age_s=48 * 3600.0, events_max_bytes=1 << 20)
+        await ensure_storage(js, names, longer)
+        events = (await js.stream_info(names.events_stream)).config
+        assert (events.max_age, events.max_bytes) == (48 * 3600, 1 << 20)
+        await ensure_storage(js, names, StreamSettings(replicas=3, ready_timeout_s=1.0))
+        journal = (await js.stream_info(names.journal_stream)).config
+        assert journal.num_replicas == 1
