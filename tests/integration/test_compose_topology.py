@@ -201,7 +201,7 @@ async def _kept_market_subjects(admin: ExchangeClient) -> set[str]:
         "swarm.task.>", ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
     )
     subjects: set[str] = set()
-    with anyio.fail_after(10):
+    with anyio.fail_after(30):
         async for msg in subscription.messages:
             subjects.add(msg.subject)
             if msg.metadata.num_pending == 0:
