@@ -163,6 +163,41 @@ class GatewayRelease(StrictCommand, frozen=True, kw_only=True):
     reason: Text = ""
 
 
+QuotaRequests = Annotated[int, msgspec.Meta(ge=1, le=1000)]
+QuotaTokens = Annotated[int, msgspec.Meta(ge=1, le=1_000_000_000)]
+AdmitSeconds = Annotated[int, msgspec.Meta(ge=1, le=60)]
+
+
+class GatewayQuota(StrictCommand, frozen=True, kw_only=True):
+    """Grants the metering gateway a quota of an agent's requests to one model, which it admits
+    without asking until ``admit_s`` has passed: up to ``requests`` requests using up to
+    ``tokens`` tokens (prompt bounds plus ``max_tokens``) in all, their worst-case cost held.
+    Less may be granted (what the agent's minute and money leave), never less than one request
+    of ``min_tokens``, else refused as ``gateway.authorize`` would refuse that request. The
+    quota's requests and tokens count in the agent's minute from the end of its admission period.
+    Settled once by ``gateway.quota_settle``, or voided at ``timeout_s``. Sent by ``gateway``
+    only."""
+
+    agent: AgentRef
+    model: ModelName
+    requests: QuotaRequests
+    tokens: QuotaTokens
+    min_tokens: QuotaTokens
+    admit_s: AdmitSeconds = 2
+    timeout_s: TimeoutSeconds = 300
+
+
+class GatewayQuotaSettle(StrictCommand, frozen=True, kw_only=True):
+    """Charges each request admitted against a quota its reported usage, ``[prompt_tokens,
+    completion_tokens]`` (``[0, 0]``: a request whose upstream call failed), and gives back the
+    rest: the money held, and to the agent's minute the requests and tokens not used."""
+
+    quota_id: Name
+    usage: Annotated[
+        list[tuple[InferenceTokensOrZero, InferenceTokensOrZero]], msgspec.Meta(max_length=1000)
+    ]
+
+
 class PoolCreate(StrictCommand, frozen=True, kw_only=True):
     """Opens a team pool; the sender is its creator and first member."""
 

@@ -26,6 +26,8 @@ COMMANDS: Final[dict[str, type[c.Command]]] = {
     "gateway.authorize": c.GatewayAuthorize,
     "gateway.settle": c.GatewaySettle,
     "gateway.release": c.GatewayRelease,
+    "gateway.quota": c.GatewayQuota,
+    "gateway.quota_settle": c.GatewayQuotaSettle,
     "limits.set": c.SetLimits,
     "pool.create": c.PoolCreate,
     "pool.join": c.PoolJoin,

@@ -147,6 +147,39 @@ class GatewayAuthorizationResult(Result, frozen=True, kw_only=True):
     expires_at_ns: int
 
 
+class GatewayQuotaResult(Result, frozen=True, kw_only=True):
+    """What was granted (``requests`` and ``tokens``, at most what was asked), the money
+    ``held`` for it, and the model's prices per 1,000 prompt (``input_per_1k``) and completion
+    (``output_per_1k``) tokens, with which the gateway costs each request it admits."""
+
+    quota_id: str
+    agent: str
+    model: str
+    requests: int
+    tokens: int
+    held: str
+    input_per_1k: str
+    output_per_1k: str
+    admit_until_ns: int
+    expires_at_ns: int
+
+
+class GatewayQuotaSettlementResult(Result, frozen=True, kw_only=True):
+    """``requests`` charged and their tokens; ``cost``, ``released`` and ``unpaid`` as for
+    ``gateway.settle``, summed over them."""
+
+    quota_id: str
+    agent: str
+    model: str
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost: str
+    released: str
+    unpaid: str
+    balance: str
+
+
 class GatewaySettlementResult(Result, frozen=True, kw_only=True):
     """``cost`` is what was charged; ``unpaid`` what the usage cost above the hold and the
     agent's balance (0 unless the prompt estimate was short and the agent ran dry)."""
