@@ -115,6 +115,8 @@ class Hold:
     model: str = ""
     tokens: int = 0
     spend: SpendEntry | None = None
+    # The requests a gateway quota grants (metering.py); 1 for every other hold.
+    requests: int = 1
 
 
 class AgentSnapshot(msgspec.Struct, frozen=True, kw_only=True):
@@ -134,7 +136,9 @@ class AgentSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     performance: str
 
 
-class HoldSnapshot(msgspec.Struct, frozen=True, kw_only=True):
+# omit_defaults: ``requests`` (a gateway quota's) is left out at 1, so a snapshot without quotas,
+# and its digest, is what it was before quotas (no other field has a default).
+class HoldSnapshot(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """A hold in a snapshot. ``spend`` names its window entry as (agent, index in the day)."""
 
     id: str
@@ -146,6 +150,7 @@ class HoldSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     model: str
     tokens: int
     spend: tuple[str, int] | None
+    requests: int = 1
 
 
 class LedgerState(msgspec.Struct, frozen=True, kw_only=True):
@@ -411,6 +416,7 @@ class Ledger:
                 model=h.model,
                 tokens=h.tokens,
                 spend=None if h.spend is None else spend_refs.get(id(h.spend)),
+                requests=h.requests,
             )
             for h in self.holds.values()
         ]
@@ -472,6 +478,7 @@ class Ledger:
                 h.model,
                 h.tokens,
                 spend,
+                h.requests,
             )
             self.holds[hold.id] = hold
             if hold.state == "open":

@@ -134,6 +134,8 @@ class Exchange:
             on(c.GatewayAuthorize, self.metering.authorize),
             on(c.GatewaySettle, self.metering.settle),
             on(c.GatewayRelease, self.metering.release),
+            on(c.GatewayQuota, self.metering.quota),
+            on(c.GatewayQuotaSettle, self.metering.quota_settle),
             on(c.PoolCreate, pools.create),
             on(c.PoolJoin, pools.join),
             on(c.PoolContribute, pools.contribute),

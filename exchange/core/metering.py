@@ -9,6 +9,12 @@ The minute window is deterministic from the command stamps: a request admitted a
 until ``t + 60 s`` (excluded). Its tokens count as the worst case (prompt bound + max_tokens) at
 authorization, are corrected to the upstream's usage at settle and to 0 at release; an expired
 hold keeps its worst case (the gateway never said what the upstream used).
+
+A quota (``gateway.quota``) grants the gateway several requests of one agent to one model, which
+it admits without asking until the end of the quota's admission period, and settles at once with
+each request's usage (``gateway.quota_settle``): one durable command for many requests. Its
+requests and tokens count in the minute as one entry stamped at the end of the admission period,
+so a request the gateway admits at its last moment still counts for a full minute from then.
 """
 
 from collections import deque
@@ -33,6 +39,8 @@ from protocols.units import NS_PER_S
 
 MINUTE_NS: Final = 60 * NS_PER_S
 HOLD_KIND: Final = "gateway"
+# The id prefix of a quota's hold ("gq-7"); a per-request authorization's is "gw".
+QUOTA_PREFIX: Final = "gq"
 
 
 def metered_cost_micro(
@@ -46,11 +54,25 @@ def metered_cost_micro(
     return _div_half_even(total, 1000)
 
 
+def quota_hold_micro(price_max_micro_per_1k: int, requests: int, tokens: int) -> int:
+    """What a quota of ``requests`` using ``tokens`` in all holds: every token at the higher of
+    the model's two prices, rounded up, plus 1 micro-token a request. Each request's cost is
+    rounded half-even on its own, at most 0.5 micro-token above its exact cost, so whatever the
+    split of the tokens among the requests, their costs never sum above the hold."""
+    return -(-price_max_micro_per_1k * tokens // 1000) + requests
+
+
+def is_quota(hold: Hold) -> bool:
+    return hold.id.startswith(QUOTA_PREFIX + "-")
+
+
 @dataclass(slots=True)
 class MinuteEntry:
     at_ns: int
     tokens: int
     hold_id: str
+    # A quota's entry counts its requests; a per-request authorization's is one.
+    requests: int = 1
 
 
 @dataclass(slots=True)
@@ -60,8 +82,10 @@ class Rates:
     rpm: int | None = None
     tpm: int | None = None
     models: tuple[str, ...] = ()
+    # Oldest first, by at_ns: a quota's entry, stamped ahead of the clock, is put in its place.
     entries: deque[MinuteEntry] = field(default_factory=deque)
     tokens: int = 0
+    requests: int = 0
     # The entries of open or settled requests still in the window, by hold id (for corrections).
     by_hold: dict[str, MinuteEntry] = field(default_factory=dict)
 
@@ -70,26 +94,49 @@ class Rates:
         while self.entries and self.entries[0].at_ns <= cutoff:
             entry = self.entries.popleft()
             self.tokens -= entry.tokens
+            self.requests -= entry.requests
             self.by_hold.pop(entry.hold_id, None)
         assert self.tokens >= 0
+        assert self.requests >= 0
 
-    def record(self, now_ns: int, tokens: int, hold_id: str) -> None:
-        entry = MinuteEntry(now_ns, tokens, hold_id)
-        self.entries.append(entry)
+    def record(self, at_ns: int, tokens: int, hold_id: str, requests: int = 1) -> None:
+        entry = MinuteEntry(at_ns, tokens, hold_id, requests)
+        entries = self.entries
+        if not entries or entries[-1].at_ns <= at_ns:
+            entries.append(entry)
+        else:
+            # Behind a quota's entry (stamped at the end of its admission period). Kept in time
+            # order so that advance evicts exactly the entries that left the minute: a snapshot
+            # holds only those inside, and a restored exchange must count what this one counts.
+            index = len(entries) - 1
+            while index > 0 and entries[index - 1].at_ns > at_ns:
+                index -= 1
+            entries.insert(index, entry)
         self.by_hold[hold_id] = entry
         self.tokens += tokens
+        self.requests += requests
 
-    def correct(self, hold_id: str, tokens: int) -> None:
-        """Sets a request's tokens (if it is still in the window) to what it actually used."""
+    def correct(self, hold_id: str, tokens: int, requests: int | None = None) -> None:
+        """Sets a request's (or a quota's) tokens, and a quota's requests, if its entry is still
+        in the window, to what it actually used."""
         entry = self.by_hold.get(hold_id)
         if entry is not None:
             self.tokens += tokens - entry.tokens
             entry.tokens = tokens
+            if requests is not None:
+                self.requests += requests - entry.requests
+                entry.requests = requests
 
     def wait_for_requests_s(self, now_ns: int, rpm: int) -> int:
         """Seconds until fewer than ``rpm`` requests are in the window (called when it is full)."""
-        entry = self.entries[len(self.entries) - rpm]
-        return _seconds(entry.at_ns + MINUTE_NS - now_ns)
+        used = self.requests
+        wait_ns = 0
+        for entry in self.entries:
+            if used < rpm:
+                break
+            used -= entry.requests
+            wait_ns = entry.at_ns + MINUTE_NS - now_ns
+        return _seconds(wait_ns)
 
     def wait_for_tokens_s(self, now_ns: int, tpm: int, tokens: int) -> int:
         """Seconds until ``tokens`` more fit under ``tpm`` (called with tokens <= tpm)."""
@@ -112,12 +159,35 @@ def _seconds(wait_ns: int) -> int:
     return max(1, -(-wait_ns // NS_PER_S))
 
 
-class MeteringState(msgspec.Struct, frozen=True, kw_only=True):
+class MeteringState(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """Each agent with gateway limits or requests in the last minute: (rpm, tpm, models) and its
-    minute's entries (at_ns, tokens, hold id), oldest first. Empty until the gateway is used."""
+    minute's entries (at_ns, tokens, hold id), oldest first, and the requests of each entry that
+    counts other than one (a quota's), by hold id. Empty until the gateway is used.
+
+    omit_defaults: the request counts are left out when there are none, so the state (and the
+    digest) of an exchange that never used a quota is what it was before quotas existed."""
 
     gateway_rates: dict[str, tuple[int | None, int | None, list[str]]]
     gateway_minute: dict[str, list[tuple[int, int, str]]]
+    gateway_minute_requests: dict[str, int] = {}
+
+
+def _check_quota_bounds(cmd: c.GatewayQuota) -> Refusal | None:
+    if cmd.min_tokens > cmd.tokens:
+        return refuse(
+            ErrorCode.parameter_out_of_bounds,
+            f"min_tokens ({cmd.min_tokens}) must be <= tokens ({cmd.tokens}): the least "
+            "worth granting is part of what is asked",
+            path="$.min_tokens",
+        )
+    if cmd.timeout_s < cmd.admit_s:
+        return refuse(
+            ErrorCode.parameter_out_of_bounds,
+            f"timeout_s ({cmd.timeout_s}) must be >= admit_s ({cmd.admit_s}): a quota is "
+            "settled after its last request is admitted",
+            path="$.timeout_s",
+        )
+    return None
 
 
 class Metering:
@@ -128,10 +198,14 @@ class Metering:
 
     # ------------------------------------------------------------------------------ prices
 
-    def cost_micro(self, model: str, prompt_tokens: int, completion_tokens: int) -> int:
+    def prices_micro(self, model: str) -> tuple[int, int]:
+        """The model's (input, output) prices in micro-tokens per 1,000 tokens."""
         ledger = self.ledger
         price_in = int(ledger.prices_micro[model])
-        price_out = ledger.output_prices_micro.get(model, price_in)
+        return price_in, ledger.output_prices_micro.get(model, price_in)
+
+    def cost_micro(self, model: str, prompt_tokens: int, completion_tokens: int) -> int:
+        price_in, price_out = self.prices_micro(model)
         return metered_cost_micro(price_in, price_out, prompt_tokens, completion_tokens)
 
     # ------------------------------------------------------------------------------ commands
@@ -159,14 +233,12 @@ class Metering:
         rates = self.rates.get(agent.id)
         worst_tokens = cmd.prompt_tokens + cmd.max_tokens
         if rates is not None:
-            if rates.models and model not in rates.models:
-                return refuse(
-                    ErrorCode.model_not_allowed,
-                    f"{agent.id} may call {', '.join(rates.models)}, not {model}; ask the "
-                    "operator to allow it (exchange limits set --models)",
-                )
+            if (denied := self._check_model(agent, rates, model)) is not None:
+                return denied
             rates.advance(now_ns)
-            denied = self._check_rates(agent, rates, worst_tokens, now_ns)
+            denied = self._check_requests(agent, rates, now_ns)
+            if denied is None:
+                denied = self._check_tokens(agent, rates, worst_tokens, now_ns)
             if denied is not None:
                 return denied
         cost = self.cost_micro(model, cmd.prompt_tokens, cmd.max_tokens)
@@ -195,20 +267,34 @@ class Metering:
             expires_at_ns=expires_at_ns,
         )
 
-    def _check_rates(
-        self, agent: Agent, rates: Rates, worst_tokens: int, now_ns: int
-    ) -> Refusal | None:
-        if rates.rpm is not None and len(rates.entries) + 1 > rates.rpm:
+    def _check_model(self, agent: Agent, rates: Rates, model: str) -> Refusal | None:
+        if not rates.models or model in rates.models:
+            return None
+        return refuse(
+            ErrorCode.model_not_allowed,
+            f"{agent.id} may call {', '.join(rates.models)}, not {model}; ask the "
+            "operator to allow it (exchange limits set --models)",
+        )
+
+    def _check_requests(self, agent: Agent, rates: Rates, now_ns: int) -> Refusal | None:
+        """One more request under the agent's rpm (``rates`` advanced to now)."""
+        if rates.rpm is not None and rates.requests + 1 > rates.rpm:
             wait = rates.wait_for_requests_s(now_ns, rates.rpm)
             return refuse(
                 ErrorCode.rate_limited_rpm,
-                f"{agent.id} made {len(rates.entries)} of {rates.rpm} requests in the last "
+                f"{agent.id} made {rates.requests} of {rates.rpm} requests in the last "
                 f"minute; retry in {wait} s",
                 limit=str(rates.rpm),
-                used=str(len(rates.entries)),
+                used=str(rates.requests),
                 requested="1",
                 retry_after_s=wait,
             )
+        return None
+
+    def _check_tokens(
+        self, agent: Agent, rates: Rates, worst_tokens: int, now_ns: int
+    ) -> Refusal | None:
+        """A request of ``worst_tokens`` under the agent's tpm (``rates`` advanced to now)."""
         if rates.tpm is not None and rates.tokens + worst_tokens > rates.tpm:
             fits = worst_tokens <= rates.tpm
             tokens_wait = rates.wait_for_tokens_s(now_ns, rates.tpm, worst_tokens) if fits else None
@@ -228,16 +314,28 @@ class Metering:
             )
         return None
 
-    def _open_hold(self, sender: str, authorization_id: str, verb: str) -> Hold | Refusal:
+    def _open_hold(
+        self, sender: str, authorization_id: str, verb: str, *, quota: bool = False
+    ) -> Hold | Refusal:
+        """The open gateway hold ``verb`` closes: a quota's for quota_settle, else a request's."""
         if (denied := self._require_gateway(sender, verb)) is not None:
             return denied
         hold = self.ledger.holds.get(authorization_id)
+        opener = "gateway.quota" if quota else "gateway.authorize"
         if hold is None or hold.kind != HOLD_KIND:
             return refuse(
                 ErrorCode.unknown_authorization,
-                f"no gateway authorization {authorization_id!r}; use the id gateway.authorize "
-                "returned "
+                f"no gateway authorization {authorization_id!r}; use the id {opener} returned "
                 + kept_note(self.ledger.config.closed_authorizations_kept, "closed ones"),
+            )
+        if is_quota(hold) != quota:
+            return refuse(
+                ErrorCode.unknown_authorization,
+                f"{hold.id} is a quota: settle it with gateway.quota_settle (an empty usage "
+                "releases it whole)"
+                if is_quota(hold)
+                else f"{hold.id} is one request's authorization, not a quota: close it with "
+                "gateway.settle or gateway.release",
             )
         if hold.state != "open":
             return refuse(
@@ -254,23 +352,7 @@ class Metering:
         agent = ledger.agents[hold.account]
         cost = self.cost_micro(hold.model, cmd.prompt_tokens, cmd.completion_tokens)
         held = hold.amount_micro
-        # The upstream has answered: its usage is owed. Above the hold (a prompt bound that fell
-        # short) the agent pays the rest from its balance as far as it goes; never below zero.
-        extra = max(0, cost - held)
-        paid_extra = min(extra, max(0, ledger.book.balance(agent.id)))
-        sink = acc.llm_account(hold.model)
-        ledger.post_hold(hold, sink, min(cost, held), "llm")
-        if paid_extra:
-            ledger.book.post(agent.id, sink, paid_extra, "llm", f"{hold.id} above hold")
-        assert hold.spend is not None
-        agent.windows.advance(ledger.book.now_ns)
-        if extra:
-            if paid_extra:
-                agent.windows.record(ledger.book.now_ns, paid_extra)
-        else:
-            agent.windows.adjust(hold.spend, cost)
-        charged = min(cost, held) + paid_extra
-        agent.spent_micro += charged
+        charged, unpaid = self._charge(agent, hold, cost)
         if (rates := self.rates.get(agent.id)) is not None:
             rates.correct(hold.id, cmd.prompt_tokens + cmd.completion_tokens)
         return r.GatewaySettlementResult(
@@ -281,9 +363,33 @@ class Metering:
             completion_tokens=cmd.completion_tokens,
             cost=format_micro(charged),
             released=format_micro(max(0, held - cost)),
-            unpaid=format_micro(extra - paid_extra),
+            unpaid=format_micro(unpaid),
             balance=format_micro(ledger.book.balances[agent.id]),
         )
+
+    def _charge(self, agent: Agent, hold: Hold, cost_micro: int) -> tuple[int, int]:
+        """Closes ``hold`` charging ``cost_micro`` for usage the upstream reported, and moves the
+        agent's money windows and spend with it. Returns (charged, unpaid)."""
+        ledger = self.ledger
+        held = hold.amount_micro
+        # The upstream has answered: its usage is owed. Above the hold (a prompt bound that fell
+        # short) the agent pays the rest from its balance as far as it goes; never below zero.
+        extra = max(0, cost_micro - held)
+        paid_extra = min(extra, max(0, ledger.book.balance(agent.id)))
+        sink = acc.llm_account(hold.model)
+        ledger.post_hold(hold, sink, min(cost_micro, held), "llm")
+        if paid_extra:
+            ledger.book.post(agent.id, sink, paid_extra, "llm", f"{hold.id} above hold")
+        assert hold.spend is not None
+        agent.windows.advance(ledger.book.now_ns)
+        if extra:
+            if paid_extra:
+                agent.windows.record(ledger.book.now_ns, paid_extra)
+        else:
+            agent.windows.adjust(hold.spend, cost_micro)
+        charged = min(cost_micro, held) + paid_extra
+        agent.spent_micro += charged
+        return charged, extra - paid_extra
 
     def release(self, sender: str, cmd: c.GatewayRelease) -> msgspec.Struct | Refusal:
         hold = self._open_hold(sender, cmd.authorization_id, "gateway.release")
@@ -299,6 +405,137 @@ class Metering:
             agent=hold.account,
             released=format_micro(held),
             balance=format_micro(ledger.book.balances[hold.account]),
+        )
+
+    # ------------------------------------------------------------------------------ quotas
+
+    def quota(self, sender: str, cmd: c.GatewayQuota) -> msgspec.Struct | Refusal:
+        """gateway.quota: as many of the requests and tokens asked as the agent's minute and
+        money leave, held at their worst case; at least one request of ``min_tokens``."""
+        if (denied := self._require_gateway(sender, "gateway.quota")) is not None:
+            return denied
+        ledger = self.ledger
+        agent = ledger.acting_agent(cmd.agent)
+        if isinstance(agent, Refusal):
+            return agent
+        model = ledger.known_model(cmd.model)
+        if isinstance(model, Refusal):
+            return model
+        if (denied := _check_quota_bounds(cmd)) is not None:
+            return denied
+        now_ns = ledger.book.now_ns
+        rates = self.rates.get(agent.id)
+        grant = self._minute_grant(agent, model, rates, cmd, now_ns)
+        if isinstance(grant, Refusal):
+            return grant
+        money = self._money_grant(agent, model, *grant, cmd.min_tokens)
+        if isinstance(money, Refusal):
+            return money
+        requests, tokens, held = money
+        admit_until_ns = now_ns + cmd.admit_s * NS_PER_S
+        expires_at_ns = now_ns + cmd.timeout_s * NS_PER_S
+        hold = ledger.hold(
+            agent.id, held, HOLD_KIND, expires_at_ns=expires_at_ns, prefix=QUOTA_PREFIX
+        )
+        hold.model, hold.tokens, hold.requests = model, tokens, requests
+        hold.spend = agent.windows.record(now_ns, held)
+        if rates is None:
+            rates = self.rates[agent.id] = Rates()
+        # Stamped at the end of the admission period: the gateway may admit a request then.
+        rates.record(admit_until_ns, tokens, hold.id, requests)
+        price_in, price_out = self.prices_micro(model)
+        return r.GatewayQuotaResult(
+            quota_id=hold.id,
+            agent=agent.id,
+            model=model,
+            requests=requests,
+            tokens=tokens,
+            held=format_micro(held),
+            input_per_1k=format_micro(price_in),
+            output_per_1k=format_micro(price_out),
+            admit_until_ns=admit_until_ns,
+            expires_at_ns=expires_at_ns,
+        )
+
+    def _minute_grant(
+        self, agent: Agent, model: str, rates: Rates | None, cmd: c.GatewayQuota, now_ns: int
+    ) -> tuple[int, int] | Refusal:
+        """The (requests, tokens) the agent's allowlist and minute leave of those asked; refused
+        as gateway.authorize would refuse one request of ``min_tokens`` if not even that fits."""
+        if rates is None:
+            return cmd.requests, cmd.tokens
+        if (denied := self._check_model(agent, rates, model)) is not None:
+            return denied
+        rates.advance(now_ns)
+        if (denied := self._check_requests(agent, rates, now_ns)) is not None:
+            return denied
+        if (denied := self._check_tokens(agent, rates, cmd.min_tokens, now_ns)) is not None:
+            return denied
+        requests, tokens = cmd.requests, cmd.tokens
+        if rates.rpm is not None:
+            requests = min(requests, rates.rpm - rates.requests)
+        if rates.tpm is not None:
+            tokens = min(tokens, rates.tpm - rates.tokens)
+        return requests, tokens
+
+    def _money_grant(
+        self, agent: Agent, model: str, requests: int, tokens: int, min_tokens: int
+    ) -> tuple[int, int, int] | Refusal:
+        """(requests, tokens, held): the grant if the agent's money limits allow its hold, else
+        one request of ``min_tokens`` if they allow that, else the money limit's refusal."""
+        ledger = self.ledger
+        price_max = max(self.prices_micro(model))
+        if price_max == 0:
+            return refuse(ErrorCode.amount_must_be_positive, f"{model} is free: nothing to hold")
+        now_ns = ledger.book.now_ns
+        agent.windows.advance(now_ns)
+        balance = ledger.book.balance(agent.id)
+        held = quota_hold_micro(price_max, requests, tokens)
+        breach = check_spend(agent.limits, agent.windows, balance, held, now_ns)
+        if breach is None:
+            return requests, tokens, held
+        held = quota_hold_micro(price_max, 1, min_tokens)
+        breach = check_spend(agent.limits, agent.windows, balance, held, now_ns)
+        if breach is None:
+            return 1, min_tokens, held
+        return ledger.limit_refusal(agent, breach)
+
+    def quota_settle(self, sender: str, cmd: c.GatewayQuotaSettle) -> msgspec.Struct | Refusal:
+        """gateway.quota_settle: each request charged its own usage's cost (rounded on its own,
+        as gateway.settle would charge it), the rest of the hold and of the minute given back."""
+        hold = self._open_hold(sender, cmd.quota_id, "gateway.quota_settle", quota=True)
+        if isinstance(hold, Refusal):
+            return hold
+        if len(cmd.usage) > hold.requests:
+            return refuse(
+                ErrorCode.parameter_out_of_bounds,
+                f"usage lists {len(cmd.usage)} requests but {hold.id} granted {hold.requests}",
+                path="$.usage",
+                limit=str(hold.requests),
+                requested=str(len(cmd.usage)),
+            )
+        ledger = self.ledger
+        agent = ledger.agents[hold.account]
+        cost = sum(
+            self.cost_micro(hold.model, used_in, used_out) for used_in, used_out in cmd.usage
+        )
+        held = hold.amount_micro
+        charged, unpaid = self._charge(agent, hold, cost)
+        prompt_tokens = sum(used_in for used_in, _ in cmd.usage)
+        completion_tokens = sum(used_out for _, used_out in cmd.usage)
+        if (rates := self.rates.get(agent.id)) is not None:
+            rates.correct(hold.id, prompt_tokens + completion_tokens, len(cmd.usage))
+        return r.GatewayQuotaSettlementResult(
+            quota_id=hold.id,
+            agent=agent.id,
+            model=hold.model,
+            requests=len(cmd.usage),
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            cost=format_micro(charged),
+            released=format_micro(max(0, held - cost)),
+            unpaid=format_micro(unpaid),
+            balance=format_micro(ledger.book.balances[agent.id]),
         )
 
     # ------------------------------------------------------------------------------ limits
@@ -338,7 +575,7 @@ class Metering:
             rpm=rates.rpm,
             tpm=rates.tpm,
             models=list(rates.models),
-            requests_used=len(rates.entries),
+            requests_used=rates.requests,
             tokens_used=rates.tokens,
         )
 
@@ -350,14 +587,18 @@ class Metering:
         refused request does, on its way to the refusal) never changes the digest."""
         limits: dict[str, tuple[int | None, int | None, list[str]]] = {}
         minute: dict[str, list[tuple[int, int, str]]] = {}
+        requests: dict[str, int] = {}
         cutoff = self.ledger.book.now_ns - MINUTE_NS
         for agent_id, rates in sorted(self.rates.items()):
             if rates.limited:
                 limits[agent_id] = (rates.rpm, rates.tpm, list(rates.models))
-            inside = [(e.at_ns, e.tokens, e.hold_id) for e in rates.entries if e.at_ns > cutoff]
+            inside = [e for e in rates.entries if e.at_ns > cutoff]
             if inside:
-                minute[agent_id] = inside
-        return MeteringState(gateway_rates=limits, gateway_minute=minute)
+                minute[agent_id] = [(e.at_ns, e.tokens, e.hold_id) for e in inside]
+                requests.update((e.hold_id, e.requests) for e in inside if e.requests != 1)
+        return MeteringState(
+            gateway_rates=limits, gateway_minute=minute, gateway_minute_requests=requests
+        )
 
     def restore(self, state: MeteringState) -> None:
         self.rates.clear()
@@ -366,4 +607,5 @@ class Metering:
         for agent_id, entries in state.gateway_minute.items():
             rates = self.rates.setdefault(agent_id, Rates())
             for at_ns, tokens, hold_id in entries:
-                rates.record(at_ns, tokens, hold_id)
+                requests = state.gateway_minute_requests.get(hold_id, 1)
+                rates.record(at_ns, tokens, hold_id, requests)
