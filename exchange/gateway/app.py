@@ -1,11 +1,11 @@
 """The gateway's HTTP API: the OpenAI-compatible routes agents already call, each metered.
 
 A thin shell: a request's agent comes from its API key (``keys``), its worst case from its body
-(``tokens``), admission from the exchange (``meter``: a hold, or a refusal made an OpenAI-style
-error), the answer from an upstream (``upstreams``), and the charge from the upstream's reported
-usage. Every admitted request ends in exactly one settle or release, whatever happens to the
-upstream call or the client (a stream cut short settles what it delivered, under a shielded
-scope).
+(``tokens``), admission from a quota the exchange granted (``quotas``: a ticket, or the
+exchange's refusal made an OpenAI-style error), the answer from an upstream (``upstreams``), and
+the charge from the upstream's reported usage. Every admitted request's ticket is finished
+exactly once with what is to be charged, whatever happens to the upstream call or the client (a
+stream cut short is charged what it delivered); its quota's settlement then charges it.
 """
 
 from collections.abc import AsyncIterator
@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import aiohttp
-import anyio
 import msgspec
 import structlog
 from starlette.applications import Starlette
@@ -22,7 +21,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from exchange.gateway.keys import KeyRing
-from exchange.gateway.meter import Meter
+from exchange.gateway.quotas import Admission, Ticket
 from exchange.gateway.tokens import RequestError, completion_bound, prompt_bound
 from exchange.gateway.upstreams import UPSTREAM_ERRORS, Upstreams
 from protocols import results as r
@@ -95,10 +94,10 @@ class Gateway:
     """The routes, over a key ring, a meter and the upstreams."""
 
     def __init__(
-        self, keys: KeyRing, meter: Meter, upstreams: Upstreams, *, default_max_tokens: int
+        self, keys: KeyRing, admission: Admission, upstreams: Upstreams, *, default_max_tokens: int
     ) -> None:
         self.keys = keys
-        self.meter = meter
+        self.admission = admission
         self.upstreams = upstreams
         self.default_max_tokens = default_max_tokens
 
@@ -174,13 +173,12 @@ class Gateway:
             wants_usage = bool(options.get("include_usage"))
             body["stream_options"] = {**options, "include_usage": True}
         try:
-            held = await self.meter.authorize(agent, model, prompt, completion)
+            ticket = await self.admission.admit(agent, model, prompt, completion)
         except ExchangeUnavailableError as exc:
             return openai_error(503, "exchange_unavailable", f"the exchange did not answer: {exc}")
-        if isinstance(held, r.ErrorBody):
-            return refusal_response(held)
+        if isinstance(ticket, r.ErrorBody):
+            return refusal_response(ticket)
         upstream = self.upstreams.for_model(model)
-        auth_id = held.authorization_id
         try:
             response = await self.upstreams.session.post(
                 upstream.url(path),
@@ -189,114 +187,128 @@ class Gateway:
                 proxy=upstream.proxy,
             )
         except BaseException as exc:
-            return await self._upstream_failed(exc, auth_id, "upstream call failed")
+            return _upstream_failed(exc, ticket, "upstream call failed")
         if response.status >= 400 or not stream:
             try:
                 content = await response.read()
             except BaseException as exc:
-                return await self._upstream_failed(exc, auth_id, "upstream read failed", response)
+                return _upstream_failed(exc, ticket, "upstream read failed", response)
             response.release()
-            return await self._answer(response, content, auth_id, prompt, completion)
-        return StreamingResponse(
-            self._stream(response, auth_id, prompt, wants_usage),
-            status_code=response.status,
+            return _answer(response, content, ticket, prompt, completion)
+        return _MeteredStream(_StreamCharge(response, ticket, prompt), wants_usage)
+
+
+def _upstream_failed(
+    exc: BaseException,
+    ticket: Ticket,
+    reason: str,
+    response: aiohttp.ClientResponse | None = None,
+) -> Response:
+    """A request whose upstream call or read failed is charged nothing (it still counts as a
+    request); an HTTP failure becomes a 502, anything else (a cancellation) is raised again."""
+    if response is not None:
+        response.close()
+    ticket.finish(0, 0)
+    log.info("gateway_upstream_failed", reason=reason, error=repr(exc))
+    if isinstance(exc, UPSTREAM_ERRORS):
+        return openai_error(502, "upstream_unavailable", f"upstream failed: {exc!r}")
+    raise exc
+
+
+def _answer(
+    response: aiohttp.ClientResponse,
+    content: bytes,
+    ticket: Ticket,
+    prompt: int,
+    completion: int,
+) -> Response:
+    headers = {"content-type": response.headers.get("content-type", "application/json")}
+    if response.status >= 400:
+        ticket.finish(0, 0)
+        return Response(content, status_code=response.status, headers=headers)
+    try:
+        usage = usage_of(msgspec.json.decode(content))
+    except (msgspec.DecodeError, RecursionError):
+        usage = None
+    if usage is None:
+        # An answer without usage is charged its worst case (documented): the exchange must
+        # not take an unmeasured answer as free.
+        usage = Usage(prompt, completion)
+    ticket.finish(usage.prompt_tokens, usage.completion_tokens)
+    return Response(content, status_code=response.status, headers=headers)
+
+
+@dataclass(slots=True)
+class _StreamCharge:
+    """What a streamed answer has delivered, and its charge once it ends, however it ends.
+
+    Charged the reported usage if the upstream sent one, else the prompt bound and one token per
+    content chunk handed to the client, so that dropping the connection before the usage chunk
+    does not make an answer free; nothing if no content was delivered."""
+
+    response: aiohttp.ClientResponse
+    ticket: Ticket
+    prompt: int
+    usage: Usage | None = None
+    delivered: int = 0
+    complete: bool = False
+
+    def end(self) -> None:
+        """Idempotent: the generator's ``finally`` and the response's both call it, since a
+        stream the client left before it began never runs its generator at all."""
+        if self.ticket.finished:
+            return
+        if self.complete:
+            self.response.release()  # read to the end: the connection goes back to the pool
+        else:
+            self.response.close()
+        if self.complete or self.usage is not None or self.delivered:
+            usage = self.usage or Usage(self.prompt, self.delivered)
+            self.ticket.finish(usage.prompt_tokens, usage.completion_tokens)
+        else:
+            self.ticket.finish(0, 0)
+
+
+class _MeteredStream(StreamingResponse):
+    """The upstream's event stream passed through, read for content and usage on the way."""
+
+    def __init__(self, charge: _StreamCharge, wants_usage: bool) -> None:
+        super().__init__(
+            _events(charge, wants_usage),
+            status_code=charge.response.status,
             media_type="text/event-stream",
         )
+        self.charge = charge
 
-    async def _upstream_failed(
-        self,
-        exc: BaseException,
-        auth_id: str,
-        reason: str,
-        response: aiohttp.ClientResponse | None = None,
-    ) -> Response:
-        """Releases the hold of a request whose upstream call or read failed (shielded); an HTTP
-        failure becomes a 502, anything else (a cancellation) is raised again."""
-        with anyio.CancelScope(shield=True):
-            if response is not None:
-                response.close()
-            await self._release(auth_id, f"{reason}: {exc!r}")
-        if isinstance(exc, UPSTREAM_ERRORS):
-            return openai_error(502, "upstream_unavailable", f"upstream failed: {exc!r}")
-        raise exc
-
-    async def _answer(
-        self,
-        response: aiohttp.ClientResponse,
-        content: bytes,
-        auth_id: str,
-        prompt: int,
-        completion: int,
-    ) -> Response:
-        headers = {"content-type": response.headers.get("content-type", "application/json")}
-        if response.status >= 400:
-            await self._release(auth_id, f"upstream answered {response.status}")
-            return Response(content, status_code=response.status, headers=headers)
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         try:
-            usage = usage_of(msgspec.json.decode(content))
-        except (msgspec.DecodeError, RecursionError):
-            usage = None
-        if usage is None:
-            # An answer without usage is charged its worst case (documented): the exchange must
-            # not take an unmeasured answer as free.
-            usage = Usage(prompt, completion)
-        await self._settle(auth_id, usage)
-        return Response(content, status_code=response.status, headers=headers)
-
-    async def _stream(
-        self, response: aiohttp.ClientResponse, auth_id: str, prompt: int, wants_usage: bool
-    ) -> AsyncIterator[bytes]:
-        """Passes the upstream's events through, reading each for content and usage.
-
-        At the stream's end: settles by the reported usage, else by the prompt bound and one
-        token per content chunk. Cut short (the client went away, the upstream failed): settles
-        the chunks already handed to the client the same way, so that dropping the connection
-        before the usage chunk does not make an answer free; releases if none was."""
-        usage: Usage | None = None
-        delivered = 0
-        finished = False
-        try:
-            async for raw in response.content:
-                line = raw.decode(errors="replace").rstrip("\r\n")
-                content = False
-                if line.startswith("data: ") and line != "data: [DONE]":
-                    try:
-                        event = msgspec.json.decode(line[6:])
-                    except (msgspec.DecodeError, RecursionError):
-                        event = None
-                    if isinstance(event, dict):
-                        if (reported := usage_of(event)) is not None:
-                            usage = reported
-                            if not wants_usage and not event.get("choices"):
-                                continue  # the usage chunk the client did not ask for
-                        content = any(
-                            (choice.get("delta") or {}).get("content") or choice.get("text")
-                            for choice in event.get("choices") or ()
-                            if isinstance(choice, dict)
-                        )
-                yield (line + "\n").encode()
-                delivered += content
-            finished = True
+            await super().__call__(scope, receive, send)
         finally:
-            with anyio.CancelScope(shield=True):
-                if finished:
-                    response.release()  # the connection goes back to the pool
-                else:
-                    response.close()
-                if finished or usage is not None or delivered:
-                    await self._settle(auth_id, usage or Usage(prompt, delivered))
-                else:
-                    await self._release(auth_id, "stream cancelled or failed before any content")
+            self.charge.end()
 
-    async def _settle(self, auth_id: str, usage: Usage) -> None:
-        try:
-            await self.meter.settle(auth_id, usage.prompt_tokens, usage.completion_tokens)
-        except ExchangeUnavailableError as exc:
-            # The hold stays open and expires (voided): logged so the operator can see it.
-            log.error("gateway_settle_failed", authorization_id=auth_id, error=str(exc))
 
-    async def _release(self, auth_id: str, reason: str) -> None:
-        try:
-            await self.meter.release(auth_id, reason)
-        except ExchangeUnavailableError as exc:
-            log.error("gateway_release_failed", authorization_id=auth_id, error=str(exc))
+async def _events(charge: _StreamCharge, wants_usage: bool) -> AsyncIterator[bytes]:
+    try:
+        async for raw in charge.response.content:
+            line = raw.decode(errors="replace").rstrip("\r\n")
+            content = False
+            if line.startswith("data: ") and line != "data: [DONE]":
+                try:
+                    event = msgspec.json.decode(line[6:])
+                except (msgspec.DecodeError, RecursionError):
+                    event = None
+                if isinstance(event, dict):
+                    if (reported := usage_of(event)) is not None:
+                        charge.usage = reported
+                        if not wants_usage and not event.get("choices"):
+                            continue  # the usage chunk the client did not ask for
+                    content = any(
+                        (choice.get("delta") or {}).get("content") or choice.get("text")
+                        for choice in event.get("choices") or ()
+                        if isinstance(choice, dict)
+                    )
+            yield (line + "\n").encode()
+            charge.delivered += content
+        charge.complete = True
+    finally:
+        charge.end()

@@ -35,6 +35,7 @@ from exchange.daemon.settings import DataPaths
 from exchange.gateway.app import Gateway
 from exchange.gateway.keys import KeyRing, KeysError, issue_key, keys_path, read_keys, revoke_key
 from exchange.gateway.meter import Meter
+from exchange.gateway.quotas import Admission
 from exchange.gateway.tokens import DEFAULT_MAX_TOKENS
 from exchange.gateway.upstreams import Upstream, Upstreams, parse_upstream
 from exchange.listen import listening_socket, url_of
@@ -247,8 +248,9 @@ async def _serve(
             routes = Upstreams(upstreams, session)
             await routes.discover()
             meter = Meter(client, hold_timeout_s=int(UPSTREAM_TIMEOUT_S) + HOLD_MARGIN_S)
+            admission = Admission(meter)
             ring = KeyRing(keys, reload_s=keys_reload_s)
-            gateway = Gateway(ring, meter, routes, default_max_tokens=default_max_tokens)
+            gateway = Gateway(ring, admission, routes, default_max_tokens=default_max_tokens)
             config = uvicorn.Config(
                 gateway.app(),
                 log_level="warning",
@@ -257,13 +259,18 @@ async def _serve(
                 timeout_graceful_shutdown=SHUTDOWN_TIMEOUT_S,
             )
             server = uvicorn.Server(config)
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(functools.partial(server.serve, sockets=[sock]))
-                # The socket already listens: a connection made now waits in its backlog until
-                # the server accepts it, so the gateway is reachable from here on.
-                task_status.started(url_of(sock, "/v1"))
-                await stop.wait()
-                server.should_exit = True
+            async with anyio.create_task_group() as settling:
+                settling.start_soon(admission.run)
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(functools.partial(server.serve, sockets=[sock]))
+                    # The socket already listens: a connection made now waits in its backlog
+                    # until the server accepts it, so the gateway is reachable from here on.
+                    task_status.started(url_of(sock, "/v1"))
+                    await stop.wait()
+                    server.should_exit = True
+                # The server has finished its requests (or given up on them): no ticket is open.
+                settling.cancel_scope.cancel()
+            await admission.drain(SHUTDOWN_TIMEOUT_S)
 
 
 def _upstream_session() -> aiohttp.ClientSession:

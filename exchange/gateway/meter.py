@@ -1,5 +1,5 @@
-"""The exchange side of the gateway: one NATS request per authorize, settle or release, sent as
-the ``gateway`` identity. A refusal is returned as its error body (the app makes it an HTTP
+"""The exchange side of the gateway: one NATS request per quota asked for or settled, sent as the
+``gateway`` identity. A refused quota is returned as its error body (the app makes it an HTTP
 error); an exchange that cannot be reached raises ``ExchangeUnavailableError``.
 """
 
@@ -9,7 +9,7 @@ import structlog
 
 from protocols import commands as c
 from protocols import results as r
-from protocols.client import ExchangeClient
+from protocols.client import ExchangeClient, new_request_id
 from protocols.client_errors import RefusedError
 from protocols.ids import GATEWAY
 
@@ -21,48 +21,34 @@ class Meter:
         self.client = client
         self.hold_timeout_s = hold_timeout_s
 
-    async def authorize(
-        self, agent: str, model: str, prompt_tokens: int, max_tokens: int
-    ) -> r.GatewayAuthorizationResult | r.ErrorBody:
-        body = {
-            "agent": agent,
-            "model": model,
-            "prompt_tokens": prompt_tokens,
-            "max_tokens": max_tokens,
-            "timeout_s": self.hold_timeout_s,
-        }
+    async def quota(
+        self, agent: str, model: str, *, requests: int, tokens: int, min_tokens: int, admit_s: int
+    ) -> r.GatewayQuotaResult | r.ErrorBody:
+        command = c.GatewayQuota(
+            request_id=new_request_id("quota"),
+            agent=agent,
+            model=model,
+            requests=requests,
+            tokens=tokens,
+            min_tokens=min_tokens,
+            admit_s=admit_s,
+            timeout_s=self.hold_timeout_s,
+        )
         try:
             return await self.client.command(
-                GATEWAY, "gateway.authorize", body, r.GatewayAuthorizationResult
+                GATEWAY, "gateway.quota", command, r.GatewayQuotaResult
             )
         except RefusedError as exc:
             return exc.error
 
-    async def settle(
-        self, authorization_id: str, prompt_tokens: int, completion_tokens: int
-    ) -> r.GatewaySettlementResult | None:
-        """Charges the usage. None if refused (logged: the hold then expires, voided)."""
-        command = c.GatewaySettle(
-            request_id=f"settle-{authorization_id}",
-            authorization_id=authorization_id,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
+    async def quota_settle(self, quota_id: str, usage: list[tuple[int, int]]) -> None:
+        """Charges a quota's usage. A refusal is logged: the quota then expires (voided)."""
+        command = c.GatewayQuotaSettle(
+            request_id=f"settle-{quota_id}", quota_id=quota_id, usage=usage
         )
         try:
-            return await self.client.command(
-                GATEWAY, "gateway.settle", command, r.GatewaySettlementResult
+            await self.client.command(
+                GATEWAY, "gateway.quota_settle", command, r.GatewayQuotaSettlementResult
             )
         except RefusedError as exc:
-            log.error("gateway_settle_refused", authorization_id=authorization_id, error=exc.code)
-            return None
-
-    async def release(self, authorization_id: str, reason: str) -> None:
-        command = c.GatewayRelease(
-            request_id=f"release-{authorization_id}",
-            authorization_id=authorization_id,
-            reason=reason[:4096],
-        )
-        try:
-            await self.client.command(GATEWAY, "gateway.release", command, r.Result)
-        except RefusedError as exc:
-            log.error("gateway_release_refused", authorization_id=authorization_id, error=exc.code)
+            log.error("gateway_quota_settle_refused", quota_id=quota_id, error=exc.code)
