@@ -219,16 +219,26 @@ class Metering:
             "its own inference with llm or llm.authorize",
         )
 
-    def authorize(self, sender: str, cmd: c.GatewayAuthorize) -> msgspec.Struct | Refusal:
-        if (denied := self._require_gateway(sender, "gateway.authorize")) is not None:
+    def _metered(
+        self, sender: str, verb: str, agent_id: str, model_name: str
+    ) -> tuple[Agent, str] | Refusal:
+        """The agent and the model a gateway command meters, or why it may not."""
+        if (denied := self._require_gateway(sender, verb)) is not None:
             return denied
-        ledger = self.ledger
-        agent = ledger.acting_agent(cmd.agent)
+        agent = self.ledger.acting_agent(agent_id)
         if isinstance(agent, Refusal):
             return agent
-        model = ledger.known_model(cmd.model)
+        model = self.ledger.known_model(model_name)
         if isinstance(model, Refusal):
             return model
+        return agent, model
+
+    def authorize(self, sender: str, cmd: c.GatewayAuthorize) -> msgspec.Struct | Refusal:
+        metered = self._metered(sender, "gateway.authorize", cmd.agent, cmd.model)
+        if isinstance(metered, Refusal):
+            return metered
+        agent, model = metered
+        ledger = self.ledger
         now_ns = ledger.book.now_ns
         rates = self.rates.get(agent.id)
         worst_tokens = cmd.prompt_tokens + cmd.max_tokens
@@ -412,15 +422,11 @@ class Metering:
     def quota(self, sender: str, cmd: c.GatewayQuota) -> msgspec.Struct | Refusal:
         """gateway.quota: as many of the requests and tokens asked as the agent's minute and
         money leave, held at their worst case; at least one request of ``min_tokens``."""
-        if (denied := self._require_gateway(sender, "gateway.quota")) is not None:
-            return denied
+        metered = self._metered(sender, "gateway.quota", cmd.agent, cmd.model)
+        if isinstance(metered, Refusal):
+            return metered
+        agent, model = metered
         ledger = self.ledger
-        agent = ledger.acting_agent(cmd.agent)
-        if isinstance(agent, Refusal):
-            return agent
-        model = ledger.known_model(cmd.model)
-        if isinstance(model, Refusal):
-            return model
         if (denied := _check_quota_bounds(cmd)) is not None:
             return denied
         now_ns = ledger.book.now_ns
