@@ -17,7 +17,7 @@ What stays exact: a request is admitted only within what the exchange granted (r
 and money, costed at the model's prices with the exchange's own rounding), so no window and no
 balance is exceeded however many requests arrive at once; and the settlement charges each
 request its own usage, so the ledger's spend equals the upstream's reported usage. What changes:
-an answer's charge reaches the ledger when its quota is settled (tens of milliseconds later),
+an answer's charge reaches the ledger when its quota is settled (0.25 s to about 2 s later),
 and a gateway that dies with open quotas leaves them to expire (voided, their worst case kept in
 the agent's minute).
 """

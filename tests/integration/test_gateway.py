@@ -53,7 +53,7 @@ class Setup:
 
     async def settled(self) -> None:
         """Waits until the gateway has settled every quota (no hold open on the exchange): an
-        answer's charge reaches the ledger when its quota is settled, tens of ms later."""
+        answer's charge reaches the ledger when its quota is settled, 0.25-2 s later."""
         # Each settle posts to the agent's events: look again after each event, not on a timer.
         events = await self.admin.nc.subscribe("exchange.event.>")
         try:
