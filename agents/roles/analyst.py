@@ -16,9 +16,10 @@ is applied once.
 
 With ``--gateway URL`` (and its key in ``--gateway-key`` or ``$EXCHANGE_GATEWAY_KEY``) the analyst
 does not report its own tokens: it asks the metering gateway (docs/gateway.md) for the report
-with the standard ``openai`` client, and the gateway holds, forwards and settles by the model's
-reported usage. A 402 or 429 from it skips the report as a refusal would (429: paused for its
-``retry_after``). Needs the ``openai`` package (``pip install 'agent-exchange[gateway]'``).
+with the standard ``openai`` client, and the gateway admits it against a quota, forwards it and
+charges the model's reported usage. A 402 or 429 from it skips the report as a refusal would
+(429: paused for its ``retry_after``). Needs the ``openai`` package
+(``pip install 'agent-exchange[gateway]'``).
 """
 
 import argparse
