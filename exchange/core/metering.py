@@ -25,7 +25,7 @@ import msgspec
 
 from exchange.core import accounts as acc
 from exchange.core.ledger import Agent, Hold, Ledger
-from exchange.core.limits import check_spend
+from exchange.core.limits import LimitBreach, check_spend
 from exchange.core.money import _div_half_even
 from exchange.core.refusals import Refusal, refuse
 from exchange.core.retention import kept_note
@@ -487,8 +487,10 @@ class Metering:
     def _money_grant(
         self, agent: Agent, model: str, requests: int, tokens: int, min_tokens: int
     ) -> tuple[int, int, int] | Refusal:
-        """(requests, tokens, held): the grant if the agent's money limits allow its hold, else
-        one request of ``min_tokens`` if they allow that, else the money limit's refusal."""
+        """(requests, tokens, held): the most of the grant the agent's money limits allow a hold
+        for, at least one request of ``min_tokens``; else the money limit's refusal of that one
+        request. A part of the grant has its tokens in proportion, from ``min_tokens`` for one
+        request up to ``tokens`` for all."""
         ledger = self.ledger
         price_max = max(self.prices_micro(model))
         if price_max == 0:
@@ -496,15 +498,27 @@ class Metering:
         now_ns = ledger.book.now_ns
         agent.windows.advance(now_ns)
         balance = ledger.book.balance(agent.id)
-        held = quota_hold_micro(price_max, requests, tokens)
-        breach = check_spend(agent.limits, agent.windows, balance, held, now_ns)
-        if breach is None:
-            return requests, tokens, held
-        held = quota_hold_micro(price_max, 1, min_tokens)
-        breach = check_spend(agent.limits, agent.windows, balance, held, now_ns)
-        if breach is None:
-            return 1, min_tokens, held
-        return ledger.limit_refusal(agent, breach)
+
+        def part(count: int) -> tuple[int, int, int]:
+            extra = 0 if requests == 1 else (tokens - min_tokens) * (count - 1) // (requests - 1)
+            part_tokens = min_tokens + extra
+            return count, part_tokens, quota_hold_micro(price_max, count, part_tokens)
+
+        def breach_of(count: int) -> LimitBreach | None:
+            return check_spend(agent.limits, agent.windows, balance, part(count)[2], now_ns)
+
+        if (breach := breach_of(1)) is not None:
+            return ledger.limit_refusal(agent, breach)
+        # The hold grows with the count, and a larger hold never passes where a smaller one
+        # breaches: the largest count that passes is found by bisection.
+        low, high = 1, requests
+        while low < high:
+            middle = (low + high + 1) // 2
+            if breach_of(middle) is None:
+                low = middle
+            else:
+                high = middle - 1
+        return part(low)
 
     def quota_settle(self, sender: str, cmd: c.GatewayQuotaSettle) -> msgspec.Struct | Refusal:
         """gateway.quota_settle: each request charged its own usage's cost (rounded on its own,

@@ -486,11 +486,15 @@ def test_a_quota_is_cut_to_the_tokens_left_in_the_minute_and_refused_below_min_t
     assert error["retry_after_s"] == 60
 
 
-def test_short_money_grants_one_request_of_min_tokens_and_no_money_refuses() -> None:
+def test_short_money_grants_the_most_it_can_hold_and_no_money_refuses() -> None:
     h = Harness(PRICED)
-    # The default burst is 500 tokens: 100_000 tokens at 10/1K is 1000.
+    # The default burst is 500 tokens: 100_000 tokens at 10/1K is 1000. A part of c requests
+    # holds 2000 + 98_000 (c - 1) / 19 tokens: 10 requests hold 484.21, 11 would hold 535.78.
     grant = quota(h, requests=20, tokens=100_000, min_tokens=2000)
-    assert (grant["requests"], grant["tokens"], grant["held"]) == (1, 2000, "20.000001")
+    assert (grant["requests"], grant["tokens"], grant["held"]) == (10, 48_421, "484.21001")
+    # One request's worth when no more fits: 20 of 30,000 tokens each, burst at 500.
+    grant = quota(h, requests=20, tokens=600_000, min_tokens=30_000)
+    assert (grant["requests"], grant["tokens"], grant["held"]) == (1, 30_000, "300.000001")
     error = refused_quota(h, ErrorCode.burst_limit_exceeded, tokens=100_000, min_tokens=100_000)
     assert error["requested"] == "1000.000001"
     h.drain_to("zero", 505, sink="claude")  # the reserve is 500

@@ -200,7 +200,7 @@ async def test_requests_per_minute_admit_exactly_the_limit_however_many_arrive()
     assert h.ex.ledger.open_holds == {}
 
 
-async def test_money_short_of_a_full_quota_still_admits_one_request_at_a_time() -> None:
+async def test_money_short_of_a_full_quota_admits_only_what_it_can_hold() -> None:
     h = Harness(PRICED)
     balance = h.balance("lambda")
     worst = Decimal(metered_cost_micro(PRICE_IN, PRICE_OUT, 40, 16)).scaleb(-6)
