@@ -127,6 +127,17 @@ class Rates:
                 self.requests += requests - entry.requests
                 entry.requests = requests
 
+    def restamp(self, hold_id: str, at_ns: int) -> None:
+        """Moves a quota's entry back to ``at_ns`` if it is still in the window and stamped
+        later: settled before its admission period ended, the quota admitted nothing after."""
+        entry = self.by_hold.get(hold_id)
+        if entry is None or entry.at_ns <= at_ns:
+            return
+        self.entries.remove(entry)
+        self.tokens -= entry.tokens
+        self.requests -= entry.requests
+        self.record(at_ns, entry.tokens, hold_id, entry.requests)
+
     def wait_for_requests_s(self, now_ns: int, rpm: int) -> int:
         """Seconds until fewer than ``rpm`` requests are in the window (called when it is full)."""
         used = self.requests
@@ -545,6 +556,10 @@ class Metering:
         completion_tokens = sum(used_out for _, used_out in cmd.usage)
         if (rates := self.rates.get(agent.id)) is not None:
             rates.correct(hold.id, prompt_tokens + completion_tokens, len(cmd.usage))
+            # The gateway settles a quota once it admits no more: every request it admitted
+            # came before this command, so the minute may count them from now, not from the end
+            # of the admission period.
+            rates.restamp(hold.id, ledger.book.now_ns)
         return r.GatewayQuotaSettlementResult(
             quota_id=hold.id,
             agent=agent.id,

@@ -664,6 +664,29 @@ def test_a_quota_counts_a_minute_from_the_end_of_its_admission() -> None:
     assert quota(h, requests=5)["requests"] == 1
 
 
+def test_a_quota_settled_early_counts_from_its_settlement() -> None:
+    """Settled before its admission period ended, a quota admitted nothing after: its requests
+    count for a minute from the settlement, not from the end of the period."""
+    h = Harness(PRICED)
+    set_rates(h, rpm=4)
+    early = quota(h, requests=2, admit_s=30)  # would count until 90 s
+    late = quota(h, requests=1, admit_s=30)
+    h.at(2)
+    authorize(h)  # counts until 62 s
+    h.at(5)
+    quota_settle(h, early["quota_id"], [(10, 10), (0, 0)])  # now counts until 65 s
+    again = restored(h.ex)
+    assert again.digest() == h.ex.digest()
+    h.at(63)
+    assert h.limits("zero")["rates"]["requests_used"] == 3  # early's 2 and late's 1
+    h.at(65)
+    assert h.limits("zero")["rates"]["requests_used"] == 1  # late's, until 90 s
+    assert quota(h, requests=5)["requests"] == 3  # 4 less late's 1
+    quota_settle(h, late["quota_id"], [])  # after its period: no re-stamp; it used nothing
+    h.at(89)
+    assert h.limits("zero")["rates"]["requests_used"] == 3
+
+
 def test_quotas_survive_a_snapshot_open_and_settled() -> None:
     h = Harness(PRICED)
     set_rates(h, rpm=20, tpm=9000)
