@@ -20,6 +20,8 @@ Exit statuses: 0 success; 1 a refusal or a problem found (``{"error": {"code", "
 JSON mode); 2 bad usage (argparse); 3 the exchange cannot be reached.
 """
 
+import argparse
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -108,6 +110,23 @@ class Output:
                 highlight=False,
             )
         return status
+
+
+def parse_or_status(
+    parser: argparse.ArgumentParser, argv: Sequence[str]
+) -> argparse.Namespace | int:
+    """The parsed arguments, or the status argparse ended with (2 for bad arguments, having
+    printed why; 0 after --help), so that a CLI returns instead of exiting."""
+    try:
+        return parser.parse_args(list(argv))
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+
+
+def fail(program: str, message: str, status: int) -> int:
+    """A sub-command's refusal: ``program: message`` on stderr; returns ``status``."""
+    sys.stderr.write(f"{program}: {message}\n")
+    return status
 
 
 def local_time(at_ns: int, *, today: datetime | None = None) -> str:

@@ -48,7 +48,14 @@ from exchange.journal import (
     high_water_path,
 )
 from exchange.locate import DATA_DIR_DEFAULT, LocateError, acting_credentials
-from exchange.render import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, Output
+from exchange.render import (
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    Output,
+    parse_or_status,
+)
 from protocols.client import connect
 from protocols.client_errors import ClientError, ExchangeUnavailableError
 from protocols.credentials import Credentials, credentials_fields
@@ -265,10 +272,9 @@ def _main(
         if configure_logs and args_list[0] in ("hook", "issues"):
             configure_logging(level="warning", stream=err_stream)
         return _delegate(args_list[0], args_list[1:], out_stream, err_stream, configure_logs)
-    try:
-        args = build_parser().parse_args(args_list)
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    args = parse_or_status(build_parser(), args_list)
+    if isinstance(args, int):
+        return args
     output = Output(json_mode=getattr(args, "json", False), stdout=out_stream, stderr=err_stream)
     if configure_logs:
         configure_logging(

@@ -29,7 +29,7 @@ from exchange.dashboard.model import Board
 from exchange.dashboard.server import bind, serve
 from exchange.dashboard.simulation import SimulationFolderError, simulation_view
 from exchange.locate import DATA_DIR_DEFAULT, LocateError, acting_credentials
-from exchange.render import EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
+from exchange.render import EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, fail, parse_or_status
 from protocols.client_errors import ExchangeUnavailableError
 from protocols.credentials import Credentials
 from protocols.logs import configure_logging
@@ -40,7 +40,7 @@ PORT_DEFAULT = 8321
 _encoder = msgspec.json.Encoder()
 
 
-def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="exchange dashboard", description=__doc__)
     source = parser.add_mutually_exclusive_group()
     source.add_argument(
@@ -54,7 +54,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--poll-s", type=float, default=POLL_INTERVAL_S_DEFAULT, help="seconds between queries"
     )
-    return parser.parse_args(list(argv))
+    return parser
 
 
 def main(
@@ -65,10 +65,9 @@ def main(
 ) -> int:
     """``exchange dashboard``; ``configure_logs=False`` leaves logging as the caller set it."""
     out = stdout or sys.stdout
-    try:
-        args = parse_args(sys.argv[1:] if argv is None else argv)
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    args = parse_or_status(build_parser(), sys.argv[1:] if argv is None else argv)
+    if isinstance(args, int):
+        return args
     if configure_logs:
         configure_logging(level="warning", stream=sys.stderr)
     if args.poll_s <= 0:
@@ -144,5 +143,4 @@ def _credentials(args: argparse.Namespace) -> Credentials:
 
 
 def _fail(message: str, status: int) -> int:
-    sys.stderr.write(f"exchange dashboard: {message}\n")
-    return status
+    return fail("exchange dashboard", message, status)

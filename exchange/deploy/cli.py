@@ -31,7 +31,7 @@ from exchange.deploy.bootstrap import (
     init_cluster,
     register_roster,
 )
-from exchange.render import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE
+from exchange.render import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, parse_or_status
 from protocols.logs import configure_logging
 
 
@@ -57,7 +57,7 @@ def _topology_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--monitoring-ports", type=_ports, default=(8222, 8223, 8224))
 
 
-def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="exchange cluster",
         description=__doc__,
@@ -72,7 +72,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     register.add_argument("--nats", metavar="URLS", help="default: the credentials file's")
     register.add_argument("--log-json", action="store_true")
     sub.add_parser("compose", help="print compose.yaml")
-    return parser.parse_args(argv)
+    return parser
 
 
 def topology_for(args: argparse.Namespace, out_dir: Path) -> cluster.Topology:
@@ -100,10 +100,9 @@ def main(
     """``exchange cluster``; ``configure_logs=False`` leaves logging as the caller set it."""
     out = stdout or sys.stdout
     err = stderr or sys.stderr
-    try:
-        args = parse_args(list(sys.argv[1:] if argv is None else argv))
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    args = parse_or_status(build_parser(), sys.argv[1:] if argv is None else argv)
+    if isinstance(args, int):
+        return args
     if args.action == "compose":
         out.write(cluster.compose_text())
         return EXIT_OK

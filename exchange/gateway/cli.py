@@ -40,7 +40,7 @@ from exchange.gateway.tokens import DEFAULT_MAX_TOKENS
 from exchange.gateway.upstreams import Upstream, Upstreams, parse_upstream
 from exchange.listen import listening_socket, url_of
 from exchange.locate import DATA_DIR_DEFAULT, LocateError, locate
-from exchange.render import EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
+from exchange.render import EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, fail, parse_or_status
 from protocols.client import connect
 from protocols.client_errors import ExchangeUnavailableError
 from protocols.credentials import Credentials
@@ -59,7 +59,7 @@ STREAM_LINE_BYTES_MAX = 1 << 20
 SHUTDOWN_TIMEOUT_S = 10
 
 
-def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="exchange gateway", description=__doc__)
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     serve = sub.add_parser("serve", help="serve the metered OpenAI-compatible API")
@@ -89,7 +89,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         child.add_argument(
             "--data", type=Path, default=DATA_DIR_DEFAULT, metavar="DIR", help="the exchange's data"
         )
-    return parser.parse_args(list(argv))
+    return parser
 
 
 def main(
@@ -100,10 +100,9 @@ def main(
 ) -> int:
     """``exchange gateway``; ``configure_logs=False`` leaves logging as the caller set it."""
     out = stdout or sys.stdout
-    try:
-        args = parse_args(sys.argv[1:] if argv is None else argv)
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    args = parse_or_status(build_parser(), sys.argv[1:] if argv is None else argv)
+    if isinstance(args, int):
+        return args
     path = keys_path(args.data)
     try:
         if args.action == "key":
@@ -289,5 +288,4 @@ def _upstream_session() -> aiohttp.ClientSession:
 
 
 def _fail(message: str, status: int) -> int:
-    sys.stderr.write(f"exchange gateway: {message}\n")
-    return status
+    return fail("exchange gateway", message, status)

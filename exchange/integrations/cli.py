@@ -38,7 +38,14 @@ from exchange.integrations.sender import (
     open_exchange,
 )
 from exchange.locate import DATA_DIR_DEFAULT, NATS_URL_ENV
-from exchange.render import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, Output
+from exchange.render import (
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    Output,
+    parse_or_status,
+)
 from protocols.amounts import format_micro
 from protocols.logs import configure_logging
 
@@ -81,13 +88,6 @@ def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
-def _parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace | int:
-    try:
-        return parser.parse_args(list(argv))
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-
-
 # ---------------------------------------------------------------------------- exchange hook
 
 
@@ -124,7 +124,7 @@ def hook_main(
     opener: OpenerFactory = _real_opener,
 ) -> int:
     """``exchange hook install|uninstall|run|flush``; returns the exit status."""
-    args = _parse(_hook_parser(), argv)
+    args = parse_or_status(_hook_parser(), argv)
     if isinstance(args, int):
         return args
     output = Output(
@@ -336,7 +336,7 @@ def issues_main(
     opener: OpenerFactory = _real_opener,
 ) -> int:
     """``exchange issues rewards|preview ID|preview-all|sync|close ID``; returns the exit status."""
-    args = _parse(_issues_parser(), argv)
+    args = parse_or_status(_issues_parser(), argv)
     if isinstance(args, int):
         return args
     output = Output(json_mode=args.json, stdout=stdout or sys.stdout, stderr=stderr or sys.stderr)
