@@ -19,14 +19,12 @@ import msgspec
 from exchange.core.config import AgentSpec, EconomyConfig, config_toml, default_toml, parse_config
 from exchange.core.machine import Exchange
 from exchange.daemon.datadir import make_data_dir
-from exchange.daemon.recovery import apply_genesis, entry_of, load_economy_config
+from exchange.daemon.recovery import apply_as_admin, apply_genesis, load_economy_config
 from exchange.daemon.settings import DataPaths
 from exchange.journal import Journal
 from exchange.journal.importing import ImportInputError, ImportSource, Opening, read_source
 from protocols import commands as c
 from protocols.amounts import format_micro, tokens_of
-from protocols.ids import ADMIN
-from protocols.registry import VERB_OF
 
 # An agent the default roster does not know is registered with these.
 NEW_AGENT_LEVEL: Final = "L5"
@@ -73,21 +71,13 @@ def import_exchange(
             spent=tokens_of(opening.spent_micro),
             source=source.description,
         )
-        outcome = exchange.apply(ADMIN, command, now_ns=now_ns)
+        outcome, entry = apply_as_admin(exchange, command, now_ns=now_ns)
         if not outcome.ok:
             raise ImportInputError(
                 f"{source_path}: {opening.agent} cannot be opened: {outcome.reply.decode()}"
             )
         total += opening.balance_micro
-        entries.append(
-            entry_of(
-                at_ns=now_ns,
-                sender=ADMIN,
-                verb=VERB_OF[type(command)],
-                command=command,
-                outcome=outcome,
-            )
-        )
+        entries.append(entry)
     exchange.check_invariants()
     make_data_dir(data_dir)
     load_economy_config(paths.economy_config, config_toml(config))

@@ -132,19 +132,22 @@ def entry_of(
 def apply_genesis(exchange: Exchange, *, now_ns: int) -> list[EntryInput]:
     """Applies ``genesis_commands(config)`` as admin to a new exchange; returns their entries."""
     assert exchange.seq == 0, "genesis is the first batch of a new journal"
-    entries = []
-    for command in genesis_commands(exchange.config):
-        outcome = exchange.apply(ADMIN, command, now_ns=now_ns)
-        entries.append(
-            entry_of(
-                at_ns=now_ns,
-                sender=ADMIN,
-                verb=VERB_OF[type(command)],
-                command=command,
-                outcome=outcome,
-            )
-        )
-    return entries
+    return [
+        apply_as_admin(exchange, command, now_ns=now_ns)[1]
+        for command in genesis_commands(exchange.config)
+    ]
+
+
+def apply_as_admin(
+    exchange: Exchange, command: Command, *, now_ns: int
+) -> tuple[Outcome, EntryInput]:
+    """Applies ``command`` as admin, outside the daemon (a new data directory); its outcome and
+    the journal entry that records it."""
+    outcome = exchange.apply(ADMIN, command, now_ns=now_ns)
+    entry = entry_of(
+        at_ns=now_ns, sender=ADMIN, verb=VERB_OF[type(command)], command=command, outcome=outcome
+    )
+    return outcome, entry
 
 
 @dataclass(frozen=True, slots=True)
