@@ -103,6 +103,14 @@ def format_micro(micro: int) -> str:
     return f"{digits[:-DECIMALS_MAX]}.{digits[-DECIMALS_MAX:].rstrip('0')}"
 
 
+def micro_of_text(text: str) -> int:
+    """The micro-tokens of an amount the exchange wrote (``format_micro``): the inverse of it,
+    for a client reading a reply. Not for untrusted input (a bad amount is an AssertionError)."""
+    micro = to_micro(Decimal(text))
+    assert isinstance(micro, int), f"the exchange wrote a bad amount {text!r}"
+    return micro
+
+
 def format_amount(tokens: Decimal, micro: int) -> str:
     """``format_micro(micro)`` for an amount ``to_micro`` gave ``micro`` from ``tokens``.
 

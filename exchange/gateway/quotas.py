@@ -25,7 +25,6 @@ the agent's minute).
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Final, Protocol
 
 import anyio
@@ -33,7 +32,7 @@ import structlog
 
 from exchange.core.metering import metered_cost_micro
 from protocols import results as r
-from protocols.amounts import to_micro
+from protocols.amounts import micro_of_text
 from protocols.client_errors import ExchangeUnavailableError
 
 log: Final = structlog.get_logger("exchange.gateway")
@@ -72,9 +71,9 @@ class Quota:
             requests_granted=grant.requests,
             requests_left=grant.requests,
             tokens_left=grant.tokens,
-            money_left_micro=_micro(grant.held),
-            input_micro_per_1k=_micro(grant.input_per_1k),
-            output_micro_per_1k=_micro(grant.output_per_1k),
+            money_left_micro=micro_of_text(grant.held),
+            input_micro_per_1k=micro_of_text(grant.input_per_1k),
+            output_micro_per_1k=micro_of_text(grant.output_per_1k),
             admit_until_s=asked_at_s + admit_s,
             last_admit_s=asked_at_s,
         )
@@ -103,13 +102,6 @@ class Quota:
         assert self.in_flight > 0, self.quota_id
         self.in_flight -= 1
         self.usage.append((prompt_tokens, completion_tokens))
-
-
-def _micro(amount: str) -> int:
-    """An amount the exchange sent (``format_micro``), in micro-tokens; exact."""
-    micro = to_micro(Decimal(amount))
-    assert isinstance(micro, int), (amount, micro)
-    return micro
 
 
 class QuotaBook:

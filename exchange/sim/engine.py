@@ -11,7 +11,6 @@ import heapq
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from decimal import Decimal
 from typing import Final
 
 import msgspec
@@ -40,7 +39,7 @@ from exchange.sim.scenario import Scenario, ScenarioError, hours_max
 from protocols import commands as c
 from protocols import queries as q
 from protocols import results as r
-from protocols.amounts import to_micro
+from protocols.amounts import micro_of_text
 from protocols.errors import ErrorCode
 from protocols.ids import ADMIN
 from protocols.units import (
@@ -86,12 +85,6 @@ class _BalanceReply(msgspec.Struct, frozen=True):
 _refusal_decoder: Final = msgspec.json.Decoder(_RefusalReply)
 _llm_decoder: Final = msgspec.json.Decoder(_LlmReply)
 _balance_decoder: Final = msgspec.json.Decoder(_BalanceReply)
-
-
-def _micro(tokens: str) -> int:
-    micro = to_micro(Decimal(tokens))
-    assert isinstance(micro, int), f"the ledger replied with a bad amount {tokens!r}"
-    return micro
 
 
 def refusal_line(clock_s: int, agent: str, body: r.ErrorBody) -> str:
@@ -177,7 +170,7 @@ class Simulator:
         order += [s.id for s in scenario.economy.agents if s.id not in self._profiles]
         self._tallies: dict[str, _Tally] = {}
         for agent in order:
-            start_micro = _micro(self._balance(agent).balance)
+            start_micro = micro_of_text(self._balance(agent).balance)
             profile = self._profiles.get(agent)
             self._tallies[agent] = _Tally(
                 strategy="idle" if profile is None else profile.strategy,
@@ -303,7 +296,7 @@ class Simulator:
             usage = tally.models.setdefault(result.model, [0, 0, 0])
             usage[0] += 1
             usage[1] += result.tokens
-            usage[2] += _micro(result.cost)
+            usage[2] += micro_of_text(result.cost)
 
     def _apply_credit(self, event: Event, action: CreditAction, hour: _HourTally) -> None:
         """Sends a credit plan's command (ids filled in) or a tick; a command whose stake or
@@ -394,7 +387,7 @@ class Simulator:
         ):
             assert body.limit is not None and body.requested is not None
             # Scale the request down to what fits under the burst limit the refusal named.
-            tokens = action.tokens * _micro(body.limit) // _micro(body.requested)
+            tokens = action.tokens * micro_of_text(body.limit) // micro_of_text(body.requested)
             if tokens >= 1:
                 return burst_retry_delay_s, replace(action, tokens=tokens, attempt=1)
         window_codes = (ErrorCode.hourly_limit_exceeded, ErrorCode.daily_limit_exceeded)
@@ -421,9 +414,13 @@ class Simulator:
             ledger_view = self._balance(agent)
             # The engine's tallies must be exactly the ledger's: same balance, and (with no
             # rewards before the run and only genesis minting the opening) the same totals.
-            assert _micro(ledger_view.balance) == tally.balance_micro, f"{agent}: balance differs"
-            assert _micro(ledger_view.earned) == tally.earned_micro, f"{agent}: earned differs"
-            assert _micro(ledger_view.spent) == tally.spent_micro, f"{agent}: spent differs"
+            assert micro_of_text(ledger_view.balance) == tally.balance_micro, (
+                f"{agent}: balance differs"
+            )
+            assert micro_of_text(ledger_view.earned) == tally.earned_micro, (
+                f"{agent}: earned differs"
+            )
+            assert micro_of_text(ledger_view.spent) == tally.spent_micro, f"{agent}: spent differs"
             # The day's change in balance is exactly what was earned minus what was spent, plus
             # what the credit plans moved (stakes, loans, futures; nothing without them).
             change = tally.balance_micro - tally.start_micro

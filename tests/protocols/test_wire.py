@@ -12,7 +12,13 @@ from hypothesis import strategies as st
 from protocols import commands as c
 from protocols import registry, routes, schema, subjects
 from protocols import swarm as s
-from protocols.amounts import format_amount, format_micro, positive_micro, to_micro
+from protocols.amounts import (
+    format_amount,
+    format_micro,
+    micro_of_text,
+    positive_micro,
+    to_micro,
+)
 from protocols.errors import ErrorCode
 from protocols.results import Envelope, ErrorBody
 
@@ -167,6 +173,8 @@ def test_micro_tokens_format_as_the_shortest_exact_decimal(micro: int) -> None:
     assert Decimal(text).scaleb(6) == micro
     assert "E" not in text
     assert not ("." in text and text.endswith("0"))
+    if abs(micro) <= 10**18:  # up to AMOUNT_TOKENS_MAX tokens: what a reply can carry
+        assert micro_of_text(text) == micro
 
 
 def test_subjects_build_and_parse_back() -> None:
