@@ -299,10 +299,13 @@ class Admission:
         (up to ``timeout_s``; what is left then expires on the exchange, logged)."""
         self.book.close_all()
         with anyio.move_on_after(timeout_s):
-            while any(True for _ in self.book) or self._unsettled:
+            await self.settle_due()
+            while self._left():
+                await anyio.sleep(self.settle_interval_s)
                 await self.settle_due()
-                if any(True for _ in self.book) or self._unsettled:
-                    await anyio.sleep(self.settle_interval_s)
-        left = [q.quota_id for q in self.book] + [q.quota_id for q in self._unsettled]
-        if left:
+        if left := self._left():
             log.error("gateway_quotas_unsettled", quota_ids=left)
+
+    def _left(self) -> list[str]:
+        """The quotas not settled yet: open in the book, or sent and not answered."""
+        return [q.quota_id for q in self.book] + [q.quota_id for q in self._unsettled]
