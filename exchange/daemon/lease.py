@@ -83,13 +83,18 @@ class Lease:
         return None if entry.value is None else entry.value.decode()
 
     async def try_take(self) -> bool:
-        """Takes the lease if nobody holds it. Never raises for a lease held by another."""
+        """Takes the lease if nobody holds it; False when it is held, or in flux, or the bucket
+        did not answer (the caller tries again). Raises nothing from NATS: a standby's campaign
+        must outlive anything the cluster says."""
         try:
             self._revision = await self._kv.create(LEASE_KEY, self.node_id.encode())
-        except nats.js.errors.KeyWrongLastSequenceError:
+        except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.KeyNotFoundError):
+            # Held. (Not found comes from the lease expiring mid-create: nats-py's create reads
+            # the key back after its conditional write fails, and a replica that has already
+            # expired the key answers that read. Expired means free: the next poll takes it.)
             return False
-        except (nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError) as exc:
-            log.warning("lease_take_failed", error=type(exc).__name__)
+        except nats.errors.Error as exc:  # JetStream's errors are among these
+            log.warning("lease_take_failed", error=type(exc).__name__, detail=str(exc))
             return False
         self._renewed_at = time.monotonic()
         log.info("lease_taken", node=self.node_id, revision=self._revision)

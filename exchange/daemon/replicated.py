@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import anyio
+import nats.errors
 import structlog
 from anyio.abc import TaskStatus
 from nats.aio.client import Client
@@ -172,10 +173,16 @@ async def _follow_until_leader(
         nonlocal fence_seq
         while True:  # A poll of the cluster's KV, not a wait for this process's own state.
             if await lease.try_take():
-                break
+                log.info("takeover_started", node=lease.node_id, seq=node.exchange.seq)
+                try:
+                    fence_seq = await node.journal.fence(lease.node_id)
+                    break
+                except nats.errors.Error as exc:
+                    # Not fenced, or fenced without knowing it: either way nothing was served.
+                    # Let another node try (or this one again); a later fence supersedes this.
+                    log.warning("takeover_failed", node=lease.node_id, error=type(exc).__name__)
+                    await lease.give_back()
             await anyio.sleep(limits.lease_poll_s)
-        log.info("takeover_started", node=lease.node_id, seq=node.exchange.seq)
-        fence_seq = await node.journal.fence(lease.node_id)
         if node.journal.stream_seq >= fence_seq:
             reached_fence.set()
 

@@ -119,6 +119,8 @@ class DaemonProcess:
         self.ready_event = ready_event
         self.argv = argv
         self.events: list[dict[str, Any]] = []
+        # The last lines of stderr that are not JSON events (a traceback, a crash's last words).
+        self.other_lines: list[str] = []
         self._changed = anyio.Event()
         self._process: Process | None = None
 
@@ -135,6 +137,8 @@ class DaemonProcess:
             for line in lines:
                 if line.startswith(b"{"):
                     self.events.append(msgspec.json.decode(line))
+                else:
+                    self.other_lines = [*self.other_lines[-40:], line.decode(errors="replace")]
             self._changed.set()
             self._changed = anyio.Event()
         self._changed.set()
@@ -146,7 +150,10 @@ class DaemonProcess:
                 if event.get("event") == name:
                     return event
             if self._process is not None and self._process.returncode is not None:
-                raise AssertionError(f"exchange exited before {name}: {self.events[-5:]}")
+                raise AssertionError(
+                    f"exchange exited ({self._process.returncode}) before {name}: "
+                    f"{self.events[-5:]}; its other output:\n" + "\n".join(self.other_lines)
+                )
             await self._changed.wait()
 
     @asynccontextmanager
