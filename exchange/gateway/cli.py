@@ -1,9 +1,10 @@
 """``exchange gateway``: the metering gateway and its keys (docs/gateway.md).
 
 - ``exchange gateway serve --upstream URL [--upstream URL#KEY ...] [--data DIR] [--nats URL]
-  [--host H] [--port N]``: serves the OpenAI-compatible API, metering every request on the
-  exchange as the ``gateway`` user. Prints ``gateway at http://H:P/v1`` once it accepts
-  connections and runs until Ctrl-C.
+  [--host H] [--port N] [--workers N]``: serves the OpenAI-compatible API, metering every
+  request on the exchange as the ``gateway`` user. Prints ``gateway at http://H:P/v1`` once it
+  accepts connections and runs until Ctrl-C. ``--workers N``: N processes on the port
+  (``workers``).
 - ``exchange gateway key AGENT [--data DIR]``: issues an API key for AGENT and prints it once
   (only its hash is kept, in ``DIR/gateway-keys.json``).
 - ``exchange gateway keys [--data DIR]``: lists the keys (id, agent, created, revoked).
@@ -19,7 +20,7 @@ import signal
 import socket
 import ssl
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -27,7 +28,7 @@ import aiohttp
 import anyio
 import msgspec
 import uvicorn
-from anyio.abc import TaskStatus
+from anyio.abc import TaskGroup, TaskStatus
 
 from exchange.daemon.creds import CredentialsFileError, read_credentials
 from exchange.daemon.endpoint import EndpointFileError
@@ -38,9 +39,23 @@ from exchange.gateway.meter import Meter
 from exchange.gateway.quotas import Admission
 from exchange.gateway.tokens import DEFAULT_MAX_TOKENS
 from exchange.gateway.upstreams import Upstream, Upstreams, parse_upstream
+from exchange.gateway.workers import (
+    START_TIMEOUT_S,
+    WorkersError,
+    shared_sockets,
+    supervise,
+    until_stdin_closes,
+)
 from exchange.listen import listening_socket, url_of
 from exchange.locate import DATA_DIR_DEFAULT, LocateError, locate
-from exchange.render import EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, fail, parse_or_status
+from exchange.render import (
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    fail,
+    parse_or_status,
+)
 from protocols.client import connect
 from protocols.client_errors import ExchangeUnavailableError
 from protocols.credentials import Credentials
@@ -57,6 +72,8 @@ UPSTREAM_CONNECTIONS_MAX = 1024
 STREAM_LINE_BYTES_MAX = 1 << 20
 # How long a stopping gateway lets in-flight requests finish.
 SHUTDOWN_TIMEOUT_S = 10
+# Connections waiting to be accepted, per listening socket.
+BACKLOG = 2048
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,6 +91,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--creds", type=Path, metavar="FILE", help="default: DIR/creds/gateway.json")
     serve.add_argument("--host", default="127.0.0.1", help="address to serve on")
     serve.add_argument("--port", type=int, default=PORT_DEFAULT, help="0: any free port")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="serving processes sharing the port (Linux), each with its own quotas: one per "
+        "core the gateway may use",
+    )
+    # A worker of `--workers N`: the listening socket its supervisor passed (file descriptor).
+    serve.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)
     serve.add_argument(
         "--default-max-tokens",
         type=int,
@@ -134,8 +161,17 @@ def main(
         credentials = gateway_credentials(args.nats, args.data, args.creds)
     except (LocateError, CredentialsFileError, EndpointFileError) as exc:
         return _fail(str(exc), EXIT_UNREACHABLE)
+    if args.workers < 1:
+        return _fail("--workers is at least 1", EXIT_USAGE)
     try:
-        sock = bind(args.host, args.port)
+        if args.workers > 1:
+            sockets = shared_sockets(args.host, args.port, args.workers, backlog=BACKLOG)
+            return _supervise(args, sockets, out)
+        if args.listen_fd is not None:
+            sock = socket.socket(fileno=args.listen_fd)
+            sock.setblocking(False)
+        else:
+            sock = bind(args.host, args.port)
     except OSError as exc:
         return _fail(f"cannot listen on {args.host}:{args.port} ({exc}); pick another --port", 2)
 
@@ -153,6 +189,9 @@ def main(
                 url = await tg.start(serve)
                 out.write(f"gateway at {url} (Ctrl-C to stop)\n")
                 out.flush()
+                if args.listen_fd is not None:
+                    # A worker: its supervisor going away (the pipe closing) stops it too.
+                    tg.start_soon(_stop_when, until_stdin_closes(sys.stdin.fileno()), tg)
                 async for _ in signals:
                     tg.cancel_scope.cancel()
 
@@ -162,6 +201,42 @@ def main(
         return _fail(str(exc), EXIT_UNREACHABLE)
     finally:
         sock.close()
+    return EXIT_OK
+
+
+async def _stop_when(event: Awaitable[None], tg: TaskGroup) -> None:
+    await event
+    tg.cancel_scope.cancel()
+
+
+def _supervise(args: argparse.Namespace, sockets: list[socket.socket], out: TextIO) -> int:
+    """``--workers N``: N worker processes, one per socket (see ``workers``)."""
+
+    def argv_for(fd: int) -> list[str]:
+        argv = [sys.executable, "-m", "exchange.cli.main", "gateway", "serve"]
+        argv += ["--listen-fd", str(fd), "--data", str(args.data)]
+        argv += ["--default-max-tokens", str(args.default_max_tokens)]
+        for spec in args.upstream:
+            argv += ["--upstream", spec]
+        if args.nats is not None:
+            argv += ["--nats", args.nats]
+        if args.creds is not None:
+            argv += ["--creds", str(args.creds)]
+        return argv
+
+    def announce(url: str, workers: int) -> None:
+        out.write(f"gateway at {url} ({workers} workers; Ctrl-C to stop)\n")
+        out.flush()
+
+    supervising = functools.partial(
+        supervise, argv_for, sockets, announce, stop_timeout_s=SHUTDOWN_TIMEOUT_S + 5
+    )
+    try:
+        anyio.run(supervising, backend="asyncio")
+    except WorkersError as exc:
+        return _fail(str(exc), exc.status)
+    except TimeoutError:
+        return _fail(f"the workers did not all serve within {START_TIMEOUT_S:g} s", EXIT_REFUSED)
     return EXIT_OK
 
 
@@ -191,7 +266,7 @@ def gateway_credentials(nats_url: str | None, data_dir: Path, creds: Path | None
 
 
 def bind(host: str, port: int) -> socket.socket:
-    return listening_socket(host, port, backlog=2048)
+    return listening_socket(host, port, backlog=BACKLOG)
 
 
 async def run_gateway(
@@ -255,6 +330,11 @@ async def _serve(
                 log_level="warning",
                 access_log=False,
                 lifespan="off",
+                # Per-request work the gateway has no use for: it is reached directly (no
+                # proxy's X-Forwarded-For to trust), and its answers need no Server or Date.
+                proxy_headers=False,
+                server_header=False,
+                date_header=False,
                 timeout_graceful_shutdown=SHUTDOWN_TIMEOUT_S,
             )
             server = uvicorn.Server(config)
