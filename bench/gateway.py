@@ -1,27 +1,36 @@
 """Benchmark: the metering gateway against calling its upstream directly, in the same run.
 
 Run from the repository root: ``python bench/gateway.py [--duration-s 3] [--repeats 3]
-[--in-flight 1 32] [--upstream-latency-ms 0 100]``.
+[--in-flight 1 32] [--upstream-latency-ms 0 100 50+100]``.
 
 What runs, each in its own process:
 - the exchange: ``exchange up`` (secure mode, embedded nats-server, SQLite WAL with
   ``synchronous=FULL``) in a fresh data directory, with ``llama3.2`` priced as configured;
 - the upstream: ``python -m exchange.gateway.fake_upstream`` (deterministic chat completions),
-  one per ``--upstream-latency-ms``: 0 answers at once (the gateway's CPU then competes with
-  everything else on the machine), 100 waits 100 ms before answering, as a model takes time to
-  answer without spending this machine's CPU;
-- the gateway: ``exchange gateway serve --upstream <the upstream>``, one per upstream, which for
-  every request
-  authorizes the worst case on the exchange (one durable command), forwards the request, and
-  settles the reported usage (a second durable command) before answering;
+  one per ``--upstream-latency-ms`` item, ``WAIT`` or ``WAIT+JITTER`` in ms:
+  - ``0`` answers at once: the gateway's CPU then competes with everything else on the machine,
+    and at 32 in flight every process is saturated (the added latency is then a throughput
+    ratio);
+  - ``100`` waits 100 ms before every answer, as a model takes time to answer without spending
+    this machine's CPU. Clients that start together stay in step: all 32 answers come back in
+    the same millisecond and all 32 next requests reach the gateway at once, every time (the
+    worst case for a single-threaded gateway: the last waits for 31 others' CPU);
+  - ``50+100`` waits 50 ms plus a uniform draw below 100 ms, as a model's time varies with the
+    request: the clients drift apart, and requests arrive spread out, as from a real swarm;
+- the gateway: ``exchange gateway serve --upstream <the upstream>``, one per upstream: it admits
+  each request against a quota the exchange granted (asking for one when none has room),
+  forwards it and charges the reported usage to the quota, settled in the background;
 - the requester: this process, ``in_flight`` keep-alive connections, each posting a
   non-streaming chat completion (``max_tokens`` 16) and awaiting its answer in a loop (a
   minimal HTTP/1.1 client on asyncio streams, so that the load generator costs little CPU).
 
 Runs alternate direct / gateway, ``--repeats`` times per in-flight count; each figure is the
-median of the repeats. Added latency = gateway p50 (p99) - direct p50 (p99) of the same round.
-The agent's gateway limits are set high (rpm, tpm, hourly, daily) so that nothing is refused.
-Target: added p50 <= 2 ms at 32 in flight.
+median of the repeats. The added latency is measured per request: its latency less the
+upstream's deliberate wait (the fake upstream reports it in each answer) is its overhead, and
+added p50 (p99) = gateway overhead p50 (p99) - direct overhead p50 (p99) of the same round. (With
+a fixed wait this equals the difference of the latencies' percentiles; with a jittered one it
+is not blurred by which waits each run drew.) The agent's gateway limits are set high (rpm,
+tpm, hourly, daily) so that nothing is refused. Target: added p50 <= 2 ms at 32 in flight.
 """
 
 import argparse
@@ -40,7 +49,9 @@ from urllib.parse import urlsplit
 
 READY_TIMEOUT_S = 60.0
 IN_FLIGHT = (1, 32)
-UPSTREAM_LATENCY_MS = (0.0, 100.0)
+# The upstreams, each "WAIT" or "WAIT+JITTER" in ms (see the module doc).
+UPSTREAMS = ("0", "100", "50+100")
+WAIT_FIELD = b'"x_upstream_wait_ms":'
 MODEL = "llama3.2"
 WARMUP_S = 0.5
 
@@ -103,7 +114,8 @@ class _Connection:
         reader, writer = await asyncio.open_connection(parsed.hostname, parsed.port)
         return cls(reader, writer)
 
-    async def post(self, request: bytes) -> int:
+    async def post(self, request: bytes) -> tuple[int, bytes]:
+        """Sends ``request``; its answer's status and body."""
         self.writer.write(request)
         head = await self.reader.readuntil(b"\r\n\r\n")
         status = int(head.split(b" ", 2)[1])
@@ -112,8 +124,7 @@ class _Connection:
             name, _, value = line.partition(b":")
             if name.strip().lower() == b"content-length":
                 length = int(value)
-        await self.reader.readexactly(length)
-        return status
+        return status, await self.reader.readexactly(length)
 
     def close(self) -> None:
         self.writer.close()
@@ -135,9 +146,25 @@ def _request(url: str, key: str | None) -> bytes:
     ).encode() + body
 
 
+def _upstream_wait_s(body: bytes) -> float:
+    """How long the fake upstream waited on purpose before this answer (its reply says)."""
+    at = body.find(WAIT_FIELD)
+    if at < 0:
+        return 0.0
+    start = at + len(WAIT_FIELD)
+    end = min(i for i in (body.find(b",", start), body.find(b"}", start), len(body)) if i >= 0)
+    return float(body[start:end]) / 1000
+
+
+def _percentile(sorted_values: list[float], fraction: float) -> float:
+    return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * fraction))]
+
+
 async def _window(url: str, key: str | None, in_flight: int, duration_s: float) -> dict[str, Any]:
     request = _request(url, key)
     latencies: list[float] = []
+    # Each answer's latency less the upstream's deliberate wait: what everything else cost it.
+    overheads: list[float] = []
     errors = 0
     connections = [await _Connection.open(url) for _ in range(in_flight)]
     start = time.perf_counter()
@@ -147,12 +174,13 @@ async def _window(url: str, key: str | None, in_flight: int, duration_s: float) 
     async def worker(connection: _Connection) -> None:
         nonlocal errors
         while (now := time.perf_counter()) < stop_at:
-            status = await connection.post(request)
+            status, body = await connection.post(request)
             took = time.perf_counter() - now
             if status != 200:
                 errors += 1
             elif now >= measure_from:
                 latencies.append(took)
+                overheads.append(took - _upstream_wait_s(body))
 
     try:
         await asyncio.gather(*(worker(c) for c in connections))
@@ -160,10 +188,13 @@ async def _window(url: str, key: str | None, in_flight: int, duration_s: float) 
         for connection in connections:
             connection.close()
     latencies.sort()
+    overheads.sort()
     return {
         "requests_per_s": len(latencies) / duration_s,
-        "p50_ms": 1000 * latencies[len(latencies) // 2],
-        "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+        "p50_ms": 1000 * _percentile(latencies, 0.5),
+        "p99_ms": 1000 * _percentile(latencies, 0.99),
+        "overhead_p50_ms": 1000 * _percentile(overheads, 0.5),
+        "overhead_p99_ms": 1000 * _percentile(overheads, 0.99),
         "errors": errors,
     }
 
@@ -174,12 +205,16 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--in-flight", type=int, nargs="+", default=list(IN_FLIGHT))
     parser.add_argument(
-        "--upstream-latency-ms", type=float, nargs="+", default=list(UPSTREAM_LATENCY_MS)
+        "--upstream-latency-ms",
+        type=_upstream_spec,
+        nargs="+",
+        default=[_upstream_spec(u) for u in UPSTREAMS],
+        metavar="WAIT[+JITTER]",
     )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
     processes: list[Any] = []
-    results: dict[tuple[float, int], dict[str, list[dict[str, Any]]]] = {}
+    results: dict[tuple[str, int], dict[str, list[dict[str, Any]]]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-gateway-") as temporary:
         data = Path(temporary) / "data"
         try:
@@ -197,21 +232,22 @@ def main() -> int:
                 *("--hourly", "1000000", "--daily", "1000000", "--rpm", "0", "--tpm", "0"),
             )
             key = _cli("gateway", "key", "zero", "--data", str(data)).strip()
-            for latency_ms in args.upstream_latency_ms:
-                direct, via, pair = _upstream_and_gateway(data, latency_ms)
+            for latency_ms, jitter_ms in args.upstream_latency_ms:
+                upstream = _upstream_name(latency_ms, jitter_ms)
+                direct, via, pair = _upstream_and_gateway(data, latency_ms, jitter_ms)
                 processes.extend(pair)
                 for in_flight in args.in_flight:
                     runs: dict[str, list[dict[str, Any]]] = {"direct": [], "gateway": []}
                     for repeat in range(args.repeats):
                         for name, url, k in (("direct", direct, None), ("gateway", via, key)):
                             print(
-                                f"upstream latency {latency_ms:g} ms, {name}, in flight "
+                                f"upstream {upstream} ms, {name}, in flight "
                                 f"{in_flight}, run {repeat + 1}",
                                 file=sys.stderr,
                             )
                             window = _window(url, k, in_flight, args.duration_s)
                             runs[name].append(asyncio.run(window))
-                    results[latency_ms, in_flight] = runs
+                    results[upstream, in_flight] = runs
                 _stop(pair)
                 processes = [p for p in processes if p not in pair]
         finally:
@@ -224,12 +260,28 @@ def main() -> int:
     return 0
 
 
-def _upstream_and_gateway(data: Path, latency_ms: float) -> tuple[str, str, list[Any]]:
-    """A fake upstream answering after ``latency_ms``, and a gateway in front of it."""
+def _upstream_spec(text: str) -> tuple[float, float]:
+    """``WAIT`` or ``WAIT+JITTER`` (ms): the upstream's wait, and the bound of its extra."""
+    wait, _, jitter = text.partition("+")
+    try:
+        return float(wait), float(jitter or 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not WAIT or WAIT+JITTER in ms") from None
+
+
+def _upstream_name(latency_ms: float, jitter_ms: float) -> str:
+    return f"{latency_ms:g}+{jitter_ms:g}" if jitter_ms else f"{latency_ms:g}"
+
+
+def _upstream_and_gateway(
+    data: Path, latency_ms: float, jitter_ms: float
+) -> tuple[str, str, list[Any]]:
+    """A fake upstream answering after ``latency_ms`` plus up to ``jitter_ms``, and a gateway
+    in front of it."""
     upstream, line = _start(
         [
             *(sys.executable, "-m", "exchange.gateway.fake_upstream", "--models", MODEL),
-            *("--latency-ms", str(latency_ms)),
+            *("--latency-ms", str(latency_ms), "--latency-jitter-ms", str(jitter_ms)),
         ],
         b"listening",
     )
@@ -255,18 +307,20 @@ def _stop(processes: list[Any]) -> None:
 
 
 def _summary(
-    results: dict[tuple[float, int], dict[str, list[dict[str, Any]]]],
+    results: dict[tuple[str, int], dict[str, list[dict[str, Any]]]],
 ) -> list[dict[str, Any]]:
     rows = []
-    for (latency_ms, in_flight), runs in results.items():
-        row: dict[str, Any] = {"upstream_latency_ms": latency_ms, "in_flight": in_flight}
+    for (upstream, in_flight), runs in results.items():
+        row: dict[str, Any] = {"upstream_ms": upstream, "in_flight": in_flight}
         for name, samples in runs.items():
             for field in ("requests_per_s", "p50_ms", "p99_ms"):
                 row[f"{name}_{field}"] = statistics.median(s[field] for s in samples)
             row[f"{name}_errors"] = sum(s["errors"] for s in samples)
         pairs = list(zip(runs["direct"], runs["gateway"], strict=True))
-        row["added_p50_ms"] = statistics.median(g["p50_ms"] - d["p50_ms"] for d, g in pairs)
-        row["added_p99_ms"] = statistics.median(g["p99_ms"] - d["p99_ms"] for d, g in pairs)
+        for p in ("p50", "p99"):
+            row[f"added_{p}_ms"] = statistics.median(
+                g[f"overhead_{p}_ms"] - d[f"overhead_{p}_ms"] for d, g in pairs
+            )
         rows.append(row)
     return rows
 
@@ -279,7 +333,7 @@ def _print(rows: list[dict[str, Any]]) -> None:
     )
     for r in rows:
         print(
-            f"{r['upstream_latency_ms']:>11g} {r['in_flight']:>9} | "
+            f"{r['upstream_ms']:>11} {r['in_flight']:>9} | "
             f"{r['direct_requests_per_s']:>12.0f} {r['direct_p50_ms']:>7.2f} "
             f"{r['direct_p99_ms']:>7.2f} | {r['gateway_requests_per_s']:>13.0f} "
             f"{r['gateway_p50_ms']:>7.2f} {r['gateway_p99_ms']:>7.2f} | "

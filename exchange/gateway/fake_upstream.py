@@ -9,12 +9,16 @@ chunk with ``usage`` when ``stream_options.include_usage`` is set. Embeddings ar
 from a hash of each input. ``/v1/models`` lists the models it was started with. A request's
 ``metadata.chunk_delay_ms`` spaces its stream's chunks (a slow model, for cancellation tests).
 ``--latency-ms`` makes every chat answer wait that long first (a model's time to answer, spent
-waiting rather than computing: the benchmark's realistic upstream).
+waiting rather than computing: the benchmark's realistic upstream), and ``--latency-jitter-ms``
+adds a uniform extra wait below that bound to each (a model's time varies with the request, so
+that clients which start together do not stay in step). A reply that waited says how long in
+``x_upstream_wait_ms``, so that a client can tell the model's time from everything else's.
 """
 
 import argparse
 import hashlib
 import json
+import random
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -53,7 +57,15 @@ def chat_answer(body: dict[str, Any]) -> tuple[list[str], int]:
     return answer, prompt
 
 
-def make_app(models: tuple[str, ...], *, latency_ms: float = 0.0) -> Starlette:
+# The jitter's draws: one fixed sequence, so that runs are alike.
+JITTER_SEED = 0
+
+
+def make_app(
+    models: tuple[str, ...], *, latency_ms: float = 0.0, latency_jitter_ms: float = 0.0
+) -> Starlette:
+    jitter = random.Random(JITTER_SEED)
+
     async def list_models(request: Request) -> Response:
         return JSONResponse(
             {
@@ -77,8 +89,10 @@ def make_app(models: tuple[str, ...], *, latency_ms: float = 0.0) -> Starlette:
                 },
                 status_code=404,
             )
-        if latency_ms:
-            await anyio.sleep(latency_ms / 1000)
+        wait_ms = latency_ms + latency_jitter_ms * jitter.random()
+        if wait_ms:
+            await anyio.sleep(wait_ms / 1000)
+        waited = {"x_upstream_wait_ms": round(wait_ms, 3)} if wait_ms else {}
         words, prompt = chat_answer(body)
         created = int(time.time())
         usage = {
@@ -146,6 +160,7 @@ def make_app(models: tuple[str, ...], *, latency_ms: float = 0.0) -> Starlette:
                 ],
                 "usage": usage,
             }
+            | waited
         )
 
     async def completions(request: Request) -> Response:
@@ -229,10 +244,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--latency-ms", type=float, default=0.0, help="wait this long before each chat answer"
     )
+    parser.add_argument(
+        "--latency-jitter-ms",
+        type=float,
+        default=0.0,
+        help="wait up to this much longer (uniformly drawn) before each chat answer",
+    )
     args = parser.parse_args(argv)
     sock = listening_socket(args.host, args.port)
     models = tuple(m for m in args.models.split(",") if m)
-    app = make_app(models, latency_ms=args.latency_ms)
+    app = make_app(models, latency_ms=args.latency_ms, latency_jitter_ms=args.latency_jitter_ms)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
     server = uvicorn.Server(config)
     print(f"listening {sock.getsockname()[1]}", flush=True)

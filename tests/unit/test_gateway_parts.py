@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from starlette.testclient import TestClient
 
 from agents.errors import ConfigError
 from agents.roles import analyst
 from exchange.daemon.natsserver import permissions_for
 from exchange.gateway.app import refusal_response, usage_of
-from exchange.gateway.fake_upstream import chat_answer
+from exchange.gateway.fake_upstream import chat_answer, make_app
 from exchange.gateway.keys import KeyRing, KeysError, issue_key, read_keys, revoke_key
 from exchange.gateway.tokens import RequestError, completion_bound, prompt_bound
 from exchange.gateway.upstreams import parse_upstream
@@ -140,3 +141,18 @@ def test_an_upstream_takes_its_proxy_from_the_environment_once(
     assert upstream.proxy == "http://proxy.internal:3128"
     assert parse_upstream("http://127.0.0.1:8000/v1").proxy is None  # NO_PROXY, and no HTTP_PROXY
     assert parse_upstream("https://gpu.lan/v1").proxy is None
+
+
+def test_the_fake_upstreams_wait_is_drawn_in_its_bounds_and_reported() -> None:
+    app = make_app(("m",), latency_ms=1.0, latency_jitter_ms=4.0)
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    with TestClient(app) as client:
+        waits = [
+            client.post("/v1/chat/completions", json=body).json()["x_upstream_wait_ms"]
+            for _ in range(20)
+        ]
+    assert all(1.0 <= w < 5.0 for w in waits), waits
+    assert len(set(waits)) > 1, "the jitter drew one value"
+    # Without a configured wait, replies stay as OpenAI's are.
+    with TestClient(make_app(("m",))) as client:
+        assert "x_upstream_wait_ms" not in client.post("/v1/chat/completions", json=body).json()
