@@ -1,7 +1,7 @@
 """Benchmark: the metering gateway against calling its upstream directly, in the same run.
 
 Run from the repository root: ``python bench/gateway.py [--duration-s 3] [--repeats 3]
-[--in-flight 1 32] [--upstream-latency-ms 0 100 50+100]``.
+[--in-flight 1 32] [--upstream-latency-ms 0 100 50+100] [--gateway-workers 1 2]``.
 
 What runs, each in its own process:
 - the exchange: ``exchange up`` (secure mode, embedded nats-server, SQLite WAL with
@@ -17,15 +17,17 @@ What runs, each in its own process:
     worst case for a single-threaded gateway: the last waits for 31 others' CPU);
   - ``50+100`` waits 50 ms plus a uniform draw below 100 ms, as a model's time varies with the
     request: the clients drift apart, and requests arrive spread out, as from a real swarm;
-- the gateway: ``exchange gateway serve --upstream <the upstream>``, one per upstream: it admits
-  each request against a quota the exchange granted (asking for one when none has room),
-  forwards it and charges the reported usage to the quota, settled in the background;
+- the gateways: ``exchange gateway serve --upstream <the upstream> --workers N``, one per
+  ``--gateway-workers`` item and upstream (N processes on one port, see
+  ``exchange/gateway/workers.py``): each admits a request against a quota the exchange granted
+  (asking for one when none has room), forwards it and charges the reported usage to the quota,
+  settled in the background;
 - the requester: this process, ``in_flight`` keep-alive connections, each posting a
   non-streaming chat completion (``max_tokens`` 16) and awaiting its answer in a loop (a
   minimal HTTP/1.1 client on asyncio streams, so that the load generator costs little CPU).
 
-Runs alternate direct / gateway, ``--repeats`` times per in-flight count; each figure is the
-median of the repeats. The added latency is measured per request: its latency less the
+Runs alternate direct / each gateway, ``--repeats`` times per in-flight count; each figure is
+the median of the repeats. The added latency is measured per request: its latency less the
 upstream's deliberate wait (the fake upstream reports it in each answer) is its overhead, and
 added p50 (p99) = gateway overhead p50 (p99) - direct overhead p50 (p99) of the same round. (With
 a fixed wait this equals the difference of the latencies' percentiles; with a jittered one it
@@ -51,6 +53,8 @@ READY_TIMEOUT_S = 60.0
 IN_FLIGHT = (1, 32)
 # The upstreams, each "WAIT" or "WAIT+JITTER" in ms (see the module doc).
 UPSTREAMS = ("0", "100", "50+100")
+# The gateways measured: ``exchange gateway serve --workers N`` for each N.
+GATEWAY_WORKERS = (1, 2)
 WAIT_FIELD = b'"x_upstream_wait_ms":'
 MODEL = "llama3.2"
 WARMUP_S = 0.5
@@ -211,6 +215,14 @@ def main() -> int:
         default=[_upstream_spec(u) for u in UPSTREAMS],
         metavar="WAIT[+JITTER]",
     )
+    parser.add_argument(
+        "--gateway-workers",
+        type=int,
+        nargs="+",
+        default=list(GATEWAY_WORKERS),
+        metavar="N",
+        help="a gateway for each (exchange gateway serve --workers N), measured in turn",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
     processes: list[Any] = []
@@ -234,12 +246,16 @@ def main() -> int:
             key = _cli("gateway", "key", "zero", "--data", str(data)).strip()
             for latency_ms, jitter_ms in args.upstream_latency_ms:
                 upstream = _upstream_name(latency_ms, jitter_ms)
-                direct, via, pair = _upstream_and_gateway(data, latency_ms, jitter_ms)
-                processes.extend(pair)
+                direct, gateways, started = _upstream_and_gateways(
+                    data, latency_ms, jitter_ms, args.gateway_workers
+                )
+                processes.extend(started)
+                targets: list[tuple[str, str, str | None]] = [("direct", direct, None)]
+                targets += [(_gateway_name(n), url, key) for n, url in gateways.items()]
                 for in_flight in args.in_flight:
-                    runs: dict[str, list[dict[str, Any]]] = {"direct": [], "gateway": []}
+                    runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in targets}
                     for repeat in range(args.repeats):
-                        for name, url, k in (("direct", direct, None), ("gateway", via, key)):
+                        for name, url, k in targets:
                             print(
                                 f"upstream {upstream} ms, {name}, in flight "
                                 f"{in_flight}, run {repeat + 1}",
@@ -248,8 +264,8 @@ def main() -> int:
                             window = _window(url, k, in_flight, args.duration_s)
                             runs[name].append(asyncio.run(window))
                     results[upstream, in_flight] = runs
-                _stop(pair)
-                processes = [p for p in processes if p not in pair]
+                _stop(started)
+                processes = [p for p in processes if p not in started]
         finally:
             _stop(list(reversed(processes)))
     summary = _summary(results)
@@ -273,11 +289,16 @@ def _upstream_name(latency_ms: float, jitter_ms: float) -> str:
     return f"{latency_ms:g}+{jitter_ms:g}" if jitter_ms else f"{latency_ms:g}"
 
 
-def _upstream_and_gateway(
-    data: Path, latency_ms: float, jitter_ms: float
-) -> tuple[str, str, list[Any]]:
+def _gateway_name(workers: int) -> str:
+    return f"gateway x{workers}"
+
+
+def _upstream_and_gateways(
+    data: Path, latency_ms: float, jitter_ms: float, workers: list[int]
+) -> tuple[str, dict[int, str], list[Any]]:
     """A fake upstream answering after ``latency_ms`` plus up to ``jitter_ms``, and a gateway
-    in front of it."""
+    in front of it for each count of ``workers``: the upstream's URL, each gateway's, and the
+    processes."""
     upstream, line = _start(
         [
             *(sys.executable, "-m", "exchange.gateway.fake_upstream", "--models", MODEL),
@@ -286,18 +307,23 @@ def _upstream_and_gateway(
         b"listening",
     )
     direct = f"http://127.0.0.1:{line.split()[1].decode()}/v1"
+    started, gateways = [upstream], {}
     try:
-        gateway, line = _start(
-            [
-                *(sys.executable, "-m", "exchange.cli.main", "gateway", "serve"),
-                *("--data", str(data), "--upstream", direct, "--port", "0"),
-            ],
-            b"gateway at",
-        )
+        for count in workers:
+            gateway, line = _start(
+                [
+                    *(sys.executable, "-m", "exchange.cli.main", "gateway", "serve"),
+                    *("--data", str(data), "--upstream", direct, "--port", "0"),
+                    *("--workers", str(count)),
+                ],
+                b"gateway at",
+            )
+            started.append(gateway)
+            gateways[count] = line.split()[2].decode()
     except BaseException:
-        _stop([upstream])
+        _stop(started)
         raise
-    return direct, line.split()[2].decode(), [upstream, gateway]
+    return direct, gateways, started
 
 
 def _stop(processes: list[Any]) -> None:
@@ -309,31 +335,36 @@ def _stop(processes: list[Any]) -> None:
 def _summary(
     results: dict[tuple[str, int], dict[str, list[dict[str, Any]]]],
 ) -> list[dict[str, Any]]:
+    """A row per upstream, in-flight count and gateway, beside the direct runs of its rounds."""
     rows = []
     for (upstream, in_flight), runs in results.items():
-        row: dict[str, Any] = {"upstream_ms": upstream, "in_flight": in_flight}
+        direct = runs["direct"]
         for name, samples in runs.items():
-            for field in ("requests_per_s", "p50_ms", "p99_ms"):
-                row[f"{name}_{field}"] = statistics.median(s[field] for s in samples)
-            row[f"{name}_errors"] = sum(s["errors"] for s in samples)
-        pairs = list(zip(runs["direct"], runs["gateway"], strict=True))
-        for p in ("p50", "p99"):
-            row[f"added_{p}_ms"] = statistics.median(
-                g[f"overhead_{p}_ms"] - d[f"overhead_{p}_ms"] for d, g in pairs
-            )
-        rows.append(row)
+            if name == "direct":
+                continue
+            row: dict[str, Any] = {"upstream_ms": upstream, "in_flight": in_flight, "via": name}
+            for side, side_samples in (("direct", direct), ("gateway", samples)):
+                for field in ("requests_per_s", "p50_ms", "p99_ms"):
+                    row[f"{side}_{field}"] = statistics.median(s[field] for s in side_samples)
+                row[f"{side}_errors"] = sum(s["errors"] for s in side_samples)
+            pairs = list(zip(direct, samples, strict=True))
+            for p in ("p50", "p99"):
+                row[f"added_{p}_ms"] = statistics.median(
+                    g[f"overhead_{p}_ms"] - d[f"overhead_{p}_ms"] for d, g in pairs
+                )
+            rows.append(row)
     return rows
 
 
 def _print(rows: list[dict[str, Any]]) -> None:
     print(
-        f"{'upstream ms':>11} {'in flight':>9} | "
+        f"{'upstream ms':>11} {'in flight':>9} {'via':>12} | "
         f"{'direct req/s':>12} {'p50 ms':>7} {'p99 ms':>7} | "
         f"{'gateway req/s':>13} {'p50 ms':>7} {'p99 ms':>7} | {'added p50':>9} {'added p99':>9}"
     )
     for r in rows:
         print(
-            f"{r['upstream_ms']:>11} {r['in_flight']:>9} | "
+            f"{r['upstream_ms']:>11} {r['in_flight']:>9} {r['via']:>12} | "
             f"{r['direct_requests_per_s']:>12.0f} {r['direct_p50_ms']:>7.2f} "
             f"{r['direct_p99_ms']:>7.2f} | {r['gateway_requests_per_s']:>13.0f} "
             f"{r['gateway_p50_ms']:>7.2f} {r['gateway_p99_ms']:>7.2f} | "
