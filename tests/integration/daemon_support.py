@@ -87,6 +87,19 @@ async def run_cli(*argv: str) -> CliResult:
     return CliResult(status, out.getvalue(), err.getvalue())
 
 
+async def wait_exited(pid: int) -> None:
+    """Returns once ``pid`` (any process, not only a child) has exited: its pidfd turns readable
+    then (an event, not a poll)."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        await anyio.wait_readable(pidfd)
+    finally:
+        os.close(pidfd)
+
+
 def stop_orphaned_nats_server(nats_dir: Path) -> None:
     """SIGTERMs the nats-server whose pid file is in ``nats_dir``, if it still runs from there."""
     pid_file = nats_dir / PID_FILE_NAME

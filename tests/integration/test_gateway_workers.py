@@ -20,7 +20,7 @@ import anyio
 import httpx
 import pytest
 from anyio.abc import Process
-from daemon_support import client_for, running_exchange
+from daemon_support import client_for, running_exchange, wait_exited
 
 from exchange.core.metering import metered_cost_micro
 from exchange.gateway.fake_upstream import fake_upstream_process
@@ -54,18 +54,6 @@ class Served:
 
 def _children(pid: int) -> list[int]:
     return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-
-
-async def _exited(pid: int) -> None:
-    """Returns once process ``pid`` (not necessarily a child of this one) has exited."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return
-    try:
-        await anyio.wait_readable(fd)
-    finally:
-        os.close(fd)
 
 
 @asynccontextmanager
@@ -128,7 +116,7 @@ async def test_the_workers_answer_every_connection_and_charge_exactly_the_usage(
         with anyio.fail_after(STOP_TIMEOUT_S):
             assert await served.supervisor.wait() == 0
             for pid in served.workers:
-                await _exited(pid)
+                await wait_exited(pid)
         status = await served.admin.query_envelope("status")
         assert status.ok and status.result["open_holds"] == 0, status
         assert await _balance(served.admin, "zero") == before - Decimal(charged_micro).scaleb(-6)
@@ -140,7 +128,7 @@ async def test_a_worker_that_dies_stops_the_set_with_its_status(tmp_path: Path) 
         os.kill(dead, signal.SIGKILL)
         with anyio.fail_after(STOP_TIMEOUT_S):
             status = await served.supervisor.wait()
-            await _exited(other)
+            await wait_exited(other)
         assert status == 128 + signal.SIGKILL, status
 
 
@@ -150,4 +138,4 @@ async def test_a_killed_supervisor_leaves_no_worker_behind(tmp_path: Path) -> No
         with anyio.fail_after(STOP_TIMEOUT_S):
             await served.supervisor.wait()
             for pid in served.workers:
-                await _exited(pid)
+                await wait_exited(pid)

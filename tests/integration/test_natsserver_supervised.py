@@ -22,7 +22,7 @@ import anyio
 import msgspec
 import nats
 import pytest
-from daemon_support import client_for, running_exchange
+from daemon_support import client_for, running_exchange, wait_exited
 from nats.aio.client import Client
 from structlog.testing import capture_logs
 
@@ -66,18 +66,6 @@ def _is_running(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return state != "Z"
-
-
-async def _wait_exited(pid: int) -> None:
-    """Returns once ``pid`` has exited: its pidfd turns readable then (an event, not a poll)."""
-    try:
-        pidfd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return
-    try:
-        await anyio.wait_readable(pidfd)
-    finally:
-        os.close(pidfd)
 
 
 async def _kill_and_wait_restart(server: SupervisedNatsServer) -> int:
@@ -187,7 +175,7 @@ async def test_a_reload_the_server_dies_in_is_applied_by_its_successor(
             # no server, and must reach the next one.
             pid = server.pid
             os.kill(pid, signal.SIGKILL)
-            await _wait_exited(pid)
+            await wait_exited(pid)
             await server.reload(_with_user(server.config, bob))
             assert server.restarts == 2
             async with nats_client(server, bob) as client:
@@ -224,7 +212,7 @@ async def test_a_restart_that_cannot_start_counts_towards_giving_up(
             await _kill_and_wait_restart(server)
             pid, port = server.pid, server.client_port
             os.kill(pid, signal.SIGKILL)
-            await _wait_exited(pid)
+            await wait_exited(pid)
             # Taken during the pause before the second restart, which then cannot listen.
             with socket.socket() as squatter:
                 squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
