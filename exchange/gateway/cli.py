@@ -235,8 +235,10 @@ def _supervise(args: argparse.Namespace, sockets: list[socket.socket], out: Text
         anyio.run(supervising, backend="asyncio")
     except WorkersError as exc:
         return _fail(str(exc), exc.status)
-    except TimeoutError:
+    except TimeoutError:  # before OSError, its base class
         return _fail(f"the workers did not all serve within {START_TIMEOUT_S:g} s", EXIT_REFUSED)
+    except OSError as exc:
+        return _fail(f"cannot start a worker: {exc}", EXIT_REFUSED)
     return EXIT_OK
 
 
