@@ -203,6 +203,8 @@ class Admission:
         # Admission times of the last second per key: the demand a new quota is sized by.
         self._recent: dict[Key, deque[float]] = {}
         self._unsettled: list[Quota] = []
+        # Set when a quota is granted: what an idle settle loop waits for (made by ``run``).
+        self._granted: anyio.Event | None = None
 
     async def admit(
         self, agent: str, model: str, prompt_tokens: int, max_tokens: int
@@ -251,6 +253,8 @@ class Admission:
         if isinstance(grant, r.ErrorBody):
             return grant
         self.book.add(Quota.granted(grant, asked_at_s, self.admit_s))
+        if self._granted is not None:
+            self._granted.set()
         return None
 
     def _demand(self, key: Key) -> int:
@@ -289,8 +293,12 @@ class Admission:
                 return
 
     async def run(self) -> None:
-        """Settles done quotas every ``settle_interval_s`` until cancelled."""
+        """Settles done quotas every ``settle_interval_s`` until cancelled; with none open or
+        unsettled, sleeps until one is granted (an idle gateway does not wake)."""
         while True:
+            if not self._left():
+                self._granted = anyio.Event()
+                await self._granted.wait()
             await anyio.sleep(self.settle_interval_s)
             await self.settle_due()
 
