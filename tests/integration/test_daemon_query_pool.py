@@ -25,8 +25,9 @@ pytestmark = pytest.mark.anyio
 
 SHAPLEY = "exchange.query.shapley"
 AGENTS = ("claude", "builder", "lambda", "spark", "observer", "zero")
-# Generous: a loaded 2-core machine, not the expected time (a few ms here).
-REFUSAL_TIMEOUT_S = 2.0
+# Generous: a loaded 2-core CI machine, not the expected time (a few ms here). What shows the
+# refusal came at the wire is that no query process started, not this bound.
+REFUSAL_TIMEOUT_S = 10.0
 QUERY_TIMEOUT_S = 30.0
 
 
