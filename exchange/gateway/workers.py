@@ -26,6 +26,7 @@ import anyio
 import structlog
 from anyio.abc import ByteReceiveStream, Process
 
+from exchange.errors import ExchangeError
 from exchange.listen import listening_socket
 
 log: Final = structlog.get_logger("exchange.gateway")
@@ -39,7 +40,7 @@ START_TIMEOUT_S: Final = 60.0
 ArgvFor = Callable[[int], list[str]]
 
 
-class WorkersError(Exception):
+class WorkersError(ExchangeError):
     """A worker did not start, or exited by itself; ``status`` is what the supervisor exits."""
 
     def __init__(self, message: str, status: int) -> None:
