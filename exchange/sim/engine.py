@@ -18,7 +18,7 @@ import msgspec
 from exchange.core.accounts import MINT
 from exchange.core.machine import Exchange, Outcome
 from exchange.core.swarm_metrics import SwarmMetricInputs, evaluate, gini
-from exchange.sim.credit import credit_events, credit_outcome
+from exchange.sim.credit import credit_events, credit_outcome, task_outcomes
 from exchange.sim.plan import (
     CommitAction,
     CreditAction,
@@ -39,6 +39,7 @@ from exchange.sim.scenario import Scenario, ScenarioError, hours_max
 from protocols import commands as c
 from protocols import queries as q
 from protocols import results as r
+from protocols import swarm as s
 from protocols.amounts import micro_of_text
 from protocols.errors import ErrorCode
 from protocols.ids import ADMIN
@@ -54,9 +55,21 @@ from protocols.units import (
 __all__ = ["SimulationResult", "Simulator", "refusal_line", "simulate"]
 
 # Credit verbs whose reply names what the ledger made: the placeholder's prefix, the reply's key.
-_MADE_IDS: Final = {"stake": ("stake", "stake_id"), "loan.offer": ("loan", "loan_id")}
+_MADE_IDS: Final = {
+    "stake": ("stake", "stake_id"),
+    "loan.offer": ("loan", "loan_id"),
+    "task.announce": ("task", "task_id"),
+}
+# The fields of credit commands that may name a placeholder for an id the ledger gave.
+_ID_FIELDS: Final = ("stake_id", "loan_id", "task_id")
 
 LLM_ACCOUNT_PREFIX: Final = "@llm."
+# An agent's stake account (exchange.core.staking.stake_account): a slash is posted from it.
+STAKE_ACCOUNT_PREFIX: Final = "@stake."
+# What the ledger counts as an agent's earnings besides what ``@mint`` pays it: a task's escrow
+# released to it as the executor, a referral's share of a fee (exchange/core/escrow.py).
+EARNING_KINDS: Final = frozenset({"escrow.release", "referral"})
+SLASH_KIND: Final = "stake.slash"
 # A burst refusal is retried (smaller) this long after, like the seed's log: 23:51:34 then :35.
 burst_retry_delay_s: Final = 1
 # Waiting out a window limit gives up after this many tries, so a request cannot chase the
@@ -127,10 +140,13 @@ class _Tally:
     refused: int = 0
     # model -> [requests, tokens, spent_micro]
     models: dict[str, list[int]] = field(default_factory=dict)
-    # Postings neither minted nor paid for inference (stakes, loans, futures: the credit plans),
-    # net, and summed by kind (credits positive, debits negative).
+    # Postings neither earned nor paid for inference (stakes, loans, futures, the escrow of a
+    # task it hired: the credit plans), net, and summed by kind (credits positive, debits
+    # negative).
     other_micro: int = 0
     kinds: dict[str, int] = field(default_factory=dict)
+    # What its stakes lost to slashes: posted from @stake.<agent>, so never in its balance.
+    slashed_micro: int = 0
 
 
 @dataclass(slots=True)
@@ -182,8 +198,12 @@ class Simulator:
         }
         self._hours = [_HourTally() for _ in range(self.hours)]
         self._refusals: list[RefusalRecord] = []
-        # The ids the ledger gave the credit plans' stakes and loans ("?stake-0" -> "stake-1").
+        # The ids the ledger gave the credit plans' stakes, loans and tasks ("?stake-0" ->
+        # "stake-1"); how the market closed each task, and what each task's executor was
+        # slashed, by task id.
         self._credit_ids: dict[str, str] = {}
+        self._closed_tasks: dict[str, s.TaskClosed] = {}
+        self._task_slashes: dict[str, int] = {}
         self._queue = self._plan()
 
     # ----------------------------------------------------------------------------- setup
@@ -299,10 +319,10 @@ class Simulator:
             usage[2] += micro_of_text(result.cost)
 
     def _apply_credit(self, event: Event, action: CreditAction, hour: _HourTally) -> None:
-        """Sends a credit plan's command (ids filled in) or a tick; a command whose stake or
-        loan was refused is not sent (there is nothing to unstake, accept or repay)."""
+        """Sends a credit plan's command (ids filled in) or a tick; a command whose stake, loan or
+        task was refused is not sent (there is nothing to unstake, accept, repay, bid on...)."""
         command = action.command
-        for field_name in ("stake_id", "loan_id"):
+        for field_name in _ID_FIELDS:
             placeholder = getattr(command, field_name, None)
             if placeholder is not None and placeholder.startswith("?"):
                 real = self._credit_ids.get(placeholder)
@@ -322,10 +342,13 @@ class Simulator:
             self._credit_ids[f"?{prefix}-{number}"] = result[key]
 
     def _book(self, outcome: Outcome, at_ns: int, hour: _HourTally) -> None:
-        """Reads earnings, spend and balances off the postings the ledger made."""
+        """Reads earnings, spend and balances off the postings the ledger made, and how tasks
+        ended off what the market announced."""
         changed: list[str] = []
         for posting in outcome.postings:
             amount = posting.amount_micro
+            if posting.kind == SLASH_KIND:
+                self._slashed(posting.debit, posting.memo, amount)
             debited = self._tallies.get(posting.debit)
             credited = self._tallies.get(posting.credit)
             if debited is not None:
@@ -340,7 +363,7 @@ class Simulator:
             if credited is not None:
                 credited.balance_micro += amount
                 changed.append(posting.credit)
-                if posting.debit == MINT:
+                if posting.debit == MINT or posting.kind in EARNING_KINDS:
                     credited.earned_micro += amount
                     hour.earned_micro += amount
                 else:
@@ -349,6 +372,18 @@ class Simulator:
         offset_ms = (at_ns - self.start_ns) // NS_PER_MS
         for agent in dict.fromkeys(changed):
             self._timeline[agent].append((offset_ms, self._tallies[agent].balance_micro))
+        for publication in outcome.publications:
+            if isinstance(publication.payload, s.TaskClosed):
+                self._closed_tasks[publication.payload.task_id] = publication.payload
+
+    def _slashed(self, stake_account: str, memo: str, amount_micro: int) -> None:
+        """A slash moves tokens from the executor's stake account to the task's manager; its memo
+        is ``"<stake id> <task id>"`` (exchange/core/staking.py)."""
+        owner = self._tallies.get(stake_account.removeprefix(STAKE_ACCOUNT_PREFIX))
+        if owner is not None:
+            owner.slashed_micro += amount_micro
+        task_id = memo.rsplit(" ", 1)[-1]
+        self._task_slashes[task_id] = self._task_slashes.get(task_id, 0) + amount_micro
 
     def _refused(self, event: Event, outcome: Outcome, verb: str, hour: _HourTally) -> None:
         body = _refusal_decoder.decode(outcome.reply).error
@@ -474,9 +509,18 @@ class Simulator:
             timeline=self._timeline,
             metrics=_metrics(agents, self._refusals),
             credit=[
-                credit_outcome(agent, tally.kinds, self.exchange)
+                credit_outcome(agent, tally.kinds, tally.slashed_micro, self.exchange)
                 for agent, tally in self._tallies.items()
             ]
+            if self.scenario.credit.enabled
+            else [],
+            tasks=task_outcomes(
+                self.scenario.credit.tasks,
+                self._credit_ids,
+                self._closed_tasks,
+                self._task_slashes,
+                self.exchange,
+            )
             if self.scenario.credit.enabled
             else [],
         )

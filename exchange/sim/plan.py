@@ -59,8 +59,8 @@ class RequestAction:
 @dataclass(frozen=True, slots=True)
 class CreditAction:
     """A command of the scenario's credit plans, or an hourly tick (exchange/sim/credit.py):
-    sent as is by ``sender``, after the engine fills in the ids the ledger gave (``?stake-<n>``
-    and ``?loan-<n>`` name the stake and loan its plan number ``n`` made)."""
+    sent as is by ``sender``, after the engine fills in the ids the ledger gave (``?stake-<n>``,
+    ``?loan-<n>`` and ``?task-<n>`` name the stake, loan and task its plan number ``n`` made)."""
 
     sender: str
     verb: str

@@ -45,8 +45,9 @@ CSV_FILES: Final = (
     "metrics.csv",
 )
 JSON_FILE: Final = "result.json"
-# Written only when the scenario's credit is enabled.
+# Written only when the scenario's credit is enabled (tasks.csv: and it plans tasks).
 CREDIT_CSV_FILE: Final = "credit.csv"
+TASKS_CSV_FILE: Final = "tasks.csv"
 
 
 class AgentRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -121,6 +122,24 @@ class CreditRow(msgspec.Struct, frozen=True, kw_only=True):
     lent_out: str
     defaults: int
     futures_net: str
+    # A default, so that a result.json written before tasks were simulated still reads.
+    slash_received: str = "0"
+
+
+class TaskRow(msgspec.Struct, frozen=True, kw_only=True):
+    """A hired task of the credit plans, as the market ended it (docs/simulation.md, Credit)."""
+
+    task_id: str
+    manager: str
+    executor: str
+    task_type: str
+    planned: str
+    state: str
+    price: str
+    paid: str
+    fee: str
+    refunded: str
+    slashed: str
 
 
 class RunInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -147,6 +166,7 @@ class Report(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     activity: dict[str, ActivityRow]
     refusal_samples: dict[str, list[str]]
     credit: dict[str, CreditRow] | None = None
+    tasks: list[TaskRow] | None = None
 
 
 def to_report(result: SimulationResult) -> Report:
@@ -222,9 +242,27 @@ def to_report(result: SimulationResult) -> Report:
                 lent_out=format_micro(c.lent_out_micro),
                 defaults=c.defaults,
                 futures_net=format_micro(c.futures_net_micro),
+                slash_received=format_micro(c.slash_received_micro),
             )
             for c in result.credit
         }
+        or None,
+        tasks=[
+            TaskRow(
+                task_id=t.task_id,
+                manager=t.manager,
+                executor=t.executor,
+                task_type=t.task_type,
+                planned=t.planned,
+                state=t.state,
+                price=format_micro(t.price_micro),
+                paid=format_micro(t.paid_micro),
+                fee=format_micro(t.fee_micro),
+                refunded=format_micro(t.refunded_micro),
+                slashed=format_micro(t.slashed_micro),
+            )
+            for t in result.tasks
+        ]
         or None,
     )
 
@@ -292,6 +330,13 @@ def write_files(result: SimulationResult, folder: Path) -> list[Path]:
             writer.writerow(["agent", *columns])
             for agent, row in report.credit.items():
                 writer.writerow([agent, *msgspec.structs.astuple(row)])
+        written.append(path)
+    if report.tasks is not None:
+        path = folder / TASKS_CSV_FILE
+        with path.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(TaskRow.__struct_encode_fields__)
+            writer.writerows(msgspec.structs.astuple(task) for task in report.tasks)
         written.append(path)
     return written
 
@@ -490,8 +535,8 @@ def print_tables(result: SimulationResult, console: Console) -> None:
         )
     console.print(bands)
 
-    if result.credit:
-        console.print(_credit_table(result))
+    for table in _credit_tables(result):
+        console.print(table)
 
     metrics = Table(title="Swarm metrics")
     for column in ("Metric", "Value", "Target", "Warning", "Status"):
@@ -502,30 +547,81 @@ def print_tables(result: SimulationResult, console: Console) -> None:
     console.print(metrics)
 
 
-def _credit_table(result: SimulationResult) -> Table:
-    """Each agent's credit; a column that is 0 for every agent (no fees to yield from, no task
-    failed, no future bought) is left out, so the table fits a terminal."""
-    columns: list[tuple[str, str, bool]] = [
-        ("Staked", "staked_micro", False),
-        ("Yield", "yield_micro", False),
-        ("Slashed", "slashed_micro", False),
-        ("Borrowed", "borrowed_micro", False),
-        ("Repaid", "repaid_micro", False),
-        ("Lent", "lent_micro", False),
-        ("Received", "received_micro", False),
-        ("Owed", "owed_micro", False),
-        ("Owed to it", "lent_out_micro", False),
-        ("Futures", "futures_net_micro", True),
-    ]
+def _credit_tables(result: SimulationResult) -> list[Table]:
+    """Each agent's staking, then its lending and futures, then the hired tasks (none without
+    credit). A column that is 0 for every agent (no task failed, no future bought...) is left
+    out, and the agents' credit is two tables, so that each fits a terminal."""
+    if not result.credit:
+        return []
+    staking = _agent_credit_table(
+        "Credit: staking",
+        [
+            ("Staked", "staked_micro", False),
+            ("Yield", "yield_micro", False),
+            ("Slashed", "slashed_micro", False),
+            ("Slash received", "slash_received_micro", False),
+        ],
+        result,
+    )
+    lending = _agent_credit_table(
+        "Credit: lending and futures",
+        [
+            ("Borrowed", "borrowed_micro", False),
+            ("Repaid", "repaid_micro", False),
+            ("Lent", "lent_micro", False),
+            ("Received", "received_micro", False),
+            ("Owed", "owed_micro", False),
+            ("Owed to it", "lent_out_micro", False),
+            ("Futures", "futures_net_micro", True),
+        ],
+        result,
+        defaults=True,
+    )
+    tables = [staking, lending]
+    if result.tasks:
+        tasks = Table(title="Credit: hired tasks")
+        for column in ("Manager", "Executor", "Price", "State", "Paid", "Fee", "Refunded"):
+            tasks.add_column(
+                column, justify="left" if column in ("Manager", "Executor") else "right"
+            )
+        tasks.add_column("Slashed", justify="right")
+        for t in result.tasks:
+            tasks.add_row(
+                t.manager,
+                t.executor,
+                _whole(t.price_micro),
+                t.state or "refused",
+                _whole(t.paid_micro),
+                _whole(t.fee_micro),
+                _whole(t.refunded_micro),
+                _whole(t.slashed_micro),
+                style="red" if t.slashed_micro else None,
+            )
+        tables.append(tasks)
+    return tables
+
+
+def _agent_credit_table(
+    title: str,
+    columns: list[tuple[str, str, bool]],
+    result: SimulationResult,
+    *,
+    defaults: bool = False,
+) -> Table:
+    """One row per agent; ``columns``: (title, CreditOutcome field, signed)."""
     shown = [c for c in columns if any(getattr(row, c[1]) for row in result.credit)]
-    table = Table(title="Credit (staking, lending, futures)")
+    # No padding at the table's edges: eight columns of lending then fit 80 characters.
+    table = Table(title=title, pad_edge=False)
     table.add_column("Agent")
-    for title, _, _ in shown:
-        table.add_column(title, justify="right")
-    table.add_column("Defaults", justify="right")
+    for column_title, _, _ in shown:
+        table.add_column(column_title, justify="right")
+    if defaults:
+        table.add_column("Defaults", justify="right")
     for row in result.credit:
         cells = [_whole(getattr(row, name), signed=signed) for _, name, signed in shown]
-        table.add_row(row.agent, *cells, str(row.defaults), style="red" if row.defaults else None)
+        if defaults:
+            cells.append(str(row.defaults))
+        table.add_row(row.agent, *cells, style="red" if defaults and row.defaults else None)
     return table
 
 

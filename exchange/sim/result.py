@@ -13,11 +13,13 @@ __all__ = [
     "ModelUsage",
     "RefusalRecord",
     "SimulationResult",
+    "TaskOutcome",
 ]
 
 
 class AgentOutcome(msgspec.Struct, frozen=True, kw_only=True):
-    """One agent's day. ``earned`` is what ``@mint`` paid it (commit and issue rewards), ``spent``
+    """One agent's day. ``earned`` is what ``@mint`` paid it (commit and issue rewards) and, with
+    credit on, what the tasks it was hired for paid it (as the ledger counts earnings); ``spent``
     what it paid for inference; the opening balance is in ``start``, not in ``earned``."""
 
     agent: str
@@ -94,6 +96,28 @@ class CreditOutcome(msgspec.Struct, frozen=True, kw_only=True):
     lent_out_micro: int
     defaults: int
     futures_net_micro: int
+    # What it was paid from the stakes of executors that failed its tasks (as their manager).
+    slash_received_micro: int = 0
+
+
+class TaskOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    """One hired task of the credit plans, as the market ended it, in micro-tokens. ``state`` is
+    the ledger's (``completed``, ``expired``, ... or ``awarded`` if the run ended first), empty
+    with no ``task_id`` when the ledger refused the announcement. ``paid`` went to the executor,
+    ``fee`` to ``@fees``, ``refunded`` back to the manager, ``slashed`` from the executor's stakes
+    to the manager."""
+
+    task_id: str
+    manager: str
+    executor: str
+    task_type: str
+    planned: str
+    state: str
+    price_micro: int
+    paid_micro: int
+    fee_micro: int
+    refunded_micro: int
+    slashed_micro: int
 
 
 class SimulationResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -113,3 +137,5 @@ class SimulationResult(msgspec.Struct, frozen=True, kw_only=True):
     metrics: list[Metric]
     # One row per roster agent when the scenario's credit is enabled; empty otherwise.
     credit: list[CreditOutcome] = []
+    # One row per planned task when the scenario's credit is enabled; empty otherwise.
+    tasks: list[TaskOutcome] = []

@@ -15,15 +15,17 @@ from decimal import Decimal
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
 from exchange.core.config import ConfigError, EconomyConfig, parse_config
 from exchange.errors import ExchangeError
+from protocols.amounts import to_micro
 from protocols.commands import InferenceTokens, LimitsSpec
 from protocols.ids import Token
-from protocols.units import HOURS_PER_DAY, S_PER_HOUR
+from protocols.swarm import DURATION_MS_MAX
+from protocols.units import HOURS_PER_DAY, MS_PER_HOUR, S_PER_HOUR
 
 __all__ = [
     "AgentProfile",
@@ -31,6 +33,7 @@ __all__ = [
     "ScenarioError",
     "SimulationSettings",
     "Task",
+    "TaskPlan",
     "default_scenario",
     "default_scenario_text",
     "hour_band",
@@ -234,15 +237,43 @@ class FuturePlan(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     at_hour: HourOfRun = 0
 
 
+# A task's deadline is the market's (``AnnounceTask.deadline_ms``, at most a week), in hours.
+TaskDeadlineHours = Annotated[int, msgspec.Meta(ge=1, le=DURATION_MS_MAX // MS_PER_HOUR)]
+
+
+class TaskPlan(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``manager`` hires ``executor`` through the task market at ``at_hour`` for ``price`` tokens
+    (held in escrow), to be done within ``deadline_hours``. ``delivered``: the executor reports
+    success at the deadline and the manager accepts it, which releases the escrow (the exchange
+    keeps its fee). ``missed``: no result comes, and the exchange's own deadline refunds the
+    manager and slashes the executor's stakes (docs/economy.md, Staking)."""
+
+    manager: str
+    executor: str
+    price: Decimal
+    deadline_hours: TaskDeadlineHours
+    task_type: Token = "coding"
+    at_hour: HourOfRun = 0
+    outcome: Literal["delivered", "missed"] = "delivered"
+
+    @property
+    def price_micro(self) -> int:
+        micro = to_micro(self.price)
+        assert isinstance(micro, int), "a scenario's task prices are checked when it is parsed"
+        return micro
+
+
 class CreditSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Staking, lending and futures in the day (docs/simulation.md, Credit). Off by default, so
-    the seed's table reproduces unchanged; ``enabled = true`` applies the plans below and ticks
-    the exchange every hour, so that its timers (due dates, yields, expiries) fire on time."""
+    """Staking, lending, futures and hired tasks in the day (docs/simulation.md, Credit). Off by
+    default, so the seed's table reproduces unchanged; ``enabled = true`` applies the plans below
+    and ticks the exchange every hour, so that its timers (due dates, yields, expiries, task
+    deadlines) fire on time."""
 
     enabled: bool = False
     stakes: Annotated[list[StakePlan], msgspec.Meta(max_length=credit_plans_max)] = []
     loans: Annotated[list[LoanPlan], msgspec.Meta(max_length=credit_plans_max)] = []
     futures: Annotated[list[FuturePlan], msgspec.Meta(max_length=credit_plans_max)] = []
+    tasks: Annotated[list[TaskPlan], msgspec.Meta(max_length=credit_plans_max)] = []
 
 
 class _ScenarioFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -413,11 +444,15 @@ def _cross_check(scenario: Scenario) -> None:
 
 def _check_credit(scenario: Scenario, roster: set[str]) -> None:
     """Names in the credit plans are in the roster and the models priced; amounts and terms are
-    the ledger's to refuse (a refused plan shows in the refusals, as any other command)."""
+    the ledger's to refuse (a refused plan shows in the refusals, as any other command). A task
+    whose manager is its executor, or whose price is not above 0, is refused here: it is a slip
+    in the plan, not an agent's request to show the market refusing, and no price of it could
+    pay a fee."""
     credit = scenario.credit
     named = [(f"stakes[{i}]", [p.agent]) for i, p in enumerate(credit.stakes)]
     named += [(f"loans[{i}]", [p.lender, p.borrower]) for i, p in enumerate(credit.loans)]
     named += [(f"futures[{i}]", [p.agent]) for i, p in enumerate(credit.futures)]
+    named += [(f"tasks[{i}]", [p.manager, p.executor]) for i, p in enumerate(credit.tasks)]
     for where, agents in named:
         for agent in agents:
             if agent not in roster:
@@ -428,6 +463,15 @@ def _check_credit(scenario: Scenario, roster: set[str]) -> None:
         if future.model not in scenario.economy.models:
             raise ScenarioError(
                 f"model {future.model!r} is not priced at `$.credit.futures[{index}]`"
+            )
+    for index, task in enumerate(credit.tasks):
+        where = f"at `$.credit.tasks[{index}]`"
+        if task.manager == task.executor:
+            raise ScenarioError(f"{task.manager!r} cannot hire itself {where}")
+        micro = to_micro(task.price)
+        if not isinstance(micro, int) or micro <= 0:
+            raise ScenarioError(
+                f"price: expected more than 0 tokens, to the micro-token, got {task.price} {where}"
             )
 
 

@@ -1,11 +1,13 @@
-"""The simulation with staking, lending and futures (docs/simulation.md, Credit): off by default
-(the seed's run is untouched), on in the shipped ``credit`` scenario, where its effect shows in
-the balances, the credit table, the JSON, credit.csv and credit.png."""
+"""The simulation with staking, lending, futures and hired tasks (docs/simulation.md, Credit): off
+by default (the seed's run is untouched), on in the shipped ``credit`` scenario, where its effect
+shows in the balances, the credit tables, the JSON, credit.csv, tasks.csv and credit.png. The
+tasks' fees, yields and slashes: test_sim_tasks.py."""
 
 import json
 from decimal import Decimal
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from exchange.sim import cli
@@ -40,13 +42,23 @@ def test_credit_is_off_by_default_and_the_days_json_has_no_credit() -> None:
 
 
 def test_the_credit_scenario_is_the_default_day_with_credit_on() -> None:
+    """The default day, credit switched on, and stakers paid every 6 hours instead of every day
+    (else the first payout would fall at the end of the 24-hour run, outside it)."""
     assert "credit" in shipped_scenarios()
     shipped = shipped_scenario("credit")
+    default = default_scenario()
+    assert shipped.economy.staking.yield_period_s == 6 * 3600
+    assert default.economy.staking.yield_period_s == 86_400  # the default scenario is untouched
     switched = parse_scenario(
         default_scenario_text().replace("[credit]\nenabled = false", "[credit]\nenabled = true")
+        + "\n[economy.staking]\nyield_period_s = 21600\n"
     )
     assert shipped.credit == switched.credit and shipped.credit.enabled
     assert shipped.agents == switched.agents and shipped.economy == switched.economy
+    assert shipped.economy == msgspec.structs.replace(
+        default.economy,
+        staking=msgspec.structs.replace(default.economy.staking, yield_period_s=21600),
+    )
     a, b = simulate(shipped, hours=8), simulate(switched, hours=8)
     assert (a.digest, a.agents, a.credit) == (b.digest, b.agents, b.credit)
 
@@ -62,15 +74,23 @@ def test_the_credit_scenario_shows_stakes_a_repaid_loan_and_a_default(
     # zero borrowed 3,000 to stake 12,000, could not pay at the due time, and defaulted.
     zero = credit["zero"]
     assert zero.defaults == 1 and zero.owed_micro > 0
-    assert tokens(zero.staked_micro) == 12_000
+    assert tokens(zero.staked_micro + zero.slashed_micro) == 12_000  # less its missed task's slash
     assert credit["lambda"].lent_out_micro == zero.owed_micro
     assert zero.repaid_micro + zero.owed_micro == 3_037_500_000  # 3,000 + 5% a day for 6 h
-    # Staked tokens are out of the balance: observer's stake is still locked at the end.
+    # Staked tokens are out of the balance: observer's stake is still locked at the end. Its
+    # balance has the stake's yield, and lost the whole price of the task it hired (fee included).
     balances = {a.agent: a for a in credit_run.agents}
     assert tokens(credit["observer"].staked_micro) == 2000
     observer = balances["observer"]
+    hired = [t for t in credit_run.tasks if t.manager == "observer"]
+    assert [t.state for t in hired] == ["completed"]
     assert observer.final_micro == (
-        observer.start_micro + observer.earned_micro - observer.spent_micro - 2_000_000_000
+        observer.start_micro
+        + observer.earned_micro
+        - observer.spent_micro
+        - 2_000_000_000
+        + credit["observer"].yield_micro
+        - hired[0].price_micro
     )
 
 
@@ -95,7 +115,8 @@ def test_credit_goes_to_json_csv_and_tables(
     assert len(rows) == 1 + len(credit_run.agents)
     assert cli.main(["--scenario", "credit", "--hours", "12"]) == 0
     out = capsys.readouterr().out
-    assert "Credit (staking, lending, futures)" in out
+    for title in ("Credit: staking", "Credit: lending and futures", "Credit: hired tasks"):
+        assert title in out
 
 
 def test_bad_credit_plans_are_refused_naming_the_field() -> None:
