@@ -10,7 +10,7 @@ integer micro-tokens and refuses what does not fit.
 """
 
 from decimal import Decimal
-from typing import Annotated, ClassVar
+from typing import Annotated, ClassVar, Final
 
 import msgspec
 
@@ -260,4 +260,46 @@ class ImportOpening(StrictCommand, frozen=True, kw_only=True):
     amount: Decimal
     earned: Decimal = Decimal(0)
     spent: Decimal = Decimal(0)
+    source: Text = ""
+
+
+# The source's account names as ``import.history`` carries them: printable ASCII without spaces
+# (agent ids, ``@mint``, ``@llm.<model>``, ``@pool.<id>``, ``@stake.<agent>``...).
+ImportedAccount = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=256, pattern=r"^[!-~]+$(?!\n)")
+]
+ImportedKind = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+IMPORT_BATCH_MAX: Final = 1000
+
+
+class ImportedPosting(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One posting of the source exchange's export, as it was there: its journal entry (``seq``),
+    its time, its two accounts, its amount, kind and memo."""
+
+    seq: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+    at_ns: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+    debit: ImportedAccount
+    credit: ImportedAccount
+    amount: Decimal
+    kind: ImportedKind
+    memo: Text = ""
+
+
+class ImportedTotals(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """What an imported agent earned and spent in the source exchange (added to its totals)."""
+
+    agent: AgentRef
+    earned: Decimal = Decimal(0)
+    spent: Decimal = Decimal(0)
+
+
+class ImportHistory(StrictCommand, frozen=True, kw_only=True):
+    """Replays a batch of an imported exchange's postings, in their original order, by double
+    entry (``exchange import``; docs/economy.md, Import): an account that is not an imported
+    agent is ``@import``, a posting between two such accounts is skipped, the kind is kept and
+    the memo names the original entry, time and accounts. Refused whole if any posting would take
+    an agent below 0. ``totals`` adds to agents' earned and spent totals. Sent by ``admin``."""
+
+    postings: Annotated[list[ImportedPosting], msgspec.Meta(max_length=IMPORT_BATCH_MAX)] = []
+    totals: Annotated[list[ImportedTotals], msgspec.Meta(max_length=IMPORT_BATCH_MAX)] = []
     source: Text = ""

@@ -54,6 +54,7 @@ COMMANDS: Final[dict[str, type[c.Command]]] = {
     "future.take": fu.TakeFuture,
     "future.list": fu.ListFuture,
     "import.opening": c.ImportOpening,
+    "import.history": c.ImportHistory,
     "stake": cr.Stake,
     "stake.unstake": cr.Unstake,
     "loan.offer": cr.OfferLoan,

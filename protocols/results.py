@@ -291,3 +291,12 @@ class MetricsResult(Result, frozen=True, kw_only=True):
 
     metrics: list[MetricOut]
     inputs: dict[str, Any]
+
+
+class ImportHistoryResult(Result, frozen=True, kw_only=True):
+    """``import.history``'s reply: the postings it posted, those it skipped (between two accounts
+    that both map to ``@import``), and the agents whose totals it added to."""
+
+    posted: int
+    skipped: int
+    totals: int

@@ -211,13 +211,19 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--output", type=Path, help="write here instead of stdout")
     imported = sub.add_parser(
         "import",
-        help="a new exchange in --data opening the balances of an export or seed-1 wallet files",
+        help="a new exchange in --data with the balances and history of an export, or the "
+        "balances of seed-1 wallet files",
     )
     _common(imported, network=False)
     imported.add_argument(
         "source", type=Path, help="an export (.csv, .json), a .wallet file, or seed 1's .exchange/"
     )
     imported.add_argument("--config", type=Path, help="the economy's TOML (default: the defaults)")
+    imported.add_argument(
+        "--balances-only",
+        action="store_true",
+        help="an export's balances alone (one opening entry per agent), not its history",
+    )
     creds = sub.add_parser("creds", help="what a NATS client needs to connect as AGENT")
     _common(creds, network=False)
     creds.add_argument("agent")
@@ -642,7 +648,11 @@ def _import(args: argparse.Namespace, output: Output) -> int:
     try:
         config_text = None if args.config is None else args.config.read_text(encoding="utf-8")
         report = import_exchange(
-            args.source, args.data, config_text=config_text, now_ns=time.time_ns()
+            args.source,
+            args.data,
+            config_text=config_text,
+            now_ns=time.time_ns(),
+            balances_only=args.balances_only,
         )
     except ConfigError as exc:
         return output.error({"code": "invalid_config", "message": f"--config: {exc}"})

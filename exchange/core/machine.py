@@ -164,6 +164,7 @@ class Exchange:
             on(fu.TakeFuture, self.futures.take),
             on(fu.ListFuture, self.futures.list_for_sale),
             on(c.ImportOpening, self.imports.opening),
+            on(c.ImportHistory, self.imports.history),
             on(cr.Stake, self.staking.stake),
             on(cr.Unstake, self.staking.unstake),
             on(cr.OfferLoan, self.lending.offer),

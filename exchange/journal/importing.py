@@ -2,8 +2,10 @@
 of this exchange (``exchange export``, CSV or JSON) or seed 1's wallet files.
 
 Owns: the formats read, and turning each into ``Opening`` rows (one per agent: its balance, and
-the earned and spent totals it brings, in micro-tokens). Must not: build a journal (the CLI does,
-in ``exchange/cli/importing.py``), or guess: anything that is not exactly one of the formats is
+the earned and spent totals it brings, in micro-tokens) and, for an export, its postings in order
+(``SourcePosting``) with the first point, if any, where one would take an agent below 0 (an export
+cut with ``--since`` or ``--agent``). Must not: build a journal (the CLI does, in
+``exchange/cli/importing.py``), or guess: anything that is not exactly one of the formats is
 refused with ``ImportInputError``, one line naming the file and what to fix.
 
 Seed 1's wallet format (the Scheme tool's ``.exchange/wallets/<agent>.wallet``), an association
@@ -30,7 +32,7 @@ import msgspec
 
 from exchange.journal.errors import JournalError
 from exchange.journal.export import export_columns
-from protocols.amounts import MICRO_PER_TOKEN
+from protocols.amounts import MICRO_PER_TOKEN, format_micro
 from protocols.ids import SYSTEM_SENDERS, is_agent_id
 
 WALLET_SUFFIX: Final = ".wallet"
@@ -56,12 +58,28 @@ class Opening:
     spent_micro: int
 
 
+class SourcePosting(msgspec.Struct, frozen=True):
+    """One posting of an export, with the columns ``import.history`` carries."""
+
+    seq: int
+    at_ns: int
+    debit_account: str
+    credit_account: str
+    amount_micro: int
+    kind: str
+    memo: str
+
+
 @dataclass(frozen=True, slots=True)
 class ImportSource:
-    """What a file holds: the agents' openings (in a stable order) and a line for each memo."""
+    """What a file holds: the agents' openings (in a stable order) and a line for each memo; for
+    an export, its postings in order (held in memory: the new journal's entries are, too), and
+    ``cut``, where one would first take an agent below 0 (None when none does)."""
 
     openings: tuple[Opening, ...]
     description: str
+    postings: tuple[SourcePosting, ...] = ()
+    cut: str | None = None
 
 
 def read_source(path: Path) -> ImportSource:
@@ -94,17 +112,9 @@ def read_source(path: Path) -> ImportSource:
 # ----------------------------------------------------------------------------- exports
 
 
-class _Posting(msgspec.Struct, frozen=True):
-    seq: int
-    debit_account: str
-    credit_account: str
-    amount_micro: int
-    kind: str
-
-
-def _json_postings(path: Path, text: str) -> Iterator[_Posting]:
+def _json_postings(path: Path, text: str) -> Iterator[SourcePosting]:
     try:
-        yield from msgspec.json.decode(text, type=list[_Posting])
+        yield from msgspec.json.decode(text, type=list[SourcePosting])
     except msgspec.ValidationError as exc:
         raise ImportInputError(
             f"{path}: not an export of `exchange export --format json` ({exc})"
@@ -113,7 +123,7 @@ def _json_postings(path: Path, text: str) -> Iterator[_Posting]:
         raise ImportInputError(f"{path}: not valid JSON ({exc})") from exc
 
 
-def _csv_postings(path: Path, file: Iterable[str]) -> Iterator[_Posting]:
+def _csv_postings(path: Path, file: Iterable[str]) -> Iterator[SourcePosting]:
     reader = csv.reader(file)
     header = next(reader, None)
     if header is None or tuple(header) != export_columns:
@@ -128,26 +138,35 @@ def _csv_postings(path: Path, file: Iterable[str]) -> Iterator[_Posting]:
                 f"{path}: row {line} has {len(row)} fields, not {len(export_columns)}"
             )
         amount, seq = row[index["amount_micro"]], row[index["seq"]]
+        at_ns = row[index["at_ns"]]
         if not amount.isascii() or not amount.isdigit():
             raise ImportInputError(
                 f"{path}: row {line}: amount_micro {amount!r} is not a whole number of micro-tokens"
             )
         if not seq.isascii() or not seq.isdigit():
             raise ImportInputError(f"{path}: row {line}: seq {seq!r} is not a journal entry number")
-        yield _Posting(
+        if not at_ns.isascii() or not at_ns.isdigit():
+            raise ImportInputError(
+                f"{path}: row {line}: at_ns {at_ns!r} is not a time in ns since the epoch"
+            )
+        yield SourcePosting(
             int(seq),
+            int(at_ns),
             row[index["debit_account"]],
             row[index["credit_account"]],
             int(amount),
             row[index["kind"]],
+            row[index["memo"]],
         )
 
 
-def _from_postings(path: Path, postings: Iterable[_Posting], fmt: str) -> ImportSource:
+def _from_postings(path: Path, postings: Iterable[SourcePosting], fmt: str) -> ImportSource:
     balances: dict[str, int] = {}
     earned: dict[str, int] = {}
     spent: dict[str, int] = {}
     count = last_seq = 0
+    kept: list[SourcePosting] = []
+    cut = None
     for posting in postings:
         if posting.amount_micro <= 0:
             raise ImportInputError(
@@ -157,6 +176,12 @@ def _from_postings(path: Path, postings: Iterable[_Posting], fmt: str) -> Import
         debit, credit = posting.debit_account, posting.credit_account
         balances[debit] = balances.get(debit, 0) - posting.amount_micro
         balances[credit] = balances.get(credit, 0) + posting.amount_micro
+        if cut is None and balances[debit] < 0 and not debit.startswith("@"):
+            cut = (
+                f"posting {count + 1} (entry {posting.seq}) would take {debit} to "
+                f"{format_micro(balances[debit])} tokens"
+            )
+        kept.append(posting)
         if debit == _EARNED_FROM and posting.kind != "opening":
             earned[credit] = earned.get(credit, 0) + posting.amount_micro
         if credit.startswith(_SPENT_PREFIX):
@@ -179,7 +204,10 @@ def _from_postings(path: Path, postings: Iterable[_Posting], fmt: str) -> Import
         raise ImportInputError(f"{path}: the export holds no agent account: nothing to import")
     # The memo of every opening names the original: the file, and the last journal entry it holds.
     return ImportSource(
-        openings, f"{fmt} export {path.name} ({count} postings, to entry {last_seq})"
+        openings,
+        f"{fmt} export {path.name} ({count} postings, to entry {last_seq})",
+        tuple(kept),
+        cut,
     )
 
 
@@ -351,4 +379,11 @@ def _alist(file: Path, value: object) -> dict[str, object]:
     return out
 
 
-__all__ = ["ImportInputError", "ImportSource", "Opening", "parse_wallet", "read_source"]
+__all__ = [
+    "ImportInputError",
+    "ImportSource",
+    "Opening",
+    "SourcePosting",
+    "parse_wallet",
+    "read_source",
+]

@@ -1,8 +1,9 @@
 """``exchange import`` (docs/economy.md, Import): an exchange exported as CSV and as JSON imports
-into a new data directory with the same agent balances; seed 1's wallet files import with their
-tokens, earned and spent; ``exchange doctor`` passes on each new journal, which has its own
-digest; ``exchange up`` (a real process) starts on it; and every bad file is refused with one
-line, leaving nothing behind."""
+into a new data directory with the same agent balances and each agent's history (``exchange
+export --agent`` lists the same movements); ``--balances-only`` opens the balances alone; seed
+1's wallet files import with their tokens, earned and spent; ``exchange doctor`` passes on each
+new journal, which has its own digest; ``exchange up`` (a real process) starts on it; and every
+bad file is refused with one line, leaving nothing behind."""
 
 import json
 from pathlib import Path
@@ -56,16 +57,42 @@ async def test_an_export_imports_with_the_same_balances(tmp_path: Path, fmt: str
     imported = await run_cli("import", str(exported), "--data", str(new), "--json")
     assert imported.status == 0, (imported.stdout, imported.stderr)
     report = imported.json()
-    assert report["agents"] == len(AGENTS) and report["seq"] == 2 * len(AGENTS)
+    # The genesis, one batch of history, one of earned and spent totals.
+    assert report["agents"] == len(AGENTS) and report["seq"] == len(AGENTS) + 2
+    assert report["history_posted"] == len(AGENTS) + len(commands)
     after = await _balances(new)
-    # Agent balances only: lambda's 100 in escrow stay in the old exchange's @escrow.
+    # Agent balances: lambda's 100 in escrow stay in the old exchange's @escrow.
     assert after == before  # balance, earned and spent of every agent
     assert before["lambda"]["balance"] == "9900"
     assert after["builder"]["spent"] == "0.5" and after["spark"]["earned"] == "42"
+    for agent in AGENTS:
+        assert await _history(new, agent) == await _history(old, agent), agent
     doctor = await _doctor(new)
     assert doctor["ok"] is True and doctor["supply"] == "0"
     # Its own journal and digest: the report's is the one doctor replays to, not the old one's.
     assert report["digest"] == doctor["digest"] != (await _doctor(old))["digest"]
+    # --balances-only: one opening entry per agent, as an import without history makes.
+    only = await run_cli(
+        "import", str(exported), "--data", str(tmp_path / "only"), "--balances-only", "--json"
+    )
+    assert only.status == 0, (only.stdout, only.stderr)
+    assert (only.json()["seq"], only.json()["history_posted"]) == (2 * len(AGENTS), 0)
+    assert await _balances(tmp_path / "only") == before
+    assert await _history(tmp_path / "only", "builder") == [["opening", "@import", "9999.5"]]
+
+
+async def _history(data: Path, agent: str) -> list[list[str]]:
+    """``exchange export --agent`` from the agent's side: kind, counterpart (a system account
+    read as @import), signed amount."""
+    export = await run_cli("export", "--data", str(data), "--agent", agent, "--format", "json")
+    assert export.status == 0, export.stderr
+    rows = []
+    for p in json.loads(export.stdout):
+        mine = p["credit_account"] == agent
+        other = p["debit_account"] if mine else p["credit_account"]
+        amount = p["amount_tokens"] if mine else f"-{p['amount_tokens']}"
+        rows.append([p["kind"], "@import" if other.startswith("@") else other, amount])
+    return rows
 
 
 async def test_seed_one_wallets_import_and_the_daemon_starts_on_them(tmp_path: Path) -> None:
