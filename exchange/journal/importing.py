@@ -36,9 +36,15 @@ from protocols.amounts import MICRO_PER_TOKEN, format_micro
 from protocols.ids import SYSTEM_SENDERS, is_agent_id
 
 WALLET_SUFFIX: Final = ".wallet"
-# Postings that count as earned (minted to the agent, its opening aside) and as spent (paid to
-# a model account), the way the exchange keeps an agent's totals.
-_EARNED_FROM: Final = "@mint"
+# An agent's totals as the exchange keeps them (the core adds to them where it makes these
+# postings): earned is what it was minted (its opening aside), paid as a task's payee or
+# referrer from escrow, or paid out by a pool; spent is what it paid a model account, directly
+# or from a hold it had made (the hold's postings name it in their memo: the hold's id).
+_MINT: Final = "@mint"
+_ESCROW: Final = "@escrow"
+_EARNED_FROM_ESCROW: Final = frozenset({"escrow.release", "referral"})
+_POOL_PAYOUT: Final = "pool.payout"
+_HOLD_KIND_PREFIX: Final = "hold."
 _SPENT_PREFIX: Final = "@llm."
 # A wallet file is a few hundred bytes; an export is streamed, but bounded all the same.
 _WALLET_BYTES_MAX: Final = 16 * 1024 * 1024
@@ -164,6 +170,7 @@ def _from_postings(path: Path, postings: Iterable[SourcePosting], fmt: str) -> I
     balances: dict[str, int] = {}
     earned: dict[str, int] = {}
     spent: dict[str, int] = {}
+    hold_owner: dict[str, str] = {}  # hold id -> the agent whose money it holds
     count = last_seq = 0
     kept: list[SourcePosting] = []
     cut = None
@@ -182,10 +189,19 @@ def _from_postings(path: Path, postings: Iterable[SourcePosting], fmt: str) -> I
                 f"{format_micro(balances[debit])} tokens"
             )
         kept.append(posting)
-        if debit == _EARNED_FROM and posting.kind != "opening":
+        kind = posting.kind
+        if credit == _ESCROW and kind.startswith(_HOLD_KIND_PREFIX) and not debit.startswith("@"):
+            hold_owner[posting.memo] = debit
+        if not credit.startswith("@") and (
+            (debit == _MINT and kind != "opening")
+            or (debit == _ESCROW and kind in _EARNED_FROM_ESCROW)
+            or kind == _POOL_PAYOUT
+        ):
             earned[credit] = earned.get(credit, 0) + posting.amount_micro
         if credit.startswith(_SPENT_PREFIX):
-            spent[debit] = spent.get(debit, 0) + posting.amount_micro
+            payer = hold_owner.get(posting.memo) if debit == _ESCROW else debit
+            if payer is not None and not payer.startswith("@"):
+                spent[payer] = spent.get(payer, 0) + posting.amount_micro
         count += 1
         last_seq = max(last_seq, posting.seq)
     agents = [account for account in balances if not account.startswith("@")]

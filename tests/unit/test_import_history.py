@@ -164,6 +164,13 @@ def test_earned_and_spent_are_those_of_a_balances_only_import(tmp_path: Path) ->
         assert (a.earned_micro, a.spent_micro) == (b.earned_micro, b.spent_micro), agent
     assert with_history.ledger.agents["spark"].earned_micro == 42_000_000
     assert with_history.ledger.agents["builder"].spent_micro > 0
+    # The totals are the source exchange's own: rewards, a task's payment from escrow (observer),
+    # inference paid directly (builder) and from a hold (zero).
+    for agent in AGENTS:
+        old, new = source.exchange.ledger.agents[agent], with_history.ledger.agents[agent]
+        assert (new.earned_micro, new.spent_micro) == (old.earned_micro, old.spent_micro), agent
+    assert with_history.ledger.agents["observer"].earned_micro > 0
+    assert with_history.ledger.agents["zero"].spent_micro > 0
 
 
 def test_a_memo_names_the_original_entry_time_and_accounts(tmp_path: Path) -> None:
