@@ -42,17 +42,9 @@ class Imports:
         amount = ledger.amount(cmd.amount, "amount")
         if isinstance(amount, Refusal):
             return amount
-        totals = []
-        for field in ("earned", "spent"):
-            micro = to_micro(getattr(cmd, field))
-            if type(micro) is not int or micro < 0:
-                return refuse(
-                    ErrorCode.invalid_amount,
-                    f"{field} is a total of tokens, 0 or more with at most 6 decimals; "
-                    f"got {getattr(cmd, field)}",
-                    path=f"$.{field}",
-                )
-            totals.append(micro)
+        totals = _totals_micro(cmd, "")
+        if isinstance(totals, Refusal):
+            return totals
         ledger.book.post(acc.IMPORT, agent.id, amount, "opening", cmd.source)
         agent.earned_micro += totals[0]
         agent.spent_micro += totals[1]
@@ -106,18 +98,10 @@ class Imports:
             agent = ledger.agent(entry.agent)
             if isinstance(agent, Refusal):
                 return agent
-            pair = []
-            for field in ("earned", "spent"):
-                micro = to_micro(getattr(entry, field))
-                if type(micro) is not int or micro < 0:
-                    return refuse(
-                        ErrorCode.invalid_amount,
-                        f"totals[{index}].{field} is a total of tokens, 0 or more with at most 6 "
-                        f"decimals; got {getattr(entry, field)}",
-                        path=f"$.totals[{index}].{field}",
-                    )
-                pair.append(micro)
-            totals.append((agent, pair[0], pair[1]))
+            pair = _totals_micro(entry, f"totals[{index}].")
+            if isinstance(pair, Refusal):
+                return pair
+            totals.append((agent, *pair))
         for move in moves:
             book.post(*move)
         for agent, earned, spent in totals:
@@ -169,6 +153,26 @@ class Imports:
         if sides[0] == sides[1]:
             return None
         return sides[0], sides[1], amount
+
+
+def _totals_micro(
+    entry: c.ImportOpening | c.ImportedTotals, path: str
+) -> tuple[int, int] | Refusal:
+    """An entry's earned and spent totals in micro-tokens, each 0 or more and exact; ``path``:
+    where the entry sits in its command (``""`` or ``"totals[3]."``)."""
+    micro = []
+    for field in ("earned", "spent"):
+        value = getattr(entry, field)
+        total = to_micro(value)
+        if type(total) is not int or total < 0:
+            return refuse(
+                ErrorCode.invalid_amount,
+                f"{path}{field} is a total of tokens, 0 or more with at most 6 decimals; "
+                f"got {value}",
+                path=f"$.{path}{field}",
+            )
+        micro.append(total)
+    return micro[0], micro[1]
 
 
 def rfc3339(at_ns: int) -> str:
