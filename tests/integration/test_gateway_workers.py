@@ -95,17 +95,27 @@ async def test_the_workers_answer_every_connection_and_charge_exactly_the_usage(
     tmp_path: Path,
 ) -> None:
     async with _served(tmp_path) as served:
+        # Limits out of the way: this test is about the workers sharing the load and each
+        # settling its quotas. (Under the default hourly limit, two workers' quotas held at their
+        # worst case can fill the window between them and one refuses: docs/gateway.md, How
+        # limits apply; the limits themselves are test_gateway.py's.)
+        generous = {"burst": "100000", "hourly": "1000000", "daily": "1000000"}
+        limits = await served.admin.command_envelope(
+            "admin", "limits.set", {"agent": "zero", "limits": generous, "rates": {}}
+        )
+        assert limits.ok, limits
         before = await _balance(served.admin, "zero")
-        limits = httpx.Limits(max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS)
+        pool = httpx.Limits(max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS)
         headers = {"authorization": f"Bearer {served.key}"}
-        async with httpx.AsyncClient(limits=limits, headers=headers, timeout=30) as http:
+        async with httpx.AsyncClient(limits=pool, headers=headers, timeout=30) as http:
 
             async def ask(index: int) -> httpx.Response:
                 body = {"model": "gpt-x", "messages": [{"role": "user", "content": f"q {index}"}]}
                 return await http.post(f"{served.url}/chat/completions", json=body)
 
             replies = await asyncio.gather(*(ask(i) for i in range(REQUESTS)))
-        assert [r.status_code for r in replies] == [200] * REQUESTS
+        refused = [r.text for r in replies if r.status_code != 200]
+        assert refused == [], refused
         usages = [r.json()["usage"] for r in replies]
         charged_micro = sum(
             metered_cost_micro(PRICE_IN, PRICE_OUT, u["prompt_tokens"], u["completion_tokens"])
